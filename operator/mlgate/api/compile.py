@@ -1,0 +1,196 @@
+"""Validate mlgate resources and compile them into the engine's immutable policy data.
+
+Compilation happens once per change of a resource; the engine's hot path only reads the result.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from cryptography.hazmat.primitives.serialization import (
+    Encoding,
+    PublicFormat,
+    load_pem_public_key,
+)
+from pydantic import ValidationError
+
+from mlgate.api import models as api
+from mlgate.engine import policy as engine
+from mlgate.engine.decisions import Mode
+from mlgate.engine.references import compile_pattern
+
+
+class InvalidResource(ValueError):
+    """A document that is not a valid mlgate resource; the message names the field."""
+
+
+def _location(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "<document>"
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming the field: `spec.gpu.maxPerPod: must be >= 0`."""
+    return "; ".join(f"{_location(e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def parse_resource(doc: Mapping[str, Any]) -> api.Resource:
+    kind = doc.get("kind")
+    model = api.MLGATE_KINDS.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        known = ", ".join(api.MLGATE_KINDS)
+        raise InvalidResource(f"kind: {kind!r} is not an mlgate.io kind (expected one of {known})")
+    try:
+        return model.model_validate(doc)
+    except ValidationError as exc:
+        raise InvalidResource(describe_validation_error(exc)) from None
+
+
+def key_id(pem: str) -> str:
+    der = load_pem_public_key(pem.encode()).public_bytes(
+        Encoding.DER, PublicFormat.SubjectPublicKeyInfo
+    )
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def _name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
+    return tuple(re.compile(fnmatch.translate(g)) for g in globs)
+
+
+def _selector(sel: api.LabelSelector | None) -> engine.LabelSelector | None:
+    if sel is None:
+        return None
+    return engine.LabelSelector(
+        match_labels=dict(sel.match_labels),
+        match_expressions=tuple(
+            (e.key, e.operator.value, frozenset(e.values)) for e in sel.match_expressions
+        ),
+    )
+
+
+def _match(match: api.Match, own_namespace: str | None) -> engine.Match:
+    return engine.Match(
+        namespaces=_name_globs(match.namespaces),
+        exclude_namespaces=_name_globs(match.exclude_namespaces),
+        namespace_selector=_selector(match.namespace_selector),
+        kinds=frozenset(match.kinds),
+        selector=_selector(match.selector),
+        own_namespace=own_namespace,
+    )
+
+
+def _key(key: api.PublicKey) -> engine.KeyRef:
+    if key.public_key is not None:
+        return engine.KeyRef(id=key_id(key.public_key), pem=key.public_key)
+    assert key.secret_ref is not None  # guaranteed by PublicKey's validator
+    ref = key.secret_ref
+    return engine.KeyRef(
+        id=f"secret:{ref.namespace}/{ref.name}/{ref.key}",
+        secret=(ref.namespace, ref.name, ref.key),
+    )
+
+
+def _images(images: api.Images | None) -> engine.ImageRules | None:
+    if images is None:
+        return None
+    allowed = images.allowed_registries
+    return engine.ImageRules(
+        allowed_registries=None if allowed is None else tuple(map(compile_pattern, allowed)),
+        require_digest=images.require_digest,
+        disallow_tags=frozenset(t.lower() for t in images.disallow_tags),
+        signatures=None
+        if images.signatures is None
+        else tuple(
+            engine.SignatureRule(
+                images=tuple(map(compile_pattern, entry.images)),
+                keys=tuple(map(_key, entry.keys)),
+            )
+            for entry in images.signatures
+        ),
+    )
+
+
+def _models(models: api.Models | None) -> engine.ModelRules | None:
+    if models is None:
+        return None
+    return engine.ModelRules(
+        require_approved=models.require_approved,
+        require_reference=models.require_reference,
+        annotations=tuple(models.sources.annotations),
+        env=tuple(models.sources.env),
+    )
+
+
+def _egress(egress: api.Egress | None) -> engine.EgressRules | None:
+    if egress is None:
+        return None
+    np = egress.network_policy
+    return engine.EgressRules(
+        allow_host_network=egress.allow_host_network,
+        network_policy=None
+        if np is None
+        else engine.NetworkPolicyRules(
+            manage=np.manage,
+            allow_dns=np.allow_dns,
+            allowed_cidrs=tuple(np.allowed_cidrs),
+            allowed_ports=tuple(np.allowed_ports),
+            allowed_namespaces=tuple(np.allowed_namespaces),
+        ),
+    )
+
+
+def _gpu(gpu: api.Gpu | None) -> engine.GpuRules | None:
+    if gpu is None:
+        return None
+    return engine.GpuRules(
+        resources=_name_globs(gpu.resources),
+        max_per_pod=gpu.max_per_pod,
+        max_per_workload=gpu.max_per_workload,
+        namespace_quota=gpu.namespace_quota,
+        allowed_products=frozenset(gpu.allowed_products),
+    )
+
+
+def policy_name(resource: api.ClusterMLPolicy | api.MLPolicy) -> str:
+    meta = resource.metadata
+    return (
+        meta.name if isinstance(resource, api.ClusterMLPolicy) else f"{meta.namespace}/{meta.name}"
+    )
+
+
+def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.CompiledPolicy:
+    spec = resource.spec
+    own_namespace = None
+    if isinstance(resource, api.MLPolicy):
+        if not resource.metadata.namespace:
+            raise InvalidResource("metadata.namespace: an MLPolicy must have a namespace")
+        own_namespace = resource.metadata.namespace
+    return engine.CompiledPolicy(
+        name=policy_name(resource),
+        mode=Mode(spec.mode.value),
+        match=_match(spec.match, own_namespace),
+        images=_images(spec.images),
+        models=_models(spec.models),
+        egress=_egress(spec.egress),
+        gpu=_gpu(spec.gpu),
+    )
+
+
+def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
+    spec = resource.spec
+    return engine.Approval(
+        name=resource.metadata.name,
+        model=spec.model,
+        version=spec.version,
+        uris=frozenset(u.rstrip("/") for u in spec.uris),
+        digest=spec.digest,
+        expires=spec.expires,
+        revoked=spec.revoked,
+        namespaces=_name_globs(spec.namespaces),
+    )

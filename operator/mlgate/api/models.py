@@ -1,0 +1,320 @@
+"""The custom resources of mlgate.io/v1alpha1 as pydantic models.
+
+These models are the single source of truth: the CRD schemas in `crds/` are generated from them
+(`make crds`), and `mlgate check` validates documents with them before compiling.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from mlgate.engine.references import InvalidReference, compile_pattern
+
+GROUP = "mlgate.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+
+# Globs over names: DNS-1123 characters plus `*`.
+NAME_GLOB = r"^[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?$"
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+RESOURCE_GLOB = r"^[a-z0-9.*-]+/[a-zA-Z0-9.*_-]+$"
+PEM_PUBLIC_KEY = r"^\s*-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\s*$"
+MODEL_URI = r"^(s3|gs|hf|oci|pvc|https|http|az|file)://\S+$"
+
+DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-*"]
+DEFAULT_MODEL_ANNOTATIONS = ["mlgate.io/model", "mlgate.io/model-uri"]
+DEFAULT_MODEL_ENV = ["MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI"]
+
+
+class Spec(BaseModel):
+    """Base of every spec object: camelCase on the wire, unknown fields are errors."""
+
+    model_config = ConfigDict(
+        extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
+    )
+
+
+class Mode(StrEnum):
+    ENFORCE = "Enforce"
+    WARN = "Warn"
+    AUDIT = "Audit"
+
+
+class SelectorOperator(StrEnum):
+    IN = "In"
+    NOT_IN = "NotIn"
+    EXISTS = "Exists"
+    DOES_NOT_EXIST = "DoesNotExist"
+
+
+class LabelSelectorRequirement(Spec):
+    key: Annotated[str, Field(min_length=1, max_length=317)]
+    operator: SelectorOperator
+    values: list[Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = []
+
+    @model_validator(mode="after")
+    def _values_fit_operator(self) -> LabelSelectorRequirement:
+        needs_values = self.operator in (SelectorOperator.IN, SelectorOperator.NOT_IN)
+        if needs_values != bool(self.values):
+            raise ValueError(
+                f"operator {self.operator} {'needs' if needs_values else 'takes no'} values"
+            )
+        return self
+
+
+class LabelSelector(Spec):
+    match_labels: dict[str, Annotated[str, Field(pattern=LABEL_VALUE, max_length=63)]] = {}
+    match_expressions: list[LabelSelectorRequirement] = []
+
+
+class Match(Spec):
+    """Which workloads a policy governs."""
+
+    namespace_selector: LabelSelector | None = Field(
+        None, description="Namespaces whose labels match; OR-ed with `namespaces`."
+    )
+    namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=253)]] = Field(
+        [], description="Namespace names or globs. Empty with no selector: every namespace."
+    )
+    exclude_namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=253)]] = Field(
+        [], description="Never governed. kube-system and mlgate's own namespace always are."
+    )
+    kinds: list[Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$")]] = Field(
+        [], description="Workload kinds; empty means every supported kind."
+    )
+    selector: LabelSelector | None = Field(None, description="Label selector on the workload.")
+
+
+class SecretKeyRef(Spec):
+    namespace: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    name: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253)]
+    key: Annotated[str, Field(pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)]
+
+
+class PublicKey(Spec):
+    """A cosign public key, inline or from a Secret."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.publicKey) != has(self.secretRef)",
+                    "message": "set exactly one of publicKey or secretRef",
+                }
+            ]
+        }
+    )
+    public_key: Annotated[str, Field(pattern=PEM_PUBLIC_KEY, max_length=16384)] | None = None
+    secret_ref: SecretKeyRef | None = None
+
+    @field_validator("public_key")
+    @classmethod
+    def _pem_parses(cls, pem: str | None) -> str | None:
+        if pem is not None:
+            try:
+                load_pem_public_key(pem.encode())
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"malformed PEM public key: {exc}") from None
+        return pem
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PublicKey:
+        if (self.public_key is None) == (self.secret_ref is None):
+            raise ValueError("set exactly one of publicKey or secretRef")
+        return self
+
+
+def _check_image_glob(glob: str) -> str:
+    try:
+        compile_pattern(glob)
+    except InvalidReference as exc:
+        raise ValueError(str(exc)) from None
+    return glob
+
+
+ImageGlob = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[a-zA-Z0-9._:*/\[\]-]+$")]
+
+
+class SignatureEntry(Spec):
+    images: Annotated[list[ImageGlob], Field(min_length=1)]
+    keys: Annotated[list[PublicKey], Field(min_length=1)]
+
+    @field_validator("images")
+    @classmethod
+    def _globs_compile(cls, globs: list[str]) -> list[str]:
+        return [_check_image_glob(g) for g in globs]
+
+
+class Images(Spec):
+    allowed_registries: list[ImageGlob] | None = Field(
+        None, description="Repository globs images must come from (`*` spans path segments)."
+    )
+    require_digest: bool = Field(False, description="Images must be pinned by @sha256 digest.")
+    disallow_tags: list[Annotated[str, Field(pattern=r"^[\w][\w.-]{0,127}$")]] = []
+    signatures: list[SignatureEntry] | None = Field(
+        None, description="If set, every image must be covered by an entry and verify."
+    )
+
+    @field_validator("allowed_registries")
+    @classmethod
+    def _globs_compile(cls, globs: list[str] | None) -> list[str] | None:
+        return None if globs is None else [_check_image_glob(g) for g in globs]
+
+
+class ModelSources(Spec):
+    annotations: list[Annotated[str, Field(min_length=1, max_length=317)]] = Field(
+        default_factory=lambda: list(DEFAULT_MODEL_ANNOTATIONS)
+    )
+    env: list[Annotated[str, Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")]] = Field(
+        default_factory=lambda: list(DEFAULT_MODEL_ENV)
+    )
+
+
+class Models(Spec):
+    require_approved: bool = Field(True, description="Every model reference must be approved.")
+    require_reference: bool = Field(False, description="Workloads must name at least one model.")
+    sources: ModelSources = Field(default_factory=ModelSources)
+
+
+class NetworkPolicySpec(Spec):
+    manage: bool = Field(True, description="Keep NetworkPolicy mlgate-egress in scope.")
+    allow_dns: bool = Field(True, alias="allowDNS")
+    allowed_cidrs: list[Annotated[str, Field(max_length=64)]] = Field([], alias="allowedCIDRs")
+    allowed_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
+    allowed_namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=63)]] = []
+
+    @field_validator("allowed_cidrs")
+    @classmethod
+    def _cidrs_parse(cls, cidrs: list[str]) -> list[str]:
+        import ipaddress  # noqa: PLC0415 - only policies with CIDRs pay for it
+
+        for cidr in cidrs:
+            try:
+                ipaddress.ip_network(cidr, strict=True)
+            except ValueError as exc:
+                raise ValueError(f"invalid CIDR {cidr!r}: {exc}") from None
+        return cidrs
+
+
+class Egress(Spec):
+    allow_host_network: bool = False
+    network_policy: NetworkPolicySpec | None = None
+
+
+class Gpu(Spec):
+    resources: list[Annotated[str, Field(pattern=RESOURCE_GLOB, max_length=253)]] = Field(
+        default_factory=lambda: list(DEFAULT_GPU_RESOURCES),
+        description="Extended resources counted as GPUs (globs).",
+    )
+    max_per_pod: Annotated[int, Field(ge=0)] | None = None
+    max_per_workload: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Whole workload: replicas x pods, all roles of a training job."
+    )
+    namespace_quota: Annotated[int, Field(ge=0)] | None = Field(
+        None, description="Sum over running pods and admitted workloads in the namespace."
+    )
+    allowed_products: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
+        [], description="Values of node label nvidia.com/gpu.product the pods may select."
+    )
+
+
+class PolicySpec(Spec):
+    mode: Mode = Field(Mode.ENFORCE, description="Enforce denies, Warn warns, Audit reports.")
+    match: Match = Field(default_factory=Match)
+    images: Images | None = None
+    models: Models | None = None
+    egress: Egress | None = None
+    gpu: Gpu | None = None
+
+
+class ApprovedModelSpec(Spec):
+    model: Annotated[str, Field(min_length=1, max_length=253)]
+    version: Annotated[str, Field(min_length=1, max_length=128)]
+    uris: list[Annotated[str, Field(pattern=MODEL_URI, max_length=2048)]] = []
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    approved_by: Annotated[str, Field(max_length=253)] | None = None
+    expires: datetime | None = Field(None, description="After this time the approval is void.")
+    revoked: bool = False
+    namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=63)]] = Field(
+        [], description="Namespaces that may use the model; empty means all."
+    )
+
+    @field_validator("expires")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("expires needs a time zone, e.g. 2027-06-30T00:00:00Z")
+        return value
+
+
+class Condition(Spec):
+    type: str
+    status: Literal["True", "False", "Unknown"]
+    reason: Annotated[str, Field(max_length=1024)] = ""
+    message: Annotated[str, Field(max_length=32768)] = ""
+    observed_generation: int | None = None
+    last_transition_time: datetime | None = None
+
+
+class PolicyStatus(Spec):
+    conditions: list[Condition] = []
+    violations: int | None = Field(None, description="Violations found by the background audit.")
+    observed_generation: int | None = None
+
+
+class ApprovedModelStatus(Spec):
+    conditions: list[Condition] = []
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata mlgate reads; the rest is the apiserver's business."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    name: Annotated[str, Field(min_length=1, max_length=253)]
+    namespace: str | None = None
+    generation: int | None = None
+
+
+class Resource(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    api_version: Literal["mlgate.io/v1alpha1"] = Field(alias="apiVersion")
+    metadata: ObjectMeta
+
+
+class ClusterMLPolicy(Resource):
+    kind: Literal["ClusterMLPolicy"]
+    spec: PolicySpec
+    status: PolicyStatus | None = None
+
+
+class MLPolicy(Resource):
+    kind: Literal["MLPolicy"]
+    spec: PolicySpec
+    status: PolicyStatus | None = None
+
+
+class ApprovedModel(Resource):
+    kind: Literal["ApprovedModel"]
+    spec: ApprovedModelSpec
+    status: ApprovedModelStatus | None = None
+
+
+MLGATE_KINDS: dict[str, type[Resource]] = {
+    "ClusterMLPolicy": ClusterMLPolicy,
+    "MLPolicy": MLPolicy,
+    "ApprovedModel": ApprovedModel,
+}
+
+
+def is_mlgate_document(doc: Any) -> bool:
+    return isinstance(doc, dict) and str(doc.get("apiVersion", "")).startswith(f"{GROUP}/")
+
+
+NAME_GLOB_RE = re.compile(NAME_GLOB)

@@ -1,0 +1,276 @@
+"""`mlgate check`: judge manifests offline with the engine the webhook uses.
+
+Two passes keep memory flat however long the input is. The first collects every mlgate resource
+(policies and ApprovedModels, from -p/--models and from the manifests themselves), so a policy
+applies even when it comes after the workloads in a stream. The second judges workloads one at a
+time and keeps only their small verdicts. Only documents whose text mentions `mlgate.io/` are
+parsed in the first pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from enum import StrEnum
+from typing import Any, TextIO
+
+from mlgate.api import models as api
+from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.engine.decisions import Decision, Mode
+from mlgate.engine.evaluate import evaluate
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts
+from mlgate.engine.workloads import lookup
+from mlgate.manifests import (
+    DocRef,
+    Document,
+    InputError,
+    Source,
+    api_version_kind,
+    documents,
+    expand_paths,
+)
+
+_MLGATE_MARK = f"{api.GROUP}/"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckRequest:
+    paths: Sequence[str]
+    now: datetime
+    policy_paths: Sequence[str] = ()
+    model_paths: Sequence[str] = ()
+    # For documents without metadata.namespace, as `kubectl apply -n` would place them.
+    namespace: str | None = None
+
+
+class Status(StrEnum):
+    DENIED = "denied"  # an Enforce violation: the apiserver would reject it
+    WARNED = "warned"  # Warn violations only: admitted with warnings
+    AUDITED = "audited"  # Audit violations only: admitted and recorded
+    COMPLIANT = "compliant"
+    SKIPPED = "skipped"  # not a workload kind: nothing to judge
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The verdict on one document; small, so thousands can be kept for the report."""
+
+    ref: DocRef
+    api_version: str
+    kind: str
+    namespace: str
+    name: str
+    decision: Decision
+    supported: bool  # a workload kind mlgate knows
+
+    @property
+    def status(self) -> Status:
+        modes = {v.mode for v in self.decision.violations}
+        if not self.decision.allowed or Mode.ENFORCE in modes:
+            return Status.DENIED
+        if Mode.WARN in modes:
+            return Status.WARNED
+        if Mode.AUDIT in modes:
+            return Status.AUDITED
+        return Status.COMPLIANT if self.supported else Status.SKIPPED
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    results: tuple[Result, ...] = ()
+    errors: tuple[str, ...] = ()
+    policies: tuple[str, ...] = ()  # names of the policies judged against
+    approvals: int = 0
+
+    @property
+    def exit_code(self) -> int:
+        if self.errors:
+            return 2
+        return 1 if any(r.status is Status.DENIED for r in self.results) else 0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status)
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 1: mlgate resources
+
+
+def _meta(obj: Mapping[str, Any], key: str) -> str:
+    meta = obj.get("metadata")
+    value = meta.get(key) if isinstance(meta, Mapping) else None
+    return value if isinstance(value, str) else ""
+
+
+def _with_namespace(obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
+    if not namespace or _meta(obj, "namespace"):
+        return obj
+    meta = obj.get("metadata")
+    return {
+        **obj,
+        "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
+    }
+
+
+def _title(obj: Mapping[str, Any]) -> str:
+    _, kind = api_version_kind(obj)
+    name = _meta(obj, "name") or "(unnamed)"
+    namespace = _meta(obj, "namespace")
+    return f"{kind or '(no kind)'} {namespace + '/' if namespace else ''}{name}"
+
+
+@dataclass(slots=True)
+class _Defined:
+    ref: DocRef
+    resource: api.Resource
+
+
+@dataclass(slots=True)
+class Resources:
+    """Policies and approvals collected from every source; a name defined twice must agree."""
+
+    policies: dict[tuple[str, str, str], CompiledPolicy] = field(default_factory=dict)
+    approvals: dict[str, Approval] = field(default_factory=dict)
+    defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+
+    def add(self, doc: Document) -> None:
+        try:
+            resource = parse_resource(doc.obj)
+            key = (
+                type(resource).__name__,
+                resource.metadata.namespace or "",
+                resource.metadata.name,
+            )
+            if not self._first_definition(key, doc.ref, resource):
+                return
+            if isinstance(resource, api.ApprovedModel):
+                self.approvals[resource.metadata.name] = compile_approval(resource)
+            elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
+                self.policies[key] = compile_policy(resource)
+        except ValueError as exc:  # InvalidResource, and anything compiling finds
+            self.errors.append(str(doc.ref.error(f"{_title(doc.obj)}: {exc}")))
+
+    def _first_definition(
+        self, key: tuple[str, str, str], ref: DocRef, resource: api.Resource
+    ) -> bool:
+        """The same resource may be given twice (-p dir and inside the manifests): harmless when
+        identical; when not, which one the cluster would keep depends on the apply order."""
+        earlier = self.defined.get(key)
+        if earlier is None:
+            self.defined[key] = _Defined(ref, resource)
+            return True
+        if earlier.resource != resource:
+            raise ValueError(
+                f"defined differently at {earlier.ref.location} ({earlier.ref.label}); "
+                "keep one definition"
+            )
+        return False
+
+    def facts(self, now: datetime) -> Facts:
+        # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
+        # then treats namespaces as governed and reports signature rules as unverified notes.
+        return Facts(now=now, approvals=tuple(self.approvals.values()))
+
+
+def _mentions_mlgate(text: str) -> bool:
+    return _MLGATE_MARK in text
+
+
+def collect_resources(
+    resource_sources: Iterable[Source], manifest_sources: Iterable[Source], namespace: str | None
+) -> Resources:
+    """Every mlgate resource: -p/--models sources must hold nothing else; manifest sources are
+    scanned for them among the workloads."""
+    found = Resources()
+    for source in resource_sources:
+        for doc in documents(source):
+            if isinstance(doc, InputError):
+                found.errors.append(str(doc))
+            elif not api.is_mlgate_document(doc.obj):
+                found.errors.append(
+                    str(
+                        doc.ref.error(
+                            f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy or "
+                            "ApprovedModel; pass manifests to judge as PATH arguments"
+                        )
+                    )
+                )
+            else:
+                found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
+    for source in manifest_sources:
+        for doc in documents(source, _mentions_mlgate):
+            if isinstance(doc, InputError):
+                found.errors.append(str(doc))
+            elif api.is_mlgate_document(doc.obj):
+                found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
+    return found
+
+
+# ---------------------------------------------------------------------------------------------
+# Pass 2: workloads
+
+
+def judge(doc: Document, policies: tuple[CompiledPolicy, ...], facts: Facts) -> Result | InputError:
+    obj = doc.obj
+    api_version, kind = api_version_kind(obj)
+    if not api_version or not kind:
+        return doc.ref.error("not a Kubernetes object: apiVersion and kind must be set")
+    try:
+        decision = evaluate(policies, obj, facts)
+    except Exception as exc:  # an engine bug must still name the document, not traceback
+        return doc.ref.error(
+            f"mlgate failed to judge {_title(obj)}: {type(exc).__name__}: {exc} "
+            "(a bug in mlgate: please report it with this document)"
+        )
+    return Result(
+        ref=doc.ref,
+        api_version=api_version,
+        kind=kind,
+        namespace=_meta(obj, "namespace"),
+        name=_meta(obj, "name") or _meta(obj, "generateName"),
+        decision=decision,
+        supported=lookup(api_version, kind) is not None,
+    )
+
+
+def judge_all(
+    sources: Iterable[Source],
+    policies: tuple[CompiledPolicy, ...],
+    facts: Facts,
+    namespace: str | None,
+) -> Iterator[Result | InputError]:
+    for source in sources:
+        for doc in documents(source):
+            if isinstance(doc, InputError):
+                yield doc
+            elif not api.is_mlgate_document(doc.obj):  # collected in the first pass
+                yield judge(Document(doc.ref, _with_namespace(doc.obj, namespace)), policies, facts)
+
+
+def run(request: CheckRequest, stdin: TextIO) -> Outcome:
+    seen: set[str] = set()
+    resource_sources, errors = expand_paths(
+        [*request.policy_paths, *request.model_paths], stdin, seen
+    )
+    manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
+    problems = [str(e) for e in (*errors, *more_errors)]
+    found = collect_resources(resource_sources, manifest_sources, request.namespace)
+    problems += found.errors
+    if problems:  # judging against a partial policy set would be misleading
+        return Outcome(errors=tuple(problems))
+    policies = tuple(found.policies.values())
+    results: list[Result] = []
+    for item in judge_all(manifest_sources, policies, found.facts(request.now), request.namespace):
+        if isinstance(item, InputError):
+            problems.append(str(item))
+        else:
+            results.append(item)
+    if problems:
+        return Outcome(errors=tuple(problems))
+    return Outcome(
+        results=tuple(results),
+        policies=tuple(p.name for p in policies),
+        approvals=len(found.approvals),
+    )

@@ -1,0 +1,228 @@
+"""The `mlgate` command line: a thin shell that parses arguments and does the I/O.
+
+Subcommands are entries of COMMANDS (name -> help, parser setup, handler), so `run` and
+`verify-image` plug in without touching the others. Handlers return the exit code; `main`
+never lets a traceback or SystemExit escape, so it can be called in-process by tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TextIO
+
+from mlgate import __version__
+from mlgate.api.crdgen import render_all
+from mlgate.check import CheckRequest, Outcome, run
+from mlgate.reports import render_json, render_sarif, render_text
+
+EXIT_OK = 0
+EXIT_FAILED = 1  # check: a workload would be denied; crds --check: files differ
+EXIT_BAD_INPUT = 2  # also argparse's code for usage errors
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
+
+CRD_GLOB = "mlgate.io_*.yaml"
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    help: str
+    configure: Callable[[argparse.ArgumentParser], None]
+    handler: Callable[[argparse.Namespace], int]
+
+
+def write(stream: TextIO, text: str) -> None:
+    """Write and flush; a reader that went away (`mlgate check . | head`) is not an error."""
+    try:
+        stream.write(text)
+        stream.flush()
+    except BrokenPipeError:
+        _discard_stdout()
+
+
+def _discard_stdout() -> None:
+    # Python flushes stdout again at exit; pointing it at /dev/null keeps that flush quiet.
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # replaced by a test's StringIO
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def error(message: str) -> None:
+    write(sys.stderr, f"{message}\n")
+
+
+# ---------------------------------------------------------------------------------------------
+# check
+
+
+def _configure_check(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="PATH",
+        help="manifest files or directories (*.yaml, *.yml, *.json, recursively); - reads stdin",
+    )
+    parser.add_argument(
+        "-p",
+        "--policy",
+        action="append",
+        default=[],
+        metavar="POLICY_DIR_OR_FILE",
+        help="ClusterMLPolicy/MLPolicy documents (repeatable); policies among the PATH "
+        "documents apply too",
+    )
+    parser.add_argument(
+        "--models",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="ApprovedModel documents (repeatable); ApprovedModels among the PATH documents "
+        "count too",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=list(RENDERERS),
+        default="text",
+        help="report format (default: text)",
+    )
+    parser.add_argument(
+        "-n",
+        "--namespace",
+        metavar="NS",
+        help="namespace of documents that set none, as `kubectl apply -n NS` would; without "
+        "it they count as governed by every policy",
+    )
+
+
+RENDERERS: dict[str, Callable[[Outcome], str]] = {
+    "text": render_text,
+    "json": render_json,
+    "sarif": lambda outcome: render_sarif(outcome, Path.cwd()),
+}
+
+
+def _check(args: argparse.Namespace) -> int:
+    request = CheckRequest(
+        paths=args.paths,
+        now=datetime.now(UTC),
+        policy_paths=args.policy,
+        model_paths=args.models,
+        namespace=args.namespace,
+    )
+    outcome = run(request, sys.stdin)
+    if outcome.errors:
+        for message in outcome.errors:
+            error(message)
+        count = len(outcome.errors)
+        error(f"mlgate: {count} input error{'s' if count > 1 else ''}; nothing was judged")
+        return EXIT_BAD_INPUT
+    write(sys.stdout, RENDERERS[args.output](outcome))
+    return outcome.exit_code
+
+
+# ---------------------------------------------------------------------------------------------
+# crds
+
+
+def _configure_crds(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--output-dir", required=True, type=Path, metavar="DIR")
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="write nothing; exit 1 naming the files that differ from the generated ones",
+    )
+
+
+def _differences(directory: Path, rendered: dict[str, str]) -> list[str]:
+    """Generated files that are missing or changed, and stale ones no model generates."""
+    differing = []
+    for name, text in rendered.items():
+        path = directory / name
+        if not path.is_file() or path.read_text(encoding="utf-8") != text:
+            differing.append(name)
+    stale = [p.name for p in directory.glob(CRD_GLOB) if p.name not in rendered]
+    return sorted(differing + stale)
+
+
+def _crds(args: argparse.Namespace) -> int:
+    directory: Path = args.output_dir
+    rendered = render_all()
+    try:
+        if args.check:
+            differing = _differences(directory, rendered)
+            if differing:
+                error(
+                    f"mlgate: {directory} differs from the CRDs the models generate: "
+                    f"{', '.join(differing)}; run `make crds`"
+                )
+                return EXIT_FAILED
+            return EXIT_OK
+        directory.mkdir(parents=True, exist_ok=True)
+        for stale in directory.glob(CRD_GLOB):
+            if stale.name not in rendered:
+                stale.unlink()
+        for name, text in rendered.items():
+            (directory / name).write_text(text, encoding="utf-8", newline="\n")
+    except OSError as exc:
+        error(f"mlgate: {exc.filename or directory}: {exc.strerror or exc}")
+        return EXIT_BAD_INPUT
+    write(sys.stdout, f"wrote {len(rendered)} CRDs to {directory}\n")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------------------------------------
+# version
+
+
+def _version(args: argparse.Namespace) -> int:
+    write(sys.stdout, f"mlgate {__version__}\n")
+    return EXIT_OK
+
+
+COMMANDS: dict[str, Command] = {
+    "check": Command(
+        "judge manifests offline: exit 0 compliant, 1 would be denied, 2 bad input",
+        _configure_check,
+        _check,
+    ),
+    "crds": Command(
+        "write the CustomResourceDefinitions generated from the models", _configure_crds, _crds
+    ),
+    "version": Command("print the version", lambda parser: None, _version),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mlgate", description="Admission control for ML workloads on Kubernetes."
+    )
+    parser.add_argument("--version", action="version", version=f"mlgate {__version__}")
+    subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        sub = subcommands.add_parser(name, help=command.help, description=command.help)
+        command.configure(sub)
+        sub.set_defaults(handler=command.handler)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `mlgate` console script; returns the exit code."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help, --version and usage errors
+        return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
+    try:
+        handler: Callable[[argparse.Namespace], int] = args.handler
+        return handler(args)
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

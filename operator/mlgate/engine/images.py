@@ -1,0 +1,114 @@
+"""Image rules: registry allowlist, digest pinning, disallowed tags, signature facts."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.policy import ImageFact, ImageRules, SignatureRule
+from mlgate.engine.references import InvalidReference, Reference, matches_any, parse
+from mlgate.engine.workloads import ContainerView, WorkloadView
+
+
+def images_of(view: WorkloadView) -> Iterator[ContainerView]:
+    for pod in view.pods:
+        for container in pod.containers:
+            if container.image is not None:
+                yield container
+
+
+def _registry(rules: ImageRules, ref: Reference, c: ContainerView) -> Iterator[Finding]:
+    if rules.allowed_registries is not None and not matches_any(rules.allowed_registries, ref):
+        allowed = ", ".join(p.source for p in rules.allowed_registries) or "(none)"
+        yield Finding(
+            Rule.IMAGES_REGISTRY,
+            c.image_path,
+            f"image {c.image!r} resolves to {ref.repository}, which is not in an allowed "
+            f"registry; use an image from: {allowed}",
+        )
+
+
+def _pinning(rules: ImageRules, ref: Reference, c: ContainerView) -> Iterator[Finding]:
+    if rules.require_digest and ref.digest is None:
+        yield Finding(
+            Rule.IMAGES_DIGEST,
+            c.image_path,
+            f"image {c.image!r} is not pinned by digest; reference it as "
+            f"{ref.repository}@sha256:<digest>",
+        )
+    tag = ref.effective_tag
+    if tag is not None and tag.lower() in rules.disallow_tags:
+        implicit = " (implicit when no tag is given)" if ref.tag is None else ""
+        yield Finding(
+            Rule.IMAGES_TAG,
+            c.image_path,
+            f"image {c.image!r} uses disallowed tag {tag!r}{implicit}; use a versioned tag "
+            "or a digest",
+        )
+
+
+def _signature_entries(rules: tuple[SignatureRule, ...], ref: Reference) -> list[SignatureRule]:
+    return [entry for entry in rules if matches_any(entry.images, ref)]
+
+
+def _signature_problem(
+    entries: list[SignatureRule], ref: Reference, fact: ImageFact | None
+) -> str | None:
+    if not entries:
+        return "no signature rule covers this image, so it cannot be trusted"
+    if fact is None:
+        return "no signature verification result was available"
+    if fact.error is not None:
+        return fact.error
+    if fact.digest is None:  # a signature over no known digest vouches for nothing
+        return "the verification result names no digest"
+    if ref.digest is not None and fact.digest != ref.digest:
+        return f"the verified digest {fact.digest} is not the pinned digest {ref.digest}"
+    trusted = frozenset().union(*(e.key_ids for e in entries))
+    if not fact.verified_by & trusted:
+        return "no signature by a trusted key was found"
+    return None
+
+
+def _signatures(
+    rules: ImageRules, ref: Reference, c: ContainerView, facts: Mapping[str, ImageFact]
+) -> Iterator[Finding]:
+    if rules.signatures is None:
+        return
+    problem = _signature_problem(
+        _signature_entries(rules.signatures, ref), ref, facts.get(c.image or "")
+    )
+    if problem is not None:
+        yield Finding(
+            Rule.IMAGES_SIGNATURE,
+            c.image_path,
+            f"image {c.image!r} is not verifiably signed: {problem}; sign it with a trusted "
+            "cosign key (cosign sign --key ...)",
+        )
+
+
+def check(
+    rules: ImageRules, view: WorkloadView, facts: Mapping[str, ImageFact] | None
+) -> list[Finding]:
+    """Findings for every container image; `facts` None means signatures were not verified."""
+    findings: list[Finding] = []
+    for c in images_of(view):
+        try:
+            ref = parse(c.image or "")
+        except InvalidReference as exc:
+            findings.append(
+                Finding(Rule.IMAGES_REGISTRY, c.image_path, f"invalid image {c.image!r}: {exc}")
+            )
+            continue
+        findings.extend(_registry(rules, ref, c))
+        findings.extend(_pinning(rules, ref, c))
+        if facts is not None:
+            findings.extend(_signatures(rules, ref, c, facts))
+    return findings
+
+
+def unverified(rules: ImageRules, view: WorkloadView) -> list[str]:
+    """Images whose signatures a caller without registry access could not judge."""
+    if rules.signatures is None:
+        return []
+    return [f"{c.image_path}: {c.image} (signature not verified offline)" for c in images_of(view)]

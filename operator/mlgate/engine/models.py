@@ -1,0 +1,149 @@
+"""Model references (KServe fields, annotations, env) judged against ApprovedModels."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
+
+from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.policy import Approval, ModelRules
+from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
+
+_URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# Env vars whose bare values are Hugging Face repository ids.
+_HF_ENV = frozenset({"HF_MODEL_ID", "MODEL_ID"})
+
+
+@dataclass(frozen=True, slots=True)
+class Wanted:
+    """A model reference in a comparable form: a URI, or a name and a version."""
+
+    uri: str | None = None
+    name: str | None = None
+    version: str | None = None
+
+
+def normalise(value: str, hf_id: bool = False) -> Wanted | None:
+    """None when the value names no URI and no version, so it cannot be matched to an approval."""
+    text = value.strip()
+    if _URI.match(text):
+        return Wanted(uri=text.rstrip("/"))
+    name, sep, version = text.rpartition("@")
+    if sep and name and version:
+        return Wanted(name=name, version=version)
+    if hf_id and _HF_ID.match(text):
+        return Wanted(uri=f"hf://{text}")
+    return None
+
+
+def _annotation_path(metadata_path: str, key: str) -> str:
+    return f'{metadata_path}.annotations["{key}"]'
+
+
+def _pod_metadata_path(pod: PodView) -> str | None:
+    if pod.path.endswith(".spec"):
+        return pod.path[: -len(".spec")] + ".metadata"
+    return None
+
+
+def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, bool]]:
+    """Every model reference with whether its value is a bare Hugging Face id."""
+    for ref in view.model_refs:
+        yield ref, False
+    for key in rules.annotations:
+        if key in view.annotations:
+            yield ModelRef(view.annotations[key], _annotation_path("metadata", key)), False
+    for pod in view.pods:
+        meta = _pod_metadata_path(pod)
+        if meta is not None and meta != "metadata":
+            for key in rules.annotations:
+                if key in pod.annotations:
+                    yield ModelRef(pod.annotations[key], _annotation_path(meta, key)), False
+        for container in pod.containers:
+            for env in container.env:
+                if env.name in rules.env:
+                    value = env.value if env.value is not None else ""
+                    yield ModelRef(value, env.path), env.name in _HF_ENV
+
+
+def _matches(approval: Approval, wanted: Wanted) -> bool:
+    if wanted.uri is not None:
+        return wanted.uri in approval.uris
+    return approval.model == wanted.name and approval.version == wanted.version
+
+
+def _why_void(approval: Approval, namespace: str, now: datetime) -> str | None:
+    if approval.revoked:
+        return f"approval {approval.name} is revoked"
+    if approval.expires is not None and approval.expires <= now:
+        return f"approval {approval.name} expired at {approval.expires.isoformat()}"
+    if approval.namespaces and not any(g.fullmatch(namespace) for g in approval.namespaces):
+        return f"approval {approval.name} does not cover namespace {namespace or '(unset)'}"
+    return None
+
+
+def _approval_problem(
+    wanted: Wanted, approvals: tuple[Approval, ...], namespace: str, now: datetime
+) -> str | None:
+    candidates = [a for a in approvals if _matches(a, wanted)]
+    reasons = [_why_void(a, namespace, now) for a in candidates]
+    if any(r is None for r in reasons):
+        return None
+    if reasons:
+        return "; ".join(r for r in reasons if r)
+    return "no ApprovedModel matches it"
+
+
+def _judge(
+    ref: ModelRef, hf_id: bool, approvals: tuple[Approval, ...], namespace: str, now: datetime
+) -> Finding | None:
+    if not ref.value:
+        return Finding(
+            Rule.MODELS_APPROVAL,
+            ref.path,
+            "model reference is set from valueFrom or left empty, so it cannot be checked; "
+            "set the approved model URI literally",
+        )
+    wanted = normalise(ref.value, hf_id)
+    if wanted is None:
+        return Finding(
+            Rule.MODELS_APPROVAL,
+            ref.path,
+            f"model reference {ref.value!r} names neither a URI (s3://, hf://, ...) nor "
+            "name@version; reference an approved model precisely",
+        )
+    problem = _approval_problem(wanted, approvals, namespace, now)
+    if problem is None:
+        return None
+    return Finding(
+        Rule.MODELS_APPROVAL,
+        ref.path,
+        f"model {ref.value!r} is not approved: {problem}; use an approved model or ask "
+        "security to approve this one (ApprovedModel)",
+    )
+
+
+def check(
+    rules: ModelRules, view: WorkloadView, approvals: tuple[Approval, ...], now: datetime
+) -> list[Finding]:
+    refs = list(references(rules, view))
+    findings: list[Finding] = []
+    if rules.require_reference and not refs:
+        findings.append(
+            Finding(
+                Rule.MODELS_REFERENCE,
+                "metadata.annotations",
+                "the workload declares no model; add annotation "
+                f"{rules.annotations[0] if rules.annotations else 'mlgate.io/model'}"
+                "=<name>@<version> or a model URI",
+            )
+        )
+    if rules.require_approved:
+        for ref, hf_id in refs:
+            finding = _judge(ref, hf_id, approvals, view.namespace, now)
+            if finding is not None:
+                findings.append(finding)
+    return findings

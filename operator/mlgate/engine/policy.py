@@ -1,0 +1,143 @@
+"""Compiled policies and the cluster facts the engine judges against: plain immutable data.
+
+`mlgate.api` compiles the CRD models into these once per change; the hot path only reads them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from mlgate.engine.decisions import Mode
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    # (key, operator, values) with operator In | NotIn | Exists | DoesNotExist
+    match_expressions: tuple[tuple[str, str, frozenset[str]], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    namespaces: tuple[re.Pattern[str], ...] = ()
+    exclude_namespaces: tuple[re.Pattern[str], ...] = ()
+    namespace_selector: LabelSelector | None = None
+    kinds: frozenset[str] = frozenset()  # empty: every supported kind
+    selector: LabelSelector | None = None
+    # An MLPolicy applies only in its own namespace.
+    own_namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ImagePattern:
+    """A compiled allowlist glob: the host must match exactly (or its glob), the path by glob."""
+
+    source: str
+    host: re.Pattern[str]
+    path: re.Pattern[str]
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRef:
+    """A trusted public key: inline PEM, or a Secret the operator resolves."""
+
+    id: str  # "sha256:<hex of the DER public key>" or "secret:<namespace>/<name>/<key>"
+    pem: str | None = None
+    secret: tuple[str, str, str] | None = None  # (namespace, name, key)
+
+
+@dataclass(frozen=True, slots=True)
+class SignatureRule:
+    images: tuple[ImagePattern, ...]
+    keys: tuple[KeyRef, ...]
+
+    @property
+    def key_ids(self) -> frozenset[str]:
+        return frozenset(k.id for k in self.keys)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageRules:
+    allowed_registries: tuple[ImagePattern, ...] | None = None
+    require_digest: bool = False
+    disallow_tags: frozenset[str] = frozenset()
+    signatures: tuple[SignatureRule, ...] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ModelRules:
+    require_approved: bool = True
+    require_reference: bool = False
+    annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
+    env: tuple[str, ...] = ("MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI")
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkPolicyRules:
+    manage: bool = True
+    allow_dns: bool = True
+    allowed_cidrs: tuple[str, ...] = ()
+    allowed_ports: tuple[int, ...] = ()
+    allowed_namespaces: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class EgressRules:
+    allow_host_network: bool = False
+    network_policy: NetworkPolicyRules | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GpuRules:
+    resources: tuple[re.Pattern[str], ...]
+    max_per_pod: int | None = None
+    max_per_workload: int | None = None
+    namespace_quota: int | None = None
+    allowed_products: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPolicy:
+    name: str  # "ClusterMLPolicy/<name>" or "MLPolicy/<namespace>/<name>"
+    mode: Mode
+    match: Match
+    images: ImageRules | None = None
+    models: ModelRules | None = None
+    egress: EgressRules | None = None
+    gpu: GpuRules | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Approval:
+    name: str
+    model: str
+    version: str
+    uris: frozenset[str]  # normalised: no trailing slash
+    digest: str | None = None
+    expires: datetime | None = None
+    revoked: bool = False
+    namespaces: tuple[re.Pattern[str], ...] = ()  # globs; empty: every namespace
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFact:
+    """What the registry adapter found for one image reference."""
+
+    digest: str | None = None
+    verified_by: frozenset[str] = frozenset()  # key ids whose signature over `digest` verified
+    error: str | None = None  # why verification could not succeed
+
+
+@dataclass(frozen=True, slots=True)
+class Facts:
+    now: datetime
+    # None: the namespace's labels are unknown (offline check); selectors then count as matching.
+    namespace_labels: Mapping[str, str] | None = None
+    approvals: tuple[Approval, ...] = ()
+    # GPUs already used or reserved in the workload's namespace, excluding the workload itself.
+    gpu_usage: int | None = None
+    # None: signatures were not verified (offline check); rules report them as unverified.
+    images: Mapping[str, ImageFact] | None = None

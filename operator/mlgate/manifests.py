@@ -1,0 +1,384 @@
+"""Reading Kubernetes manifests: YAML streams, JSON, directories and stdin, one document at a time.
+
+Documents are produced lazily so that a 10,000-document file never sits in memory as parsed
+objects. YAML streams are split on their `---` lines here rather than by `yaml.load_all`: each
+document then gets its own start line (for messages and SARIF), and one malformed document does
+not hide the ones after it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TextIO
+
+import yaml
+
+# libyaml is many times faster; the pure-Python loader accepts the same documents.
+_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+STDIN = "-"
+STDIN_NAME = "<stdin>"
+MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+
+# A line that starts (`---`) or ends (`...`) a YAML document. The YAML spec forbids such lines
+# inside any scalar, so splitting on them never cuts a document in two.
+_DOCUMENT_START = re.compile(r"---(?=\s|$)")
+_DOCUMENT_END = re.compile(r"\.\.\.(?=\s|$)")
+_JSON_START = re.compile(r'\s*(\[|\{\s*("|\}))')
+_JSON_SPACE = re.compile(r"\s*")
+
+
+class InputError(Exception):
+    """Input that cannot be read: the message is one line naming the file and the document."""
+
+
+def one_line(text: str) -> str:
+    """Messages quote user input and library errors; a report line must stay one line."""
+    return " ".join(text.split())
+
+
+@dataclass(frozen=True, slots=True)
+class DocRef:
+    """Where a document is: file (as the user named it), document number, List item, line."""
+
+    source: str
+    document: int
+    item: int | None
+    line: int
+
+    @property
+    def location(self) -> str:
+        return f"{self.source}:{self.line}"
+
+    @property
+    def label(self) -> str:
+        item = f" item {self.item}" if self.item is not None else ""
+        return f"doc {self.document}{item}"
+
+    def error(self, message: str, line: int | None = None) -> InputError:
+        where = f"{self.source}:{self.line if line is None else line}"
+        return InputError(f"{where}: {self.label}: {one_line(message)}")
+
+
+@dataclass(frozen=True, slots=True)
+class Document:
+    ref: DocRef
+    obj: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A file, or stdin's text (held because stdin can be read only once)."""
+
+    name: str
+    path: Path | None = None
+    text: str | None = None
+
+    @property
+    def is_json(self) -> bool:
+        """By extension for files; stdin has no name, so by its first characters (a YAML flow
+        mapping also starts with `{`, but not with `{"` as JSON objects do)."""
+        if self.path is not None:
+            return self.path.suffix.lower() == ".json"
+        return _JSON_START.match(self.text or "") is not None
+
+    def read(self) -> str:
+        if self.text is not None:
+            return self.text
+        assert self.path is not None  # a Source is either stdin's text or a file
+        try:
+            return self.path.read_text(encoding="utf-8-sig")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._unreadable(exc) from None
+
+    def lines(self) -> Iterator[str]:
+        if self.text is not None or self.path is None:
+            yield from self.read().splitlines(keepends=True)
+            return
+        try:
+            with self.path.open(encoding="utf-8-sig") as handle:
+                yield from handle
+        except (OSError, UnicodeDecodeError) as exc:
+            raise self._unreadable(exc) from None
+
+    def _unreadable(self, exc: OSError | UnicodeDecodeError) -> InputError:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        if isinstance(exc, UnicodeDecodeError):
+            reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
+        return InputError(f"{self.name}: cannot read: {one_line(reason)}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Paths -> sources
+
+
+def _is_hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _directory_files(root: Path) -> list[Path]:
+    """Manifest files under `root`, recursively, sorted; dot-directories and dot-files skipped
+    (`.git`, `.github`, editor and CI files are never manifests)."""
+    found: list[Path] = []
+    for current, dirs, files in os.walk(root):
+        dirs[:] = [d for d in dirs if not _is_hidden(d)]
+        found.extend(
+            Path(current, f)
+            for f in files
+            if not _is_hidden(f) and Path(f).suffix.lower() in MANIFEST_SUFFIXES
+        )
+    return sorted(found, key=lambda p: p.relative_to(root).parts)
+
+
+def _sources_of(arg: str, stdin: TextIO) -> list[Source]:
+    if arg == STDIN:
+        return [Source(STDIN_NAME, text=stdin.read())]
+    path = Path(arg)
+    if path.is_dir():
+        files = _directory_files(path)
+        if not files:
+            raise InputError(f"{arg}: no *.yaml, *.yml or *.json files in this directory")
+        return [Source(str(f), path=f) for f in files]
+    if not path.exists():
+        raise InputError(f"{arg}: cannot read: no such file or directory")
+    return [Source(arg, path=path)]
+
+
+def _identity(source: Source) -> str:
+    return STDIN if source.path is None else str(source.path.resolve())
+
+
+def expand_paths(
+    args: Sequence[str], stdin: TextIO, seen: set[str] | None = None
+) -> tuple[list[Source], list[InputError]]:
+    """Files and directories named on the command line -> sources, each file once.
+
+    `seen` is shared between calls so a file named twice (say as a policy and inside a
+    directory of manifests) is read once.
+    """
+    seen = set() if seen is None else seen
+    sources: list[Source] = []
+    errors: list[InputError] = []
+    for arg in args:
+        try:
+            expanded = _sources_of(arg, stdin)
+        except InputError as exc:
+            errors.append(exc)
+            continue
+        for source in expanded:
+            if _identity(source) not in seen:
+                seen.add(_identity(source))
+                sources.append(source)
+    return sources, errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Text -> documents
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """The text of one YAML document, with the file lines it spans."""
+
+    number: int
+    first_line: int  # of the chunk's text, i.e. of its `---` line when it has one
+    start_line: int  # of its first content: what a person looks for
+    text: str
+
+
+def _is_content(line: str) -> bool:
+    stripped = line.strip()
+    return bool(stripped) and not stripped.startswith(("#", "%"))
+
+
+class _Splitter:
+    """Accumulates lines into YAML documents the way `yaml.load_all` delimits them."""
+
+    def __init__(self) -> None:
+        self.number = 0
+        self._reset(1, explicit=False)
+
+    def _reset(self, first_line: int, explicit: bool) -> None:
+        self.lines: list[str] = []
+        self.first_line = first_line
+        self.start_line: int | None = None
+        self.explicit = explicit  # began with `---`: a document even when empty
+
+    def add(self, lineno: int, line: str) -> Iterator[_Chunk]:
+        if _DOCUMENT_START.match(line):
+            yield from self.flush()
+            self._reset(lineno, explicit=True)
+            if _is_content(line[3:]):
+                self.start_line = lineno
+            self.lines.append(line)
+        elif _DOCUMENT_END.match(line):
+            self.lines.append(line)
+            yield from self.flush()
+            self._reset(lineno + 1, explicit=False)
+        else:
+            self.lines.append(line)
+            if self.start_line is None and _is_content(line):
+                self.start_line = lineno
+
+    def flush(self) -> Iterator[_Chunk]:
+        # Comments before the first `---` are not a document; an empty `---` section is one.
+        if self.explicit or self.start_line is not None:
+            self.number += 1
+            start = self.start_line if self.start_line is not None else self.first_line
+            yield _Chunk(self.number, self.first_line, start, "".join(self.lines))
+        self._reset(self.first_line, explicit=False)
+
+
+def _chunks(lines: Iterable[str]) -> Iterator[_Chunk]:
+    splitter = _Splitter()
+    for lineno, line in enumerate(lines, 1):
+        yield from splitter.add(lineno, line)
+    yield from splitter.flush()
+
+
+def _yaml_problem(exc: yaml.YAMLError, first_line: int) -> tuple[str, int | None]:
+    """The problem and its file line: PyYAML's own text spans several lines and names no file."""
+    if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
+        return f"malformed YAML: {exc}", None
+    line = first_line + exc.problem_mark.line
+    context = f" ({exc.context})" if exc.context else ""
+    where = f"at line {line}, column {exc.problem_mark.column + 1}"
+    return f"malformed YAML: {exc.problem}{context} {where}", line
+
+
+def _load_yaml(chunk: _Chunk, ref: DocRef) -> Any:
+    try:
+        return yaml.load(chunk.text, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        message, line = _yaml_problem(exc, chunk.first_line)
+        raise ref.error(message, line) from None
+    except RecursionError:
+        raise ref.error("document nests too deeply to be a Kubernetes object") from None
+
+
+def _list_items(value: Any) -> list[Any] | None:
+    """The items of a `kind: List` (or any `*List` kind), or of a bare JSON/YAML array."""
+    if isinstance(value, list):
+        return value
+    if isinstance(value, dict):
+        kind, items = value.get("kind"), value.get("items")
+        if isinstance(kind, str) and kind.endswith("List") and isinstance(items, list):
+            return items
+    return None
+
+
+def _typed_item(container: Any, item: dict[str, Any]) -> dict[str, Any]:
+    """Items of a typed list from the API (`DeploymentList`) omit their own apiVersion and kind."""
+    if not isinstance(container, dict) or "kind" in item:
+        return item
+    kind = str(container.get("kind", ""))
+    if kind == "List" or not kind.endswith("List"):
+        return item
+    return {"apiVersion": container.get("apiVersion"), "kind": kind[: -len("List")], **item}
+
+
+def _objects(value: Any, ref: DocRef) -> Iterator[Document | InputError]:
+    """The Kubernetes objects of one parsed document: itself, or the items of a List."""
+    if value is None:
+        return  # an empty document, e.g. a Helm template rendered to nothing
+    items = _list_items(value)
+    if items is None:
+        if isinstance(value, dict):
+            yield Document(ref, value)
+        else:
+            yield ref.error(f"expected a Kubernetes object (a mapping), found {_type(value)}")
+        return
+    for number, item in enumerate(items, 1):
+        item_ref = replace(ref, item=number)
+        if isinstance(item, dict):
+            yield Document(item_ref, _typed_item(value, item))
+        else:
+            yield item_ref.error(f"expected a Kubernetes object (a mapping), found {_type(item)}")
+
+
+def _type(value: Any) -> str:
+    names = {"list": "a list", "str": "a string", "int": "a number", "float": "a number"}
+    return names.get(type(value).__name__, f"a {type(value).__name__}")
+
+
+Interesting = Callable[[str], bool]
+
+
+def _yaml_documents(
+    source: Source, interesting: Interesting | None
+) -> Iterator[Document | InputError]:
+    for chunk in _chunks(source.lines()):
+        if interesting is not None and not interesting(chunk.text):
+            continue
+        ref = DocRef(source.name, chunk.number, None, chunk.start_line)
+        try:
+            value = _load_yaml(chunk, ref)
+        except InputError as exc:
+            yield exc
+            continue
+        yield from _objects(value, ref)
+
+
+def _json_values(text: str, name: str) -> Iterator[tuple[DocRef, Any]]:
+    """Each top-level value: one object, an array, or a stream of them (as `jq` prints).
+
+    Raises InputError at the first malformed value: unlike YAML, JSON cannot resynchronise.
+    """
+    decoder = json.JSONDecoder()
+    pos, line, number = 0, 1, 0
+    while True:
+        space = _JSON_SPACE.match(text, pos)
+        start = space.end() if space else pos
+        line += text.count("\n", pos, start)
+        if start >= len(text):
+            return
+        number += 1
+        ref = DocRef(name, number, None, line)
+        try:
+            value, pos = decoder.raw_decode(text, start)
+        except json.JSONDecodeError as exc:
+            where = f"at line {exc.lineno}, column {exc.colno}"
+            raise ref.error(f"malformed JSON: {exc.msg} {where}", exc.lineno) from None
+        except RecursionError:
+            raise ref.error("document nests too deeply to be a Kubernetes object") from None
+        yield ref, value
+        line += text.count("\n", start, pos)
+
+
+def _json_documents(
+    source: Source, interesting: Interesting | None
+) -> Iterator[Document | InputError]:
+    text = source.read()
+    if interesting is not None and not interesting(text):
+        return
+    for ref, value in _json_values(text, source.name):
+        yield from _objects(value, ref)
+
+
+def documents(
+    source: Source, interesting: Interesting | None = None
+) -> Iterator[Document | InputError]:
+    """Every Kubernetes object of `source`, in order, with an InputError in place of each
+    document that cannot be read (reading goes on after it when the format allows).
+
+    `interesting` sees a document's raw text before it is parsed: a cheap filter for a pass that
+    needs only some documents.
+    """
+    read = _json_documents if source.is_json else _yaml_documents
+    try:
+        yield from read(source, interesting)
+    except InputError as exc:  # the source became unreadable, or its JSON broke
+        yield exc
+
+
+def api_version_kind(obj: Mapping[str, Any]) -> tuple[str, str]:
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    return (
+        api_version if isinstance(api_version, str) else "",
+        kind if isinstance(kind, str) else "",
+    )

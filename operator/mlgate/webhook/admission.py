@@ -1,0 +1,198 @@
+"""Admission decisions for one request: routing, update shortcuts, facts, the engine's verdict.
+
+Everything here is synchronous or awaits only the injected fact sources, so the server can put
+one deadline around it and answer fail-closed when it is exceeded.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any
+
+from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.state import PolicyState
+from mlgate.engine.decisions import Decision, Violation
+from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate_view
+from mlgate.engine.gpu import workload_demand
+from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.scope import namespace_in_scope
+from mlgate.engine.updates import benign_update
+from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.webhook.review import Request
+
+NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
+ImageVerifier = Callable[
+    [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
+]
+
+
+async def no_namespace_lookup(_: str) -> Mapping[str, str] | None:
+    return None
+
+
+async def no_image_verifier(
+    _: tuple[CompiledPolicy, ...], __: WorkloadView
+) -> Mapping[str, ImageFact]:
+    """Without a registry client no image verifies, so signature rules fail closed."""
+    return {}
+
+
+@dataclass(frozen=True)
+class Config:
+    own_namespace: str = "mlgate-system"
+    # Who may take a namespace out of a policy's scope by relabelling it.
+    scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
+    gpu_rules: GpuRules | None = None  # resources counted for the quota ledger
+
+
+@dataclass(frozen=True)
+class Outcome:
+    allowed: bool
+    message: str = ""
+    warnings: tuple[str, ...] = ()
+    decision: Decision | None = None
+    route: str = "judged"  # why this answer: judged, exempt, benign-update, scope-guard, ...
+    workload: WorkloadView | None = None
+
+
+def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violation, ...]) -> str:
+    lines = [
+        f"mlgate denied {kind} {namespace}/{name or '(generated)'}: {len(violations)} violation(s)"
+    ]
+    lines += [
+        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message} (MITRE ATLAS {', '.join(v.atlas)})"
+        for i, v in enumerate(violations, 1)
+    ]
+    return "\n".join(lines)
+
+
+def render_warning(v: Violation) -> str:
+    return f"mlgate [{v.policy}] {v.rule} at {v.path}: {v.message}"
+
+
+@dataclass
+class Admission:
+    state: PolicyState
+    ledger: GpuLedger
+    config: Config = field(default_factory=Config)
+    namespace_lookup: NamespaceLookup = no_namespace_lookup
+    verify_images: ImageVerifier = no_image_verifier
+    now: Callable[[], datetime] = lambda: datetime.now(UTC)
+    monotonic: Callable[[], float] = time.monotonic
+
+    def exempt(self, namespace: str) -> bool:
+        return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
+
+    async def review(self, req: Request) -> Outcome:
+        if req.operation not in ("CREATE", "UPDATE"):
+            return Outcome(True, route="not-judged-operation")
+        if req.resource == "namespaces":
+            return await self._namespace_guard(req)
+        if self.exempt(req.namespace):
+            return Outcome(True, route="exempt")
+        if req.obj is None:
+            return Outcome(False, "mlgate: the request carries no object to judge", route="error")
+        obj = _with_namespace(req.obj, req.namespace)
+        if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
+            reason = benign_update(req.old_obj, obj, self._watched_annotations())
+            if reason is not None:
+                return Outcome(True, route="benign-update", message=reason)
+        item = view(obj)
+        if isinstance(item, Unsupported):
+            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+        return await self._judge(req, item)
+
+    def _watched_annotations(self) -> set[str]:
+        return {
+            key
+            for p in self.state.snapshot().policies
+            if p.models is not None
+            for key in p.models.annotations
+        }
+
+    async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
+        labels = self.state.namespace_labels(item.namespace)
+        if labels is None:
+            labels = await self.namespace_lookup(item.namespace)
+        images = await self.verify_images(policies, item)
+        return Facts(
+            now=self.now(),
+            namespace_labels=labels if labels is not None else {},
+            approvals=self.state.snapshot().approvals,
+            images=images,
+        )
+
+    async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
+        snapshot = self.state.snapshot()
+        facts = await self._facts(item, snapshot.policies)
+        # Usage is read after the last await, so the check and the reservation below happen
+        # atomically on the event loop: two concurrent admissions cannot both fit the quota.
+        facts = replace(
+            facts,
+            gpu_usage=self.ledger.usage(
+                item.namespace, self.monotonic(), exclude=_ledger_key(item)
+            ),
+        )
+        decision = evaluate_view(snapshot.policies, item, facts)
+        warnings = tuple(render_warning(v) for v in decision.warnings)
+        if not decision.allowed:
+            message = render_denial(item.kind, item.namespace, item.name, decision.denials)
+            return Outcome(False, message, warnings, decision, workload=item)
+        if not req.dry_run:
+            self._reserve(item)
+        return Outcome(True, "", warnings, decision, workload=item)
+
+    def _reserve(self, item: WorkloadView) -> None:
+        if self.config.gpu_rules is None:
+            return
+        demand, _ = workload_demand(self.config.gpu_rules, item)
+        self.ledger.reserve(item.namespace, _ledger_key(item), demand, self.monotonic())
+
+    async def _namespace_guard(self, req: Request) -> Outcome:
+        if req.operation != "UPDATE" or req.obj is None or req.old_obj is None:
+            return Outcome(True, route="scope-guard")
+        if set(req.groups) & self.config.scope_admin_groups:
+            return Outcome(True, route="scope-guard")
+        before, after = _labels(req.old_obj), _labels(req.obj)
+        name = req.name or str((req.obj.get("metadata") or {}).get("name") or "")
+        escaped = [
+            p.name
+            for p in self.state.snapshot().policies
+            if p.match.own_namespace is None
+            and namespace_in_scope(p.match, name, before)
+            and not namespace_in_scope(p.match, name, after)
+        ]
+        if not escaped:
+            return Outcome(True, route="scope-guard")
+        admins = ", ".join(sorted(self.config.scope_admin_groups)) or "(none configured)"
+        return Outcome(
+            False,
+            f"mlgate denied relabelling namespace {name}: the new labels take it out of the scope "
+            f"of polic{'y' if len(escaped) == 1 else 'ies'} {', '.join(escaped)}; only members of "
+            f"{admins} may do that",
+            route="scope-guard",
+        )
+
+
+def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
+    meta = obj.get("metadata")
+    labels = meta.get("labels") if isinstance(meta, Mapping) else None
+    return labels if isinstance(labels, Mapping) else {}
+
+
+def _with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
+    """Objects in a create request may omit metadata.namespace; the request always has it."""
+    meta = obj.get("metadata")
+    if not namespace or (isinstance(meta, Mapping) and meta.get("namespace") == namespace):
+        return obj
+    return {
+        **obj,
+        "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
+    }
+
+
+def _ledger_key(item: WorkloadView) -> str:
+    return item.name

@@ -1,0 +1,93 @@
+"""The ValidatingWebhookConfiguration that routes workloads to mlgate, built from one table.
+
+`mlgate run --register-webhook-url` applies it for local clusters; the Helm chart renders the
+same rules (a test keeps the two in step).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from mlgate.engine.workloads import SUPPORTED
+
+WORKLOADS_WEBHOOK = "workloads.mlgate.io"
+NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
+VALIDATE_PATH = "/validate"
+
+
+def workload_rules() -> list[dict[str, Any]]:
+    """One rule per API group and version set, covering every supported kind and subresource."""
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
+    for spec in SUPPORTED:
+        resources = grouped[(spec.group, spec.versions)]
+        resources.append(spec.plural)
+        resources.extend(f"{spec.plural}/{sub}" for sub in spec.subresources)
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": list(versions),
+            "resources": resources,
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+        for (group, versions), resources in grouped.items()
+    ]
+
+
+def _excluded_namespaces(own_namespace: str) -> dict[str, Any]:
+    return {
+        "matchExpressions": [
+            {
+                "key": "kubernetes.io/metadata.name",
+                "operator": "NotIn",
+                "values": sorted({"kube-system", own_namespace}),
+            }
+        ]
+    }
+
+
+def webhook_configuration(
+    name: str,
+    client_config: dict[str, Any],
+    own_namespace: str,
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 10,
+) -> dict[str, Any]:
+    common = {
+        "clientConfig": client_config,
+        "admissionReviewVersions": ["v1"],
+        # Reservations and Events happen only for real requests, never for dry runs.
+        "sideEffects": "NoneOnDryRun",
+        "failurePolicy": failure_policy,
+        "matchPolicy": "Equivalent",
+        "timeoutSeconds": timeout_seconds,
+        "namespaceSelector": _excluded_namespaces(own_namespace),
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
+        "webhooks": [
+            {"name": WORKLOADS_WEBHOOK, "rules": workload_rules(), **common},
+            {
+                "name": NAMESPACES_WEBHOOK,
+                "rules": [
+                    {
+                        "apiGroups": [""],
+                        "apiVersions": ["v1"],
+                        "resources": ["namespaces"],
+                        "operations": ["UPDATE"],
+                        "scope": "Cluster",
+                    }
+                ],
+                **common,
+                # Relabelling must be judged even for namespaces outside every policy's scope
+                # today, so only mlgate's own and kube-system are left out.
+            },
+        ],
+    }
+
+
+def url_client_config(url: str, ca_bundle: str) -> dict[str, Any]:
+    return {"url": url.rstrip("/") + VALIDATE_PATH, "caBundle": ca_bundle}

@@ -1,0 +1,147 @@
+"""The HTTPS endpoint the apiserver calls, plus health, readiness and metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from mlgate.engine.decisions import Mode, Violation
+from mlgate.engine.workloads import WorkloadView
+from mlgate.metrics import Metrics
+from mlgate.webhook.admission import Admission, Outcome
+from mlgate.webhook.review import MalformedReview, Request, parse_review, response
+
+log = logging.getLogger("mlgate.webhook")
+MAX_BODY = 8 * 1024 * 1024  # the apiserver's own limit on request bodies is 3 MiB
+
+EventSink = Callable[[WorkloadView, tuple[Violation, ...]], Coroutine[Any, Any, None]]
+
+
+@dataclass
+class Webhook:
+    admission: Admission
+    metrics: Metrics
+    deadline: float = 8.0  # seconds; keep below the configuration's timeoutSeconds
+    events: EventSink | None = None
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _background: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_post("/validate", self.validate)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        app.router.add_get("/metrics", self.prometheus)
+        app.on_shutdown.append(self._drain)
+        return app
+
+    async def healthz(self, _: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    async def readyz(self, _: web.Request) -> web.Response:
+        if self.ready.is_set():
+            return web.Response(text="ok")
+        return web.Response(status=503, text="initial policy sync not finished")
+
+    async def prometheus(self, _: web.Request) -> web.Response:
+        body = generate_latest(self.metrics.registry)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def validate(self, http: web.Request) -> web.Response:
+        started = time.perf_counter()
+        try:
+            req = parse_review(json.loads(await http.read()))
+        except (MalformedReview, ValueError) as exc:
+            self.metrics.errors.labels("malformed").inc()
+            log.warning("malformed admission review: %s", exc)
+            return web.json_response({"error": f"malformed AdmissionReview: {exc}"}, status=400)
+        outcome = await self._answer(req)
+        self.metrics.latency.labels(req.operation).observe(time.perf_counter() - started)
+        self._record(req, outcome)
+        code, reason = _status(outcome)
+        return web.json_response(
+            response(
+                req.uid,
+                outcome.allowed,
+                outcome.message,
+                warnings=outcome.warnings,
+                code=code,
+                reason=reason,
+            )
+        )
+
+    async def _answer(self, req: Request) -> Outcome:
+        if not self.ready.is_set():
+            self.metrics.errors.labels("not-ready").inc()
+            return Outcome(
+                False,
+                "mlgate is starting and has not loaded its policies yet; retry",
+                route="not-ready",
+            )
+        try:
+            async with asyncio.timeout(self.deadline):
+                return await self.admission.review(req)
+        except TimeoutError:
+            self.metrics.errors.labels("deadline").inc()
+            return Outcome(
+                False,
+                f"mlgate could not finish judging within {self.deadline:g}s "
+                "(denied: fail closed); retry",
+                route="deadline",
+            )
+        except Exception:  # a bug must deny this one request, not take the server down
+            self.metrics.errors.labels("internal").inc()
+            log.exception("internal error judging request", extra={"uid": req.uid})
+            return Outcome(
+                False,
+                "mlgate hit an internal error judging this request (denied: fail closed)",
+                route="error",
+            )
+
+    def _record(self, req: Request, outcome: Outcome) -> None:
+        result = "allowed" if outcome.allowed else "denied"
+        self.metrics.requests.labels(req.operation, req.kind, result, outcome.route).inc()
+        violations = outcome.decision.violations if outcome.decision else ()
+        for v in violations:
+            self.metrics.violations.labels(v.policy, v.rule, v.mode).inc()
+        log.info(
+            "%s %s %s/%s: %s",
+            req.operation,
+            req.kind,
+            req.namespace,
+            req.name,
+            result,
+            extra={
+                "uid": req.uid,
+                "route": outcome.route,
+                "dryRun": req.dry_run,
+                "user": req.username,
+                "violations": [f"{v.mode}:{v.policy}:{v.rule}:{v.path}" for v in violations],
+            },
+        )
+        reported = tuple(v for v in violations if v.mode is not Mode.ENFORCE)
+        if reported and outcome.allowed and not req.dry_run and self.events and outcome.workload:
+            task = asyncio.create_task(self.events(outcome.workload, reported))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _drain(self, _: web.Application) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=5)
+
+
+def _status(outcome: Outcome) -> tuple[int, str]:
+    if outcome.route in ("deadline", "error", "not-ready"):
+        return (
+            500 if outcome.route == "error" else 503,
+            "InternalError" if outcome.route == "error" else "ServiceUnavailable",
+        )
+    return 403, "Forbidden"
