@@ -17,7 +17,7 @@ set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 root=$(dirname "$here")
-# shellcheck source=versions.env
+# shellcheck source=SCRIPTDIR/versions.env
 source "$here/versions.env"
 
 BINARIES=(kube-apiserver etcd kubectl helm)
@@ -124,7 +124,7 @@ run_logged() { # run_logged DESCRIPTION CMD...: run, append output to the log, e
 
 module_dir() { # module_dir MODULE@VERSION: download it and print its directory
     local json
-    if ! json=$(cd "$work" && "$GO" mod download -json "$1" 2>>"$log"); then
+    if ! json=$(go_in "$work" mod download -json "$1" 2>>"$log"); then
         tail -n 5 "$log" >&2
         die "cannot download $1 from the Go module proxy ($("$GO" env GOPROXY)); is it reachable?"
     fi
@@ -132,9 +132,15 @@ module_dir() { # module_dir MODULE@VERSION: download it and print its directory
         die "cannot download $1 from the Go module proxy ($("$GO" env GOPROXY)); is it reachable?"
 }
 
+go_in() { # go_in DIR ARGS...: run go in DIR
+    local dir=$1
+    shift
+    (cd "$dir" && "$GO" "$@")
+}
+
 new_module() { # new_module DIR NAME: an empty throwaway module
     mkdir -p "$1"
-    (cd "$1" && "$GO" mod init "$2" >>"$log" 2>&1)
+    go_in "$1" mod init "$2" >>"$log" 2>&1
 }
 
 step_start=0
@@ -145,7 +151,7 @@ step() {
 step_done() { info "      done in $((SECONDS - step_start))s"; }
 
 # Fail early and clearly when the proxy is unreachable.
-(cd "$work" && "$GO" mod init mlgate.local/probe >>"$log" 2>&1)
+go_in "$work" mod init mlgate.local/probe >>"$log" 2>&1
 module_dir "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
 
 # --- kube-apiserver -------------------------------------------------------------------------------
@@ -167,7 +173,7 @@ edits=(-require="k8s.io/kubernetes@$K8S_VERSION")
 for m in $staging; do
     edits+=(-replace="$m=$m@$staging_version")
 done
-(cd "$kmod" && "$GO" mod edit "${edits[@]}")
+go_in "$kmod" mod edit "${edits[@]}"
 cat >"$kmod/tools.go" <<'EOF'
 //go:build tools
 
@@ -178,7 +184,7 @@ import (
 	_ "k8s.io/kubernetes/cmd/kubectl"
 )
 EOF
-run_logged "resolving k8s.io/kubernetes dependencies" bash -c "cd '$kmod' && '$GO' mod tidy"
+run_logged "resolving k8s.io/kubernetes dependencies" go_in "$kmod" mod tidy
 minor=${K8S_VERSION#v1.}
 minor=${minor%%.*}
 kube_ldflags="-s -w"
@@ -186,8 +192,8 @@ for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     kube_ldflags+=" -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor"
     kube_ldflags+=" -X $pkg.gitTreeState=clean -X $pkg.buildDate=1970-01-01T00:00:00Z"
 done
-run_logged "building kube-apiserver" bash -c \
-    "cd '$kmod' && '$GO' build -trimpath -ldflags='$kube_ldflags' -o '$out/kube-apiserver' k8s.io/kubernetes/cmd/kube-apiserver"
+run_logged "building kube-apiserver" go_in "$kmod" build -trimpath -ldflags="$kube_ldflags" \
+    -o "$out/kube-apiserver" k8s.io/kubernetes/cmd/kube-apiserver
 step_done
 
 # --- etcd -----------------------------------------------------------------------------------------
@@ -195,7 +201,7 @@ step_done
 step "2/4" "etcd $ETCD_VERSION"
 emod=$work/etcd
 new_module "$emod" mlgate.local/controlplane-etcd
-(cd "$emod" && "$GO" mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION")
+go_in "$emod" mod edit -require="go.etcd.io/etcd/server/v3@$ETCD_VERSION"
 cat >"$emod/tools.go" <<'EOF'
 //go:build tools
 
@@ -203,9 +209,9 @@ package tools
 
 import _ "go.etcd.io/etcd/server/v3"
 EOF
-run_logged "resolving etcd dependencies" bash -c "cd '$emod' && '$GO' mod tidy"
-run_logged "building etcd" bash -c \
-    "cd '$emod' && '$GO' build -trimpath -ldflags='-s -w' -o '$out/etcd' go.etcd.io/etcd/server/v3"
+run_logged "resolving etcd dependencies" go_in "$emod" mod tidy
+run_logged "building etcd" go_in "$emod" build -trimpath -ldflags="-s -w" \
+    -o "$out/etcd" go.etcd.io/etcd/server/v3
 step_done
 
 # --- kubectl --------------------------------------------------------------------------------------
@@ -216,8 +222,8 @@ if [[ -x $venv_kubectl ]] && "$venv_kubectl" version --client >/dev/null 2>&1; t
     cp "$venv_kubectl" "$out/kubectl"
     info "      copied $venv_kubectl ($("$out/kubectl" version --client 2>/dev/null | head -n 1))"
 else
-    run_logged "building kubectl" bash -c \
-        "cd '$kmod' && '$GO' build -trimpath -ldflags='$kube_ldflags' -o '$out/kubectl' k8s.io/kubernetes/cmd/kubectl"
+    run_logged "building kubectl" go_in "$kmod" build -trimpath -ldflags="$kube_ldflags" \
+        -o "$out/kubectl" k8s.io/kubernetes/cmd/kubectl
 fi
 step_done
 

@@ -215,8 +215,6 @@ def collect_resources(
 def judge(doc: Document, policies: tuple[CompiledPolicy, ...], facts: Facts) -> Result | InputError:
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
-    if not api_version or not kind:
-        return doc.ref.error("not a Kubernetes object: apiVersion and kind must be set")
     try:
         decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
@@ -240,16 +238,23 @@ def judge_all(
     policies: tuple[CompiledPolicy, ...],
     facts: Facts,
     namespace: str | None,
+    read_only: bool = False,
 ) -> Iterator[Result | InputError]:
+    """Verdicts in input order. `read_only` only reads, to report every bad document at once
+    when verdicts will not be shown anyway."""
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
                 yield doc
-            elif not api.is_mlgate_document(doc.obj):  # collected in the first pass
+            elif not all(api_version_kind(doc.obj)):
+                yield doc.ref.error("not a Kubernetes object: apiVersion and kind must be set")
+            elif not read_only and not api.is_mlgate_document(doc.obj):  # those are pass 1's
                 yield judge(Document(doc.ref, _with_namespace(doc.obj, namespace)), policies, facts)
 
 
 def run(request: CheckRequest, stdin: TextIO) -> Outcome:
+    """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
+    against a policy set missing the policy that failed to parse) would mislead."""
     seen: set[str] = set()
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
@@ -258,14 +263,13 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     problems = [str(e) for e in (*errors, *more_errors)]
     found = collect_resources(resource_sources, manifest_sources, request.namespace)
     problems += found.errors
-    if problems:  # judging against a partial policy set would be misleading
-        return Outcome(errors=tuple(problems))
     policies = tuple(found.policies.values())
+    facts = found.facts(request.now)
     results: list[Result] = []
-    for item in judge_all(manifest_sources, policies, found.facts(request.now), request.namespace):
+    for item in judge_all(manifest_sources, policies, facts, request.namespace, bool(problems)):
         if isinstance(item, InputError):
             problems.append(str(item))
-        else:
+        elif not problems:
             results.append(item)
     if problems:
         return Outcome(errors=tuple(problems))

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TextIO
 
 from mlgate import __version__
+from mlgate import run as run_command
 from mlgate.api.crdgen import render_all
 from mlgate.check import CheckRequest, Outcome, run
 from mlgate.reports import render_json, render_sarif, render_text
@@ -197,6 +198,11 @@ COMMANDS: dict[str, Command] = {
     ),
     "crds": Command(
         "write the CustomResourceDefinitions generated from the models", _configure_crds, _crds
+    ),
+    "run": Command(
+        "run the operator and the validating webhook (in cluster, or against a kubeconfig)",
+        run_command.configure_parser,
+        run_command.main,
     ),
     "version": Command("print the version", lambda parser: None, _version),
 }

@@ -65,6 +65,8 @@ USE_EXISTING_CLUSTER_ENV = "USE_EXISTING_CLUSTER"
 SERVICE_CLUSTER_IP_RANGE = "10.0.0.0/24"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _LOG_TAIL_LINES = 40
+_WORKDIR_PREFIX = "mlgate-controlplane-"
+_OWNER_FILE = "owner.pid"
 
 
 class ControlPlaneError(RuntimeError):
@@ -407,6 +409,28 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
     return hook
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _sweep_stale_workdirs() -> None:
+    """Remove work directories left by control-plane owners that were SIGKILLed (their
+    processes died with them via PR_SET_PDEATHSIG; only the files remain)."""
+    for workdir in Path(tempfile.gettempdir()).glob(f"{_WORKDIR_PREFIX}*"):
+        try:
+            owner = int((workdir / _OWNER_FILE).read_text())
+        except (OSError, ValueError):
+            continue
+        if not _pid_alive(owner):
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
@@ -490,7 +514,9 @@ class LocalControlPlane(Cluster):
         if self._started:
             return self
         _install_cleanup_hooks()
-        self.workdir = Path(tempfile.mkdtemp(prefix="mlgate-controlplane-"))
+        _sweep_stale_workdirs()
+        self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
+        (self.workdir / _OWNER_FILE).write_text(str(os.getpid()))
         self._started = True
         with _live_lock:
             _live.add(self)
@@ -622,6 +648,9 @@ class LocalControlPlane(Cluster):
                 f"--secure-port={secure_port}",
                 "--bind-address=127.0.0.1",
                 "--advertise-address=127.0.0.1",
+                # Kubernetes >= 1.37 refuses a loopback advertise address for the endpoint
+                # reconciler; nothing here needs the `kubernetes` Service's endpoints.
+                "--endpoint-reconciler-type=none",
                 f"--service-cluster-ip-range={SERVICE_CLUSTER_IP_RANGE}",
                 "--authorization-mode=RBAC",
                 "--allow-privileged=true",
@@ -692,7 +721,7 @@ class LocalControlPlane(Cluster):
                 if proc.poll() is not None:
                     raise ControlPlaneError(
                         f"{name} exited with code {proc.returncode} during start-up; "
-                        f"last lines of {log}:\n{_tail(log)}"
+                        f"last lines of {log.name}:\n{_tail(log)}"
                     )
             try:
                 with urllib.request.urlopen(  # noqa: S310 - https to our own loopback server
@@ -707,7 +736,7 @@ class LocalControlPlane(Cluster):
                 last_error = str(err)
             if time.monotonic() > deadline:
                 logs = "\n".join(
-                    f"--- last lines of {log} ---\n{_tail(log)}" for _, _, log in self._procs
+                    f"--- last lines of {log.name} ---\n{_tail(log)}" for _, _, log in self._procs
                 )
                 raise ControlPlaneError(
                     f"kube-apiserver at {self.server} not ready after {self.start_timeout:.0f}s "

@@ -92,25 +92,35 @@ class Source:
             return self.text
         assert self.path is not None  # a Source is either stdin's text or a file
         try:
-            return self.path.read_text(encoding="utf-8-sig")
-        except (OSError, UnicodeDecodeError) as exc:
+            data = self.path.read_bytes()
+        except OSError as exc:
             raise self._unreadable(exc) from None
+        return decode(data, self.name)
 
     def lines(self) -> Iterator[str]:
-        if self.text is not None or self.path is None:
+        """Line by line, so a large file is never held whole; decoding per line lets a
+        non-UTF-8 byte be reported with its line."""
+        if self.path is None:
             yield from self.read().splitlines(keepends=True)
             return
         try:
-            with self.path.open(encoding="utf-8-sig") as handle:
-                yield from handle
-        except (OSError, UnicodeDecodeError) as exc:
+            with self.path.open("rb") as handle:
+                for lineno, raw in enumerate(handle, 1):
+                    yield decode(raw, self.name, lineno)
+        except OSError as exc:
             raise self._unreadable(exc) from None
 
-    def _unreadable(self, exc: OSError | UnicodeDecodeError) -> InputError:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-        if isinstance(exc, UnicodeDecodeError):
-            reason = f"not UTF-8 text ({exc.reason} at byte {exc.start})"
-        return InputError(f"{self.name}: cannot read: {one_line(reason)}")
+    def _unreadable(self, exc: OSError) -> InputError:
+        return InputError(f"{self.name}: cannot read: {one_line(exc.strerror or str(exc))}")
+
+
+def decode(data: bytes, name: str, first_line: int = 1) -> str:
+    """UTF-8 (with or without a byte-order mark, as Windows editors write it) or an error."""
+    try:
+        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+    except UnicodeDecodeError as exc:
+        line = first_line + data.count(b"\n", 0, exc.start)
+        raise InputError(f"{name}:{line}: cannot read: not UTF-8 text ({exc.reason})") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,7 +147,10 @@ def _directory_files(root: Path) -> list[Path]:
 
 def _sources_of(arg: str, stdin: TextIO) -> list[Source]:
     if arg == STDIN:
-        return [Source(STDIN_NAME, text=stdin.read())]
+        # The raw bytes when there are any: the locale's encoding is not the manifests'.
+        raw = getattr(stdin, "buffer", None)
+        text = decode(raw.read(), STDIN_NAME) if raw is not None else stdin.read()
+        return [Source(STDIN_NAME, text=text)]
     path = Path(arg)
     if path.is_dir():
         files = _directory_files(path)
@@ -246,9 +259,10 @@ def _yaml_problem(exc: yaml.YAMLError, first_line: int) -> tuple[str, int | None
     if not isinstance(exc, yaml.MarkedYAMLError) or exc.problem_mark is None:
         return f"malformed YAML: {exc}", None
     line = first_line + exc.problem_mark.line
-    context = f" ({exc.context})" if exc.context else ""
-    where = f"at line {line}, column {exc.problem_mark.column + 1}"
-    return f"malformed YAML: {exc.problem}{context} {where}", line
+    message = f"malformed YAML: {exc.problem} at column {exc.problem_mark.column + 1}"
+    if exc.context and exc.context_mark is not None:
+        message += f" ({exc.context} at line {first_line + exc.context_mark.line})"
+    return message, line
 
 
 def _load_yaml(chunk: _Chunk, ref: DocRef) -> Any:
@@ -342,8 +356,8 @@ def _json_values(text: str, name: str) -> Iterator[tuple[DocRef, Any]]:
         try:
             value, pos = decoder.raw_decode(text, start)
         except json.JSONDecodeError as exc:
-            where = f"at line {exc.lineno}, column {exc.colno}"
-            raise ref.error(f"malformed JSON: {exc.msg} {where}", exc.lineno) from None
+            message = f"malformed JSON: {exc.msg} at column {exc.colno}"
+            raise ref.error(message, exc.lineno) from None
         except RecursionError:
             raise ref.error("document nests too deeply to be a Kubernetes object") from None
         yield ref, value

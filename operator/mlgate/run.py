@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import base64
 import logging
 import os
 import re
 import ssl
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import kopf
 from aiohttp import web
 
+from mlgate import logs
 from mlgate.api.models import DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
@@ -23,6 +28,7 @@ from mlgate.controller.state import PolicyState
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
+from mlgate.webhook import certs
 from mlgate.webhook.admission import Admission, Config
 from mlgate.webhook.config import url_client_config, webhook_configuration
 from mlgate.webhook.server import Webhook
@@ -39,18 +45,23 @@ LEDGER_GPU_RULES = GpuRules(
 @dataclass(frozen=True)
 class RunOptions:
     namespace: str = "mlgate-system"
-    host: str = "0.0.0.0"  # noqa: S104 - the webhook must be reachable by the apiserver
+    host: str = "0.0.0.0"  # noqa: S104 - the apiserver must reach the webhook
     port: int = 8443
+    cert_mode: str = "self"  # self: generate into a Secret; files: provided (cert-manager)
+    tls_secret: str = "mlgate-tls"  # noqa: S105 - a Secret's name, not a password
+    service_name: str = "mlgate"
+    cert_dns_names: tuple[str, ...] = ()
+    cert_ips: tuple[str, ...] = ()
     tls_cert_file: str | None = None
     tls_key_file: str | None = None
-    webhook_config_name: str = "mlgate"
+    tls_ca_file: str | None = None
+    webhook_configs: tuple[str, ...] = ("mlgate",)
     register_webhook_url: str | None = None
     failure_policy: str = "Fail"
     timeout_seconds: int = 10
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     peering: str | None = None
     gpu_reservation_ttl: float = 600.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @property
     def deadline(self) -> float:
@@ -69,26 +80,22 @@ def _settings(opts: RunOptions) -> kopf.OperatorSettings:
     return settings
 
 
-async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: str) -> None:
+async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: bytes) -> None:
+    """Point the webhook configuration at a URL (local clusters; the Helm chart does it there)."""
     assert opts.register_webhook_url is not None
+    name = opts.webhook_configs[0]
     body = webhook_configuration(
-        opts.webhook_config_name,
-        url_client_config(opts.register_webhook_url, ca_bundle),
+        name,
+        url_client_config(opts.register_webhook_url, base64.b64encode(ca_bundle).decode()),
         opts.namespace,
         opts.failure_policy,
         opts.timeout_seconds,
     )
     path = resource_path(
-        "admissionregistration.k8s.io/v1",
-        "validatingwebhookconfigurations",
-        name=opts.webhook_config_name,
+        "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", name=name
     )
     await client.apply(path, body)
-    log.info(
-        "registered webhook configuration %s -> %s",
-        opts.webhook_config_name,
-        opts.register_webhook_url,
-    )
+    log.info("registered webhook configuration %s -> %s", name, opts.register_webhook_url)
 
 
 async def _namespace_labels(client: KubeClient, name: str) -> dict[str, str] | None:
@@ -96,58 +103,194 @@ async def _namespace_labels(client: KubeClient, name: str) -> dict[str, str] | N
     return None if found is None else dict((found.get("metadata") or {}).get("labels") or {})
 
 
-async def serve(
-    opts: RunOptions, ssl_context: ssl.SSLContext, ca_bundle: str | None, stop: asyncio.Event
-) -> None:
-    """Run until `stop` is set or the operator ends (it handles SIGINT/SIGTERM itself)."""
+@dataclass
+class Tls:
+    """The serving certificate: where it comes from and the task that keeps it fresh."""
+
+    context: ssl.SSLContext
+    ca_pem: bytes
+    refresher: Callable[[], Coroutine[Any, Any, None]]
+
+
+async def _tls(client: KubeClient, opts: RunOptions) -> Tls:
+    if opts.cert_mode == "files":
+        if not (opts.tls_cert_file and opts.tls_key_file):
+            raise certs.CertificateError(
+                "--cert-mode files needs --tls-cert-file and --tls-key-file"
+            )
+        files = certs.FileCertificates(
+            Path(opts.tls_cert_file),
+            Path(opts.tls_key_file),
+            Path(opts.tls_ca_file) if opts.tls_ca_file else None,
+        )
+        bundle = files.load()
+        context = certs.server_ssl_context(bundle.cert_path, bundle.key_path)
+
+        async def watch_files() -> None:
+            await files.run_forever(lambda b: certs.reload(context, b.cert_path, b.key_path))
+
+        return Tls(context, bundle.ca_pem, watch_files)
+    dns = opts.cert_dns_names or certs.service_dns_names(opts.service_name, opts.namespace)
+    managed = certs.SecretCertificates(
+        opts.namespace,
+        opts.tls_secret,
+        certs.CertSpec(dns_names=tuple(dns), ip_addresses=opts.cert_ips),
+    )
+    bundle = await managed.ensure(client)
+    if not opts.register_webhook_url:
+        await managed.sync_ca_bundle(client, opts.webhook_configs)
+    context = certs.server_ssl_context(bundle.cert_path, bundle.key_path)
+
+    async def rotate() -> None:
+        await managed.run_forever(
+            client, opts.webhook_configs, lambda b: certs.reload(context, b.cert_path, b.key_path)
+        )
+
+    return Tls(context, bundle.ca_pem, rotate)
+
+
+def _admission(
+    client: KubeClient, opts: RunOptions, state: PolicyState, ledger: GpuLedger
+) -> Admission:
+    return Admission(
+        state,
+        ledger,
+        Config(opts.namespace, opts.scope_admin_groups, LEDGER_GPU_RULES),
+        namespace_lookup=partial(_namespace_labels, client),
+    )
+
+
+async def serve(opts: RunOptions) -> None:
+    """Run until SIGINT/SIGTERM (kopf's operator handles them) or until the operator fails."""
     state, ledger, metrics = PolicyState(), GpuLedger(opts.gpu_reservation_ttl), Metrics()
     async with KubeClient(login()) as client:
-        admission = Admission(
-            state,
-            ledger,
-            Config(opts.namespace, opts.scope_admin_groups, LEDGER_GPU_RULES),
-            namespace_lookup=partial(_namespace_labels, client),
-        )
+        tls = await _tls(client, opts)
         webhook = Webhook(
-            admission, metrics, opts.deadline, events=partial(post_violations, client)
+            _admission(client, opts, state, ledger),
+            metrics,
+            opts.deadline,
+            events=partial(post_violations, client),
         )
         runner = web.AppRunner(webhook.app(), access_log=None)
         await runner.setup()
-        await web.TCPSite(runner, opts.host, opts.port, ssl_context=ssl_context).start()
+        await web.TCPSite(runner, opts.host, opts.port, ssl_context=tls.context).start()
         log.info("webhook listening on https://%s:%d", opts.host, opts.port)
         registry = kopf.OperatorRegistry()
-        register(registry, state, ledger, LEDGER_GPU_RULES, writes_status=True)
+        register(registry, state, ledger, LEDGER_GPU_RULES)
         operator = asyncio.create_task(
-            kopf.operator(
-                registry=registry, settings=_settings(opts), clusterwide=True, stop_flag=stop
-            )
+            kopf.operator(registry=registry, settings=_settings(opts), clusterwide=True)
         )
+        refresher = asyncio.create_task(tls.refresher())
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
-            if opts.register_webhook_url and ca_bundle:
-                await _register_webhook(client, opts, ca_bundle)
             webhook.ready.set()
             log.info("ready: answering admission requests")
+            if opts.register_webhook_url:
+                await _register_webhook(client, opts, tls.ca_pem)
             await operator
         finally:
-            stop.set()
-            if not operator.done():
-                await operator
+            refresher.cancel()
+            operator.cancel()
+            await asyncio.gather(refresher, operator, return_exceptions=True)
             # The webhook configuration is deliberately left in place: deleting it on shutdown
-            # would open the cluster for as long as mlgate is down.
+            # would leave the cluster unguarded for as long as mlgate is down.
             await runner.cleanup()
 
 
 def describe_startup_error(exc: BaseException) -> str:
     if isinstance(exc, ApiError) and exc.status == 404:
-        return f"the apiserver has no such resource ({exc.message}); are mlgate's CRDs installed? (kubectl apply -f crds/)"
+        return (
+            f"the apiserver has no such resource ({exc.message}); are mlgate's CRDs installed? "
+            "(kubectl apply -f crds/)"
+        )
     if isinstance(exc, kopf.LoginError):
         return f"cannot log in to the cluster: {exc}"
-    if isinstance(exc, OSError):
-        return f"{type(exc).__name__}: {exc}"
-    return str(exc)
+    return f"{type(exc).__name__}: {exc}" if isinstance(exc, OSError) else str(exc)
 
 
-def kubeconfig_env(path: str | None) -> None:
-    if path:
-        os.environ["KUBECONFIG"] = path
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
+    add("--namespace", default="mlgate-system", help="mlgate's own namespace (never judged)")
+    add("--host", default="0.0.0.0", help="address the webhook listens on")  # noqa: S104
+    add("--port", "--webhook-port", type=int, default=8443, dest="port", help="webhook HTTPS port")
+    add(
+        "--cert-mode",
+        choices=("self", "files"),
+        default="self",
+        help="self: generate a CA and serving cert into a Secret and rotate them; "
+        "files: serve provided files (cert-manager), reloading them when they change",
+    )
+    add("--tls-secret", default="mlgate-tls", help="Secret for self-managed certificates")
+    add("--service-name", default="mlgate", help="Service the certificate is issued for")
+    add("--cert-dns-name", action="append", default=[], help="extra DNS SAN (repeatable)")
+    add("--cert-ip", action="append", default=[], help="IP SAN, e.g. 127.0.0.1 (repeatable)")
+    add("--tls-cert-file", help="serving certificate (files mode)")
+    add("--tls-key-file", help="serving key (files mode)")
+    add("--tls-ca-file", help="CA of the serving certificate (files mode)")
+    add(
+        "--webhook-config",
+        action="append",
+        default=[],
+        help="ValidatingWebhookConfiguration whose caBundle mlgate keeps in step (repeatable)",
+    )
+    add(
+        "--register-webhook-url",
+        help="create the webhook configuration pointing at this URL "
+        "(local clusters without a Service, e.g. https://127.0.0.1:8443)",
+    )
+    add("--failure-policy", choices=("Fail", "Ignore"), default="Fail")
+    add("--timeout-seconds", type=int, default=10, help="webhook timeoutSeconds (1-30)")
+    add(
+        "--scope-admin-group",
+        action="append",
+        default=[],
+        help="group allowed to relabel a namespace out of a policy's scope "
+        "(repeatable; default system:masters)",
+    )
+    add("--peering", help="kopf peering name: only the elected replica writes status")
+    add(
+        "--gpu-reservation-ttl",
+        type=float,
+        default=600.0,
+        help="seconds an admitted workload's GPUs stay reserved while its pods are created",
+    )
+    add("--log-level", default="INFO")  # fmt: skip
+
+
+def options(args: argparse.Namespace) -> RunOptions:
+    if not 1 <= args.timeout_seconds <= 30:
+        raise ValueError("--timeout-seconds must be between 1 and 30")
+    return RunOptions(
+        namespace=args.namespace,
+        host=args.host,
+        port=args.port,
+        cert_mode=args.cert_mode,
+        tls_secret=args.tls_secret,
+        service_name=args.service_name,
+        cert_dns_names=tuple(args.cert_dns_name),
+        cert_ips=tuple(args.cert_ip),
+        tls_cert_file=args.tls_cert_file,
+        tls_key_file=args.tls_key_file,
+        tls_ca_file=args.tls_ca_file,
+        webhook_configs=tuple(args.webhook_config) or ("mlgate",),
+        register_webhook_url=args.register_webhook_url,
+        failure_policy=args.failure_policy,
+        timeout_seconds=args.timeout_seconds,
+        scope_admin_groups=frozenset(args.scope_admin_group or ["system:masters"]),
+        peering=args.peering,
+        gpu_reservation_ttl=args.gpu_reservation_ttl,
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    """`mlgate run`: exit 0 on a clean stop, 2 when it cannot start (the reason on one line)."""
+    logs.configure(args.log_level)
+    if args.kubeconfig:
+        os.environ["KUBECONFIG"] = args.kubeconfig
+    try:
+        asyncio.run(serve(options(args)))
+    except (ApiError, kopf.LoginError, certs.CertificateError, OSError, ValueError) as exc:
+        log.error("mlgate run cannot start: %s", describe_startup_error(exc))
+        return 2
+    return 0

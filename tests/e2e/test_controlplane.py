@@ -281,11 +281,23 @@ def test_client_certificates_authenticate_users_under_rbac(
     assert denied.returncode != 0
     assert "forbidden" in denied.stderr.lower()
 
+    # Not the `view` ClusterRole: aggregated roles stay empty without a controller-manager.
     control_plane.kubectl(
-        "create", "rolebinding", "e2e-view", "--clusterrole=view", "--group=e2e-team",
+        "create", "role", "pod-reader", "--verb=get,list", "--resource=pods", "-n", namespace,
+        check=True,
+    )  # fmt: skip
+    control_plane.kubectl(
+        "create", "rolebinding", "e2e-pod-reader", "--role=pod-reader", "--group=e2e-team",
         "-n", namespace, check=True,
     )  # fmt: skip
-    control_plane.kubectl("get", "pods", "-n", namespace, kubeconfig=kubeconfig, check=True)
+    # The RBAC authorizer sees new bindings through an informer: allow it a moment.
+    deadline = time.monotonic() + 15
+    while True:
+        allowed = control_plane.kubectl("get", "pods", "-n", namespace, kubeconfig=kubeconfig)
+        if allowed.returncode == 0 or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert allowed.returncode == 0, allowed.stderr
 
 
 def test_existing_cluster_mode_uses_a_kubeconfig(control_plane: Cluster) -> None:

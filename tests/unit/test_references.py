@@ -91,7 +91,7 @@ def test_effective_tag(text: str, tag: str | None) -> None:
         ("ghcr.io/acme/x:", "malformed tag"),
         ("ghcr.io/acme/x:-v1", "malformed tag"),
         ("ghcr.io/acme/x:" + "a" * 129, "malformed tag"),
-        # non-ASCII look-alikes are not tags a runtime accepts (Cyrillic а in "lаtest")
+        # non-ASCII look-alikes are not tags a runtime accepts (a Cyrillic a in "latest")
         ("nginx:l\u0430test", "malformed tag"),
         ("nginx:\u0661", "malformed tag"),
         ("ghcr.io/acme/x@sha256:abc", "malformed digest"),

@@ -11,8 +11,16 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
+from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from mlgate.engine.references import InvalidReference, compile_pattern
@@ -120,7 +128,7 @@ class PublicKey(Spec):
         if pem is not None:
             try:
                 load_pem_public_key(pem.encode())
-            except (ValueError, TypeError) as exc:
+            except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
                 raise ValueError(f"malformed PEM public key: {exc}") from None
         return pem
 
@@ -139,17 +147,17 @@ def _check_image_glob(glob: str) -> str:
     return glob
 
 
-ImageGlob = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[a-zA-Z0-9._:*/\[\]-]+$")]
+# Validated one by one, so an error names the item: spec.images.allowedRegistries[1].
+ImageGlob = Annotated[
+    str,
+    Field(min_length=1, max_length=512, pattern=r"^[a-zA-Z0-9._:*/\[\]-]+$"),
+    AfterValidator(_check_image_glob),
+]
 
 
 class SignatureEntry(Spec):
     images: Annotated[list[ImageGlob], Field(min_length=1)]
     keys: Annotated[list[PublicKey], Field(min_length=1)]
-
-    @field_validator("images")
-    @classmethod
-    def _globs_compile(cls, globs: list[str]) -> list[str]:
-        return [_check_image_glob(g) for g in globs]
 
 
 class Images(Spec):
@@ -161,11 +169,6 @@ class Images(Spec):
     signatures: list[SignatureEntry] | None = Field(
         None, description="If set, every image must be covered by an entry and verify."
     )
-
-    @field_validator("allowed_registries")
-    @classmethod
-    def _globs_compile(cls, globs: list[str] | None) -> list[str] | None:
-        return None if globs is None else [_check_image_glob(g) for g in globs]
 
 
 class ModelSources(Spec):
@@ -213,11 +216,12 @@ class Gpu(Spec):
         default_factory=lambda: list(DEFAULT_GPU_RESOURCES),
         description="Extended resources counted as GPUs (globs).",
     )
-    max_per_pod: Annotated[int, Field(ge=0)] | None = None
-    max_per_workload: Annotated[int, Field(ge=0)] | None = Field(
+    # strict: `true` or "8" is a mistake to report, not a limit of 1 or 8 to guess.
+    max_per_pod: Annotated[int, Field(ge=0, strict=True)] | None = None
+    max_per_workload: Annotated[int, Field(ge=0, strict=True)] | None = Field(
         None, description="Whole workload: replicas x pods, all roles of a training job."
     )
-    namespace_quota: Annotated[int, Field(ge=0)] | None = Field(
+    namespace_quota: Annotated[int, Field(ge=0, strict=True)] | None = Field(
         None, description="Sum over running pods and admitted workloads in the namespace."
     )
     allowed_products: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(

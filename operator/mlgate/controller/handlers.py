@@ -13,6 +13,7 @@ from typing import Any
 import kopf
 
 from mlgate.api.models import GROUP, VERSION
+from mlgate.cluster.client import login
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import CompileResult, PolicyState
 from mlgate.engine.gpu import pod_demand
@@ -91,6 +92,10 @@ def register(
         change = status_patch(body.get("status") or {}, result, datetime.now(UTC))
         if change is not None:
             patch.status.update(change)
+
+    @kopf.on.login(registry=registry)
+    def on_login(**_: Any) -> kopf.ConnectionInfo:
+        return login()
 
     for plural in MLGATE_PLURALS:
         kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"track-{plural}")(on_resource)

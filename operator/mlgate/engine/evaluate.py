@@ -35,16 +35,30 @@ def _offline_notes(policies: tuple[CompiledPolicy, ...], workload: WorkloadView)
                 yield f"[{policy.name}] {note}"
 
 
-def _contains_pod_template(node: Any, depth: int = 0) -> bool:
-    """Whether an unknown object carries containers somewhere, i.e. would run something."""
-    if depth > 12:
-        return False
-    if isinstance(node, Mapping):
-        if isinstance(node.get("containers"), list):
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+
+
+def _runs_containers(node: Any) -> bool:
+    """Whether an unknown object would run something: a container list, or any object with a
+    string `image` (Argo's `container`, Tekton's `steps`, ...).
+
+    There is no depth limit an attacker could nest below; the walk is iterative, so nesting
+    cannot overflow the stack, and remembers what it saw, so a recursive YAML alias cannot loop.
+    """
+    stack, seen = [node], set()
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, Mapping | list) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if isinstance(item.get("image"), str):
             return True
-        return any(_contains_pod_template(v, depth + 1) for v in node.values())
-    if isinstance(node, list):
-        return any(_contains_pod_template(v, depth + 1) for v in node)
+        if any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS):
+            return True
+        stack.extend(item.values())
     return False
 
 
@@ -58,8 +72,9 @@ def decide(
 def _unsupported(
     policies: tuple[CompiledPolicy, ...], item: Unsupported, obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
-    if not _contains_pod_template(obj.get("spec")):
-        return Decision(True, notes=(f"{item.kind} is not a workload kind; not judged",))
+    if not isinstance(obj, Mapping) or not _runs_containers(obj.get("spec")):
+        what = item.kind or "the document"
+        return Decision(True, notes=(f"{what} is not a workload kind; not judged",))
     labels = _labels(obj)
     matched = governing(policies, item.namespace, facts.namespace_labels, item.kind, labels)
     finding = Finding(

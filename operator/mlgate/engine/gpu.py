@@ -34,17 +34,20 @@ def _container_gpus(rules: GpuRules, c: ContainerView) -> tuple[int, list[Findin
             if not any(p.fullmatch(str(resource)) for p in rules.resources):
                 continue
             try:
-                amount = math.ceil(parse_quantity(raw))
+                quantity = parse_quantity(raw)
+                problem = f"{raw!r} is negative" if quantity < 0 else None
             except InvalidQuantity as exc:
+                problem = str(exc)
+            if problem is not None:  # a negative amount must not offset other containers' GPUs
                 errors.append(
                     Finding(
                         Rule.GPU_MAX_PER_POD,
                         f'{c.resources_path}.{section}["{resource}"]',
-                        f"{exc}; GPU resources must be whole numbers",
+                        f"{problem}; GPU resources must be whole numbers",
                     )
                 )
                 continue
-            amounts[resource] = max(amounts.get(resource, 0), amount)
+            amounts[resource] = max(amounts.get(resource, 0), math.ceil(quantity))
     total = sum(amounts.values())
     return total, errors
 
@@ -53,17 +56,21 @@ def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
     """Effective GPUs of a pod, as the scheduler counts them.
 
     App containers and sidecars run together; plain init containers run one at a time before
-    them, so the pod needs the larger of the two.
+    them, each alongside the sidecars declared before it, so the pod needs the larger of the two
+    (the scheduler's formula; `pod.containers` keeps init containers in declaration order).
     """
-    running, init_peak, errors = 0, 0, []
+    running, sidecars, init_peak, errors = 0, 0, 0, []
     for c in pod.containers:
         gpus, problems = _container_gpus(rules, c)
         errors.extend(problems)
-        if c.kind in (ContainerKind.APP, ContainerKind.SIDECAR):
+        if c.kind is ContainerKind.APP:
             running += gpus
+        elif c.kind is ContainerKind.SIDECAR:
+            sidecars += gpus
+            init_peak = max(init_peak, sidecars)
         elif c.kind is ContainerKind.INIT:
-            init_peak = max(init_peak, gpus)
-    return PodDemand(pod, max(running, init_peak), tuple(errors))
+            init_peak = max(init_peak, gpus + sidecars)
+    return PodDemand(pod, max(running + sidecars, init_peak), tuple(errors))
 
 
 def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
@@ -88,7 +95,7 @@ def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
             and e.get("operator") == "In"
             and isinstance(e.get("values"), list)
             and e["values"]
-            and set(e["values"]) <= allowed
+            and all(isinstance(v, str) and v in allowed for v in e["values"])
             for e in exprs
         ):
             return False
@@ -100,7 +107,7 @@ def _product_finding(rules: GpuRules, pod: PodView) -> Finding | None:
     selector = pod.spec.get("nodeSelector")
     chosen = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
     if chosen is not None:
-        if chosen in allowed:
+        if isinstance(chosen, str) and chosen in allowed:
             return None
         return Finding(
             Rule.GPU_PRODUCT,

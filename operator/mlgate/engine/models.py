@@ -6,15 +6,29 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from enum import Enum
 
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
-_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
 # Env vars whose bare values are Hugging Face repository ids.
 _HF_ENV = frozenset({"HF_MODEL_ID", "MODEL_ID"})
+
+
+class Source(Enum):
+    """What a reference's value may be, by where it was found.
+
+    `name@version` is a declaration, so only annotations may use it (design section 3): a value
+    the server loads (env, storageUri) must be a URI, or `fraud-detector@3` in MODEL_URI would
+    borrow that model's approval for whatever the server makes of the string.
+    """
+
+    ANNOTATION = "annotation"  # URI or name@version
+    LOCATION = "location"  # URI only
+    HF_LOCATION = "hf-location"  # URI or bare Hugging Face id
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,13 +40,14 @@ class Wanted:
     version: str | None = None
 
 
-def normalise(value: str, hf_id: bool = False) -> Wanted | None:
-    """None when the value names no URI and no version, so it cannot be matched to an approval."""
+def normalise(value: str, hf_id: bool = False, name_version: bool = False) -> Wanted | None:
+    """None when the value names no URI (nor, where allowed, a version or Hugging Face id), so it
+    cannot be matched to an approval."""
     text = value.strip()
     if _URI.match(text):
         return Wanted(uri=text.rstrip("/"))
     name, sep, version = text.rpartition("@")
-    if sep and name and version:
+    if name_version and sep and name and version:
         return Wanted(name=name, version=version)
     if hf_id and _HF_ID.match(text):
         return Wanted(uri=f"hf://{text}")
@@ -43,30 +58,36 @@ def _annotation_path(metadata_path: str, key: str) -> str:
     return f'{metadata_path}.annotations["{key}"]'
 
 
-def _pod_metadata_path(pod: PodView) -> str | None:
+def _pod_annotations_path(pod: PodView) -> str:
+    """Where a pod's annotations are: a PodTemplateSpec's metadata, else the component itself
+    (KServe's `spec.predictor.annotations`)."""
     if pod.path.endswith(".spec"):
         return pod.path[: -len(".spec")] + ".metadata"
-    return None
+    return pod.path
 
 
-def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, bool]]:
-    """Every model reference with whether its value is a bare Hugging Face id."""
+def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
+    """Every model reference with what its value may be."""
     for ref in view.model_refs:
-        yield ref, False
+        yield ref, Source.LOCATION
     for key in rules.annotations:
         if key in view.annotations:
-            yield ModelRef(view.annotations[key], _annotation_path("metadata", key)), False
+            ref = ModelRef(view.annotations[key], _annotation_path("metadata", key))
+            yield ref, Source.ANNOTATION
     for pod in view.pods:
-        meta = _pod_metadata_path(pod)
-        if meta is not None and meta != "metadata":
+        # A bare Pod's annotations are the workload's, judged above.
+        if pod.path != "spec" and pod.annotations is not view.annotations:
+            meta = _pod_annotations_path(pod)
             for key in rules.annotations:
                 if key in pod.annotations:
-                    yield ModelRef(pod.annotations[key], _annotation_path(meta, key)), False
+                    ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))
+                    yield ref, Source.ANNOTATION
         for container in pod.containers:
             for env in container.env:
                 if env.name in rules.env:
                     value = env.value if env.value is not None else ""
-                    yield ModelRef(value, env.path), env.name in _HF_ENV
+                    source = Source.HF_LOCATION if env.name in _HF_ENV else Source.LOCATION
+                    yield ModelRef(value, env.path), source
 
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:
@@ -97,24 +118,36 @@ def _approval_problem(
     return "no ApprovedModel matches it"
 
 
+def _unrecognised(value: str, source: Source) -> str:
+    if source is Source.ANNOTATION:
+        return (
+            f"model reference {value!r} names neither a URI (s3://, hf://, ...) nor "
+            "name@version; reference an approved model precisely"
+        )
+    hf = " or Hugging Face id (org/name)" if source is Source.HF_LOCATION else ""
+    return (
+        f"model reference {value!r} is not a model URI (s3://, hf://, ...){hf}; reference an "
+        "approved model by one of its URIs"
+    )
+
+
 def _judge(
-    ref: ModelRef, hf_id: bool, approvals: tuple[Approval, ...], namespace: str, now: datetime
+    ref: ModelRef, source: Source, approvals: tuple[Approval, ...], namespace: str, now: datetime
 ) -> Finding | None:
-    if not ref.value:
+    if not ref.value.strip():
         return Finding(
             Rule.MODELS_APPROVAL,
             ref.path,
             "model reference is set from valueFrom or left empty, so it cannot be checked; "
             "set the approved model URI literally",
         )
-    wanted = normalise(ref.value, hf_id)
+    wanted = normalise(
+        ref.value,
+        hf_id=source is Source.HF_LOCATION,
+        name_version=source is Source.ANNOTATION,
+    )
     if wanted is None:
-        return Finding(
-            Rule.MODELS_APPROVAL,
-            ref.path,
-            f"model reference {ref.value!r} names neither a URI (s3://, hf://, ...) nor "
-            "name@version; reference an approved model precisely",
-        )
+        return Finding(Rule.MODELS_APPROVAL, ref.path, _unrecognised(ref.value, source))
     problem = _approval_problem(wanted, approvals, namespace, now)
     if problem is None:
         return None
@@ -142,8 +175,8 @@ def check(
             )
         )
     if rules.require_approved:
-        for ref, hf_id in refs:
-            finding = _judge(ref, hf_id, approvals, view.namespace, now)
+        for ref, source in refs:
+            finding = _judge(ref, source, approvals, view.namespace, now)
             if finding is not None:
                 findings.append(finding)
     return findings

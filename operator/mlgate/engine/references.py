@@ -22,7 +22,7 @@ _HOST_RE = re.compile(
     r"(?:[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?(?:\.[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?)*"
     r"|\[[0-9a-fA-F:.]+\])(?::[0-9]+)?"
 )
-# ASCII only: in a str pattern `\w` would also admit look-alikes such as a Cyrillic `а`.
+# ASCII only: in a str pattern `\w` would also admit look-alikes such as Cyrillic letters.
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}", re.ASCII)
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[.+_-][a-z0-9]+)*:[0-9a-fA-F]{32,}")
 # The algorithms go-digest (so every runtime) accepts, with their lower-case hex lengths.

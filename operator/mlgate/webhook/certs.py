@@ -619,9 +619,6 @@ async def patch_ca_bundles(
         except (aiohttp.ClientError, TimeoutError) as exc:
             log.error("apiserver unreachable while syncing caBundle of %s: %r", name, exc)
             outcomes[name] = SyncOutcome.FAILED
-        except CertificateError as exc:  # pragma: no cover - defensive
-            log.error("caBundle of %s: %s", name, exc)
-            outcomes[name] = SyncOutcome.FAILED
     return SyncResult(outcomes)
 
 
@@ -773,7 +770,7 @@ class SecretCertificates:
         labels = (secret.get("metadata") or {}).get("labels") or {}
         # Refuse to overwrite certificates someone else issued (e.g. cert-manager's Secret):
         # an empty placeholder is fine, filled Secrets must carry mlgate's label.
-        if data and labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+        if any(data.values()) and labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
             raise CertificateError(
                 f"Secret {self.label} exists but lacks label {MANAGED_BY_LABEL}={MANAGED_BY}; "
                 "refusing to overwrite it (use --cert-mode files for cert-manager certificates)"
@@ -828,7 +825,7 @@ class SecretCertificates:
             return await call
         except ApiError as exc:
             if exc.status == 409:
-                raise _Conflict from exc
+                raise _Conflict(f"Secret {self.label} was changed concurrently") from exc
             hint = (
                 f" (mlgate needs get/create/update on secrets in namespace {self.namespace})"
                 if exc.status == 403

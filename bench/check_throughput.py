@@ -1,0 +1,115 @@
+"""Throughput and peak memory of `mlgate check` on a generated multi-document file.
+
+    .venv/bin/python bench/check_throughput.py --docs 10000 [--format json] [--stdin]
+
+Runs the installed console script in a child process, so the numbers include interpreter start-up
+and are those a CI job sees. Peak RSS is the child's ru_maxrss. Not run by the tests: timings are
+measured here, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+MLGATE = Path(sys.executable).with_name("mlgate")
+
+
+def _digest(i: int) -> str:
+    return hashlib.sha256(str(i).encode()).hexdigest()
+
+
+def _deployment(i: int) -> dict[str, object]:
+    # Every 100th workload breaks a rule, so the report path is exercised too.
+    image = (
+        "nginx:latest"
+        if i % 100 == 99
+        else f"registry.example.com/ml/svc-{i % 50}@sha256:{_digest(i)}"
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": f"svc-{i}",
+            "namespace": "ml-prod",
+            "labels": {"app.kubernetes.io/name": f"svc-{i}"},
+            "annotations": {"mlgate.io/model": "fraud-detector@3"},
+        },
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app.kubernetes.io/name": f"svc-{i}"}},
+            "template": {
+                "metadata": {"labels": {"app.kubernetes.io/name": f"svc-{i}"}},
+                "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"},
+                    "containers": [
+                        {
+                            "name": "main",
+                            "image": image,
+                            "env": [
+                                {"name": "MODEL_URI", "value": "s3://models/fraud-detector/v3"}
+                            ],
+                            "resources": {"limits": {"nvidia.com/gpu": 1, "memory": "8Gi"}},
+                        }
+                    ],
+                },
+            },
+        },
+    }
+
+
+def documents(count: int) -> Iterator[str]:
+    for i in range(count):
+        yield "---\n" + yaml.safe_dump(_deployment(i), sort_keys=False)
+
+
+def measure(manifests: Path, output: str, via_stdin: bool) -> tuple[float, int, int]:
+    """Seconds, exit code, and the child's peak RSS in KiB."""
+    args = [str(MLGATE), "check", "-p", str(REPO / "examples/policies")]
+    args += ["--models", str(REPO / "examples/models"), "-o", output]
+    args.append("-" if via_stdin else str(manifests))
+    started = time.perf_counter()
+    with manifests.open("rb") as stdin:
+        done = subprocess.run(
+            args,
+            stdin=stdin if via_stdin else subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            check=False,
+        )
+    elapsed = time.perf_counter() - started
+    if done.returncode not in (0, 1):
+        sys.exit(f"mlgate check failed ({done.returncode}): {done.stderr.decode()}")
+    return elapsed, done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--docs", type=int, default=10_000)
+    parser.add_argument("--format", choices=["text", "json", "sarif"], default="text")
+    parser.add_argument("--stdin", action="store_true", help="feed the documents on stdin")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        manifests = Path(tmp, "workloads.yaml")
+        with manifests.open("w") as handle:
+            handle.writelines(documents(args.docs))
+        size = manifests.stat().st_size
+        elapsed, code, peak_kib = measure(manifests, args.format, args.stdin)
+    print(f"documents      {args.docs} ({size / 2**20:.1f} MiB of YAML)")
+    print(f"wall time      {elapsed:.2f} s (exit {code})")
+    print(f"throughput     {args.docs / elapsed:,.0f} docs/s")
+    print(f"peak RSS       {peak_kib / 1024:.0f} MiB")
+
+
+if __name__ == "__main__":
+    main()

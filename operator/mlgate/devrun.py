@@ -1,0 +1,139 @@
+"""`mlgate run` as a child process against a (local) cluster, for the demo and e2e tests.
+
+The webhook is registered by URL on 127.0.0.1 with a self-managed certificate, the way
+`make demo` runs it; a real cluster would use the Helm chart's Service instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class MlgateProcess:
+    """`mlgate run` in a child process; the context manager stops it (SIGTERM, then SIGKILL)."""
+
+    def __init__(
+        self,
+        kubeconfig: Path,
+        log_path: Path,
+        *,
+        namespace: str = "mlgate-system",
+        webhook_config: str = "mlgate",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        ready_timeout: float = 60.0,
+    ) -> None:
+        self.kubeconfig = kubeconfig
+        self.log_path = log_path
+        self.namespace = namespace
+        self.webhook_config = webhook_config
+        self.port = port or free_port()
+        self.extra_args = list(extra_args)
+        self.ready_timeout = ready_timeout
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"https://127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            sys.executable, "-m", "mlgate", "run",
+            "--kubeconfig", str(self.kubeconfig),
+            "--namespace", self.namespace,
+            "--host", "127.0.0.1",
+            "--port", str(self.port),
+            "--cert-ip", "127.0.0.1",
+            "--webhook-config", self.webhook_config,
+            "--register-webhook-url", self.url,
+            *self.extra_args,
+        ]  # fmt: skip
+
+    def start(self) -> Self:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.wait_ready()
+        return self
+
+    def _probe(self, path: str) -> int:
+        # Loopback readiness probe only: the server's CA is what the apiserver must trust.
+        context = ssl._create_unverified_context()  # noqa: S323
+        try:
+            with urllib.request.urlopen(self.url + path, context=context, timeout=2) as resp:  # noqa: S310
+                status: int = resp.status
+                return status
+        except urllib.error.HTTPError as exc:
+            return exc.code
+        except (urllib.error.URLError, OSError):
+            return 0
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                code = self.process.returncode
+                raise RuntimeError(f"mlgate run exited with {code}:\n{self.log_tail()}")
+            if self._probe("/readyz") == 200:
+                return
+            time.sleep(0.2)
+        waited = f"{self.ready_timeout:g}s"
+        raise RuntimeError(f"mlgate run not ready after {waited}:\n{self.log_tail()}")
+
+    def metrics(self) -> str:
+        context = ssl._create_unverified_context()  # noqa: S323
+        with urllib.request.urlopen(self.url + "/metrics", context=context, timeout=5) as resp:  # noqa: S310
+            text: str = resp.read().decode()
+            return text
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """Simulate a crash: SIGKILL, no chance to clean up."""
+        if self.process is not None and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
