@@ -123,13 +123,18 @@ run_logged() { # run_logged DESCRIPTION CMD...: run, append output to the log, e
 }
 
 module_dir() { # module_dir MODULE@VERSION: download it and print its directory
-    local json
-    if ! json=$(go_in "$work" mod download -json "$1" 2>>"$log"); then
-        tail -n 5 "$log" >&2
-        die "cannot download $1 from the Go module proxy ($("$GO" env GOPROXY)); is it reachable?"
+    local json dir
+    json=$(go_in "$work" mod download -json "$1" 2>>"$log") || true
+    if ! dir=$(python3 -c '
+import json, sys
+d = json.loads(sys.stdin.read() or "{}")
+if not d.get("Dir"):
+    print(" ".join(d.get("Error", "go mod download failed").split())[:300])
+    sys.exit(1)
+print(d["Dir"])' <<<"$json"); then
+        die "cannot download $1 from the Go module proxy ($("$GO" env GOPROXY)): $dir"
     fi
-    python3 -c 'import json, sys; d = json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error", "no Dir")))' <<<"$json" ||
-        die "cannot download $1 from the Go module proxy ($("$GO" env GOPROXY)); is it reachable?"
+    echo "$dir"
 }
 
 go_in() { # go_in DIR ARGS...: run go in DIR
@@ -160,6 +165,13 @@ module_dir "k8s.io/kubernetes@$K8S_VERSION" >/dev/null
 # replaces each of those (read from the release's own go.mod) with its published v0.<minor>.<patch>.
 step "1/4" "kube-apiserver $K8S_VERSION (compiling k8s.io/kubernetes: the slow part)"
 kdir=$(module_dir "k8s.io/kubernetes@$K8S_VERSION")
+need_go=$("$GO" mod edit -json "$kdir/go.mod" | python3 -c 'import json, sys; print(json.load(sys.stdin)["Go"])')
+have_go=$("$GO" env GOVERSION)
+python3 -c '
+import re, sys
+need, have = ([int(x) for x in re.findall(r"\d+", v)[:3]] for v in sys.argv[1:])
+sys.exit(have < need)' "$need_go" "$have_go" ||
+    die "k8s.io/kubernetes@$K8S_VERSION needs Go >= $need_go, found $have_go"
 staging=$("$GO" mod edit -json "$kdir/go.mod" | python3 -c '
 import json, sys
 for r in json.load(sys.stdin).get("Replace") or []:

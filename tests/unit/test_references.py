@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from mlgate.engine.references import (
@@ -245,4 +247,10 @@ def test_pattern_keeps_its_source() -> None:
 )
 def test_invalid_patterns_are_rejected(pattern: str, message: str) -> None:
     with pytest.raises(InvalidReference, match=message):
+        compile_pattern(pattern)
+
+
+@pytest.mark.parametrize("pattern", ["ghcr.io", "localhost:5000", "registry.example.com"])
+def test_bare_registry_host_pattern_is_rejected_with_a_hint(pattern: str) -> None:
+    with pytest.raises(InvalidReference, match=rf"write {re.escape(pattern)}/\*"):
         compile_pattern(pattern)

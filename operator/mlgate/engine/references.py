@@ -143,6 +143,11 @@ def compile_pattern(source: str) -> ImagePattern:
     if not text or any(c in text for c in " @\t"):
         raise InvalidReference(f"invalid image pattern {source!r}")
     first, sep, rest = text.partition("/")
+    if not sep and ("." in first or ":" in first):
+        raise InvalidReference(
+            f"image pattern {source!r} names only a registry host; write {first}/* to allow "
+            "every repository on it"
+        )
     # The first component names a host exactly when it would in a reference: `myorg*/x` is a
     # Docker Hub namespace glob, never a host glob that `myorg.attacker.com/x` could satisfy.
     if sep and _looks_like_host(first):
