@@ -9,6 +9,7 @@ parsed in the first pass.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,7 +32,9 @@ from mlgate.manifests import (
     expand_paths,
 )
 
-_MLGATE_MARK = f"{api.GROUP}/"
+# The first pass parses only documents that can be mlgate resources: those all spell out
+# `apiVersion: mlgate.io/v1alpha1`, while workloads mention `mlgate.io/model` and the like.
+_MLGATE_API_VERSION = re.compile(rf"{re.escape(api.GROUP)}/v\d")
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +137,10 @@ class Resources:
     approvals: dict[str, Approval] = field(default_factory=dict)
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
+    read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
 
     def add(self, doc: Document) -> None:
+        self.read.add(doc.ref)
         try:
             resource = parse_resource(doc.obj)
             key = (
@@ -174,8 +179,8 @@ class Resources:
         return Facts(now=now, approvals=tuple(self.approvals.values()))
 
 
-def _mentions_mlgate(text: str) -> bool:
-    return _MLGATE_MARK in text
+def _may_be_mlgate(text: str) -> bool:
+    return _MLGATE_API_VERSION.search(text) is not None
 
 
 def collect_resources(
@@ -200,7 +205,7 @@ def collect_resources(
             else:
                 found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
     for source in manifest_sources:
-        for doc in documents(source, _mentions_mlgate):
+        for doc in documents(source, _may_be_mlgate):
             if isinstance(doc, InputError):
                 found.errors.append(str(doc))
             elif api.is_mlgate_document(doc.obj):
@@ -235,20 +240,24 @@ def judge(doc: Document, policies: tuple[CompiledPolicy, ...], facts: Facts) -> 
 
 def judge_all(
     sources: Iterable[Source],
-    policies: tuple[CompiledPolicy, ...],
-    facts: Facts,
+    found: Resources,
+    now: datetime,
     namespace: str | None,
     read_only: bool = False,
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
+    policies, facts = tuple(found.policies.values()), found.facts(now)
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
                 yield doc
             elif not all(api_version_kind(doc.obj)):
                 yield doc.ref.error("not a Kubernetes object: apiVersion and kind must be set")
-            elif not read_only and not api.is_mlgate_document(doc.obj):  # those are pass 1's
+            elif api.is_mlgate_document(doc.obj):
+                if doc.ref not in found.read:  # its text escaped the first pass's filter
+                    yield doc.ref.error(f"{_title(doc.obj)}: apiVersion must be {api.API_VERSION}")
+            elif not read_only:
                 yield judge(Document(doc.ref, _with_namespace(doc.obj, namespace)), policies, facts)
 
 
@@ -263,10 +272,8 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     problems = [str(e) for e in (*errors, *more_errors)]
     found = collect_resources(resource_sources, manifest_sources, request.namespace)
     problems += found.errors
-    policies = tuple(found.policies.values())
-    facts = found.facts(request.now)
     results: list[Result] = []
-    for item in judge_all(manifest_sources, policies, facts, request.namespace, bool(problems)):
+    for item in judge_all(manifest_sources, found, request.now, request.namespace, bool(problems)):
         if isinstance(item, InputError):
             problems.append(str(item))
         elif not problems:
@@ -275,6 +282,6 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         return Outcome(errors=tuple(problems))
     return Outcome(
         results=tuple(results),
-        policies=tuple(p.name for p in policies),
+        policies=tuple(p.name for p in found.policies.values()),
         approvals=len(found.approvals),
     )

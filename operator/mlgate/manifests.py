@@ -8,6 +8,7 @@ not hide the ones after it.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -98,17 +99,27 @@ class Source:
         return decode(data, self.name)
 
     def lines(self) -> Iterator[str]:
-        """Line by line, so a large file is never held whole; decoding per line lets a
-        non-UTF-8 byte be reported with its line."""
+        """Line by line, so that a large file is never held whole."""
         if self.path is None:
-            yield from self.read().splitlines(keepends=True)
+            yield from io.StringIO(self.read())  # splits at "\n" only, as files are split
             return
         try:
-            with self.path.open("rb") as handle:
-                for lineno, raw in enumerate(handle, 1):
-                    yield decode(raw, self.name, lineno)
+            with self.path.open(encoding="utf-8-sig") as handle:
+                yield from handle
         except OSError as exc:
             raise self._unreadable(exc) from None
+        except UnicodeDecodeError as exc:
+            raise self._not_utf8(exc) from None
+
+    def _not_utf8(self, exc: UnicodeDecodeError) -> InputError:
+        """Rare, so the line is found only now, by decoding the bytes again."""
+        try:
+            decode(self.path.read_bytes() if self.path else b"", self.name)
+        except InputError as located:
+            return located
+        except OSError:
+            pass
+        return InputError(f"{self.name}: cannot read: not UTF-8 text ({exc.reason})")
 
     def _unreadable(self, exc: OSError) -> InputError:
         return InputError(f"{self.name}: cannot read: {one_line(exc.strerror or str(exc))}")
@@ -222,36 +233,44 @@ class _Splitter:
         self.start_line: int | None = None
         self.explicit = explicit  # began with `---`: a document even when empty
 
-    def add(self, lineno: int, line: str) -> Iterator[_Chunk]:
-        if _DOCUMENT_START.match(line):
-            yield from self.flush()
+    def add(self, lineno: int, line: str) -> _Chunk | None:
+        """The document that `line` completes, if any. Called once per line: kept cheap."""
+        if line.startswith("---") and _DOCUMENT_START.match(line):
+            done = self.flush()
             self._reset(lineno, explicit=True)
             if _is_content(line[3:]):
                 self.start_line = lineno
             self.lines.append(line)
-        elif _DOCUMENT_END.match(line):
-            self.lines.append(line)
-            yield from self.flush()
+            return done
+        self.lines.append(line)
+        if line.startswith("...") and _DOCUMENT_END.match(line):
+            done = self.flush()
             self._reset(lineno + 1, explicit=False)
-        else:
-            self.lines.append(line)
-            if self.start_line is None and _is_content(line):
-                self.start_line = lineno
+            return done
+        if self.start_line is None and _is_content(line):
+            self.start_line = lineno
+        return None
 
-    def flush(self) -> Iterator[_Chunk]:
+    def flush(self) -> _Chunk | None:
         # Comments before the first `---` are not a document; an empty `---` section is one.
+        done = None
         if self.explicit or self.start_line is not None:
             self.number += 1
             start = self.start_line if self.start_line is not None else self.first_line
-            yield _Chunk(self.number, self.first_line, start, "".join(self.lines))
+            done = _Chunk(self.number, self.first_line, start, "".join(self.lines))
         self._reset(self.first_line, explicit=False)
+        return done
 
 
 def _chunks(lines: Iterable[str]) -> Iterator[_Chunk]:
     splitter = _Splitter()
     for lineno, line in enumerate(lines, 1):
-        yield from splitter.add(lineno, line)
-    yield from splitter.flush()
+        done = splitter.add(lineno, line)
+        if done is not None:
+            yield done
+    last = splitter.flush()
+    if last is not None:
+        yield last
 
 
 def _yaml_problem(exc: yaml.YAMLError, first_line: int) -> tuple[str, int | None]:
