@@ -25,6 +25,7 @@ from mlgate.cluster.events import post_violations
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
 from mlgate.controller.state import PolicyState
+from mlgate.controller.status import settle_quota_conditions
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
@@ -181,6 +182,7 @@ async def serve(opts: RunOptions) -> None:
             kopf.operator(registry=registry, settings=_settings(opts), clusterwide=True)
         )
         refresher = asyncio.create_task(tls.refresher())
+        settle = asyncio.create_task(settle_quota_conditions(client, opts.gpu_reservation_ttl))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             webhook.ready.set()
@@ -189,9 +191,9 @@ async def serve(opts: RunOptions) -> None:
                 await _register_webhook(client, opts, tls.ca_pem)
             await operator
         finally:
-            refresher.cancel()
-            operator.cancel()
-            await asyncio.gather(refresher, operator, return_exceptions=True)
+            for task in (refresher, settle, operator):
+                task.cancel()
+            await asyncio.gather(refresher, settle, operator, return_exceptions=True)
             # The webhook configuration is deliberately left in place: deleting it on shutdown
             # would leave the cluster unguarded for as long as mlgate is down.
             await runner.cleanup()

@@ -435,3 +435,18 @@ def test_killed_webhook_fails_closed_but_kube_system_works(
         control_plane.kubectl(
             "delete", "validatingwebhookconfiguration", "mlgate-victim", "--ignore-not-found"
         )
+
+
+def test_deleting_a_workload_frees_its_gpu_reservation(
+    control_plane: Cluster, enforce: str, namespace: str
+) -> None:
+    first = workload("Deployment", "first", namespace, GOOD, gpus=2, replicas=3)
+    apply(control_plane, first).check_returncode()
+    second = workload("Deployment", "second", namespace, GOOD, gpus=2, replicas=3)
+    out = apply(control_plane, second)
+    assert out.returncode != 0 and "gpu.namespaceQuota" in out.stderr
+    control_plane.kubectl("-n", namespace, "delete", "deployment", "first", check=True)
+    deadline = time.monotonic() + 10
+    while apply(control_plane, second).returncode != 0:
+        assert time.monotonic() < deadline, "the deleted workload's GPUs were not released"
+        time.sleep(0.3)

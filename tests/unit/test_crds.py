@@ -131,8 +131,8 @@ BAD_PEM = "-----BEGIN PUBLIC KEY-----\nAAAAAAAA\n-----END PUBLIC KEY-----\n"
         ({"images": {"foo": ["x"]}}, "spec.images.foo", "Extra inputs are not permitted"),
         ({"gpus": {}}, "spec.gpus", "Extra inputs are not permitted"),
         (
-            {"images": {"allowedRegistries": ["ghcr.io/acme/*:latest"]}},
-            "spec.images.allowedRegistries",
+            {"images": {"allowedRegistries": ["ghcr.io/acme/*", "ghcr.io/acme/*:latest"]}},
+            "spec.images.allowedRegistries[1]",
             "names a tag",
         ),
         (

@@ -6,6 +6,7 @@ Handlers are registered on a registry built per process (no module-level globals
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -40,17 +41,50 @@ def _same_condition(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bo
     return all(current.get(k) == wanted.get(k) for k in keys)
 
 
+def quota_condition(
+    body: Mapping[str, Any], uptime: float, reservation_ttl: float, now: datetime
+) -> dict[str, Any] | None:
+    """Whether this process can vouch for the policy's namespace GPU quota right now.
+
+    Reservations live in memory: after a restart, workloads admitted shortly before it whose
+    pods do not exist yet are not counted until their pods appear, so the quota can be overrun
+    for up to one reservation TTL. The condition says so instead of hiding it.
+    """
+    gpu = (body.get("spec") or {}).get("gpu") or {}
+    if gpu.get("namespaceQuota") is None:
+        return None
+    rebuilding = uptime < reservation_ttl
+    return {
+        "type": "GpuQuotaExact",
+        "status": "False" if rebuilding else "True",
+        "reason": "ReservationsRebuilding" if rebuilding else "Tracking",
+        "message": (
+            f"mlgate started {int(uptime)}s ago; GPUs of workloads admitted before the restart "
+            f"whose pods do not exist yet are not counted for up to {int(reservation_ttl)}s, "
+            "so the namespace quota can be overrun until then"
+            if rebuilding
+            else "pods and newly admitted workloads are counted against the namespace quota"
+        ),
+        "observedGeneration": (body.get("metadata") or {}).get("generation"),
+        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+
+
 def status_patch(
-    status: Mapping[str, Any], result: CompileResult, now: datetime
+    status: Mapping[str, Any],
+    result: CompileResult,
+    now: datetime,
+    extra: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any] | None:
     """The status change to write, or None when the status already says this (no write loops)."""
-    wanted = ready_condition(result, now)
+    wanted = [ready_condition(result, now), *extra]
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
-    current = next((c for c in conditions if c.get("type") == "Ready"), None)
-    if current is not None and _same_condition(current, wanted):
+    current = {c.get("type"): c for c in conditions}
+    if all(w["type"] in current and _same_condition(current[w["type"]], w) for w in wanted):
         return None
-    others = [dict(c) for c in conditions if c.get("type") != "Ready"]
-    return {"conditions": [*others, wanted], "observedGeneration": result.active_generation}
+    types = {w["type"] for w in wanted}
+    others = [dict(c) for c in conditions if c.get("type") not in types]
+    return {"conditions": [*others, *wanted], "observedGeneration": result.active_generation}
 
 
 def pod_owner(meta: Mapping[str, Any]) -> str:
@@ -82,16 +116,22 @@ def register(
     but leave status writes to one replica.
     """
 
+    started = time.monotonic()
+
+    def write_status(body: kopf.Body, patch: kopf.Patch, result: CompileResult) -> None:
+        now = datetime.now(UTC)
+        quota = quota_condition(body, time.monotonic() - started, ledger.reservation_ttl, now)
+        change = status_patch(body.get("status") or {}, result, now, (quota,) if quota else ())
+        if change is not None:
+            patch.status.update(change)
+
     def on_resource(type: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if type == "DELETED":
             state.remove(body)
-            return
-        result = state.upsert(body)
-        if not writes_status:
-            return
-        change = status_patch(body.get("status") or {}, result, datetime.now(UTC))
-        if change is not None:
-            patch.status.update(change)
+        elif writes_status:
+            write_status(body, patch, state.upsert(body))
+        else:
+            state.upsert(body)
 
     @kopf.on.login(registry=registry)
     def on_login(**_: Any) -> kopf.ConnectionInfo:
