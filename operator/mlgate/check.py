@@ -3,8 +3,7 @@
 Two passes keep memory flat however long the input is. The first collects every mlgate resource
 (policies and ApprovedModels, from -p/--models and from the manifests themselves), so a policy
 applies even when it comes after the workloads in a stream. The second judges workloads one at a
-time and keeps only their small verdicts. Only documents whose text mentions `mlgate.io/` are
-parsed in the first pass.
+time and keeps only their small verdicts.
 """
 
 from __future__ import annotations
@@ -143,11 +142,9 @@ class Resources:
         self.read.add(doc.ref)
         try:
             resource = parse_resource(doc.obj)
-            key = (
-                type(resource).__name__,
-                resource.metadata.namespace or "",
-                resource.metadata.name,
-            )
+            # Only an MLPolicy lives in a namespace; the others ignore one set by mistake.
+            namespace = resource.metadata.namespace if isinstance(resource, api.MLPolicy) else ""
+            key = (type(resource).__name__, namespace or "", resource.metadata.name)
             if not self._first_definition(key, doc.ref, resource):
                 return
             if isinstance(resource, api.ApprovedModel):
@@ -191,26 +188,28 @@ def collect_resources(
     found = Resources()
     for source in resource_sources:
         for doc in documents(source):
-            if isinstance(doc, InputError):
-                found.errors.append(str(doc))
-            elif not api.is_mlgate_document(doc.obj):
-                found.errors.append(
-                    str(
-                        doc.ref.error(
-                            f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy or "
-                            "ApprovedModel; pass manifests to judge as PATH arguments"
-                        )
-                    )
-                )
-            else:
-                found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
+            _collect(found, _only_mlgate(doc), namespace)
     for source in manifest_sources:
         for doc in documents(source, _may_be_mlgate):
-            if isinstance(doc, InputError):
-                found.errors.append(str(doc))
-            elif api.is_mlgate_document(doc.obj):
-                found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
+            if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
+                _collect(found, doc, namespace)
     return found
+
+
+def _only_mlgate(doc: Document | InputError) -> Document | InputError:
+    if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
+        return doc
+    return doc.ref.error(
+        f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy or ApprovedModel; "
+        "pass manifests to judge as PATH arguments"
+    )
+
+
+def _collect(found: Resources, doc: Document | InputError, namespace: str | None) -> None:
+    if isinstance(doc, InputError):
+        found.errors.append(str(doc))
+    else:
+        found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Documents are produced lazily so that a 10,000-document file never sits in memory as parsed
 objects. YAML streams are split on their `---` lines here rather than by `yaml.load_all`: each
 document then gets its own start line (for messages and SARIF), and one malformed document does
-not hide the ones after it.
+not hide the ones after it. JSON has no separators, so a JSON file is parsed whole.
 """
 
 from __future__ import annotations
@@ -125,12 +125,12 @@ class Source:
         return InputError(f"{self.name}: cannot read: {one_line(exc.strerror or str(exc))}")
 
 
-def decode(data: bytes, name: str, first_line: int = 1) -> str:
+def decode(data: bytes, name: str) -> str:
     """UTF-8 (with or without a byte-order mark, as Windows editors write it) or an error."""
     try:
-        return data.decode("utf-8-sig" if first_line == 1 else "utf-8")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        line = first_line + data.count(b"\n", 0, exc.start)
+        line = 1 + data.count(b"\n", 0, exc.start)
         raise InputError(f"{name}:{line}: cannot read: not UTF-8 text ({exc.reason})") from None
 
 

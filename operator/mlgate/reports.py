@@ -174,7 +174,7 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
     return {
         "id": rule.value,
         "name": "".join(part.capitalize() for part in rule.value.replace(".", " ").split()),
-        "shortDescription": {"text": RULE_DESCRIPTIONS[rule]},
+        "shortDescription": {"text": RULE_DESCRIPTIONS.get(rule, rule.value)},
         "helpUri": f"{RULES_URL}#{rule.value.replace('.', '').lower()}",
         "properties": {"tags": ["security", *ATLAS[rule]]},
     }

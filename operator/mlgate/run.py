@@ -104,6 +104,13 @@ async def _namespace_labels(client: KubeClient, name: str) -> dict[str, str] | N
     return None if found is None else dict((found.get("metadata") or {}).get("labels") or {})
 
 
+async def _object(  # noqa: PLR0917 - the ObjectLookup signature, after `client`
+    client: KubeClient, group: str, version: str, plural: str, namespace: str, name: str
+) -> dict[str, Any] | None:
+    api_version = f"{group}/{version}" if group else version
+    return await client.get_or_none(resource_path(api_version, plural, namespace, name))
+
+
 @dataclass
 class Tls:
     """The serving certificate: where it comes from and the task that keeps it fresh."""
@@ -158,6 +165,7 @@ def _admission(
         ledger,
         Config(opts.namespace, opts.scope_admin_groups, LEDGER_GPU_RULES),
         namespace_lookup=partial(_namespace_labels, client),
+        object_lookup=partial(_object, client),
     )
 
 

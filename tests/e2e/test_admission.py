@@ -450,3 +450,13 @@ def test_deleting_a_workload_frees_its_gpu_reservation(
     while apply(control_plane, second).returncode != 0:
         assert time.monotonic() < deadline, "the deleted workload's GPUs were not released"
         time.sleep(0.3)
+
+
+def test_kubectl_scale_up_is_judged(control_plane: Cluster, enforce: str, namespace: str) -> None:
+    apply(
+        control_plane, workload("Deployment", "scaled", namespace, GOOD, gpus=2, replicas=2)
+    ).check_returncode()
+    up = control_plane.kubectl("-n", namespace, "scale", "deployment/scaled", "--replicas=9")
+    assert up.returncode != 0 and "gpu.maxPerWorkload" in up.stderr, up.stderr
+    down = control_plane.kubectl("-n", namespace, "scale", "deployment/scaled", "--replicas=1")
+    assert down.returncode == 0, down.stderr

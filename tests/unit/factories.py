@@ -33,9 +33,7 @@ def deployment(
     }
 
 
-def policy(
-    name: str = "production-ml", mode: str = "Enforce", **spec: Any
-) -> dict[str, Any]:
+def policy(name: str = "production-ml", mode: str = "Enforce", **spec: Any) -> dict[str, Any]:
     body: dict[str, Any] = {
         "mode": mode,
         "match": {"namespaceSelector": {"matchLabels": {"mlgate.io/governed": "true"}}},
@@ -66,7 +64,7 @@ def review(
     request: dict[str, Any] = {
         "uid": "3f6c1a9e-0000-4000-8000-000000000001",
         "kind": {"group": group, "version": version, "kind": source.get("kind", "")},
-        "resource": {"group": group, "version": version, "resource": resource},
+        "resource": {"group": group, "version": version, "resource": resource},  # as for kind
         "name": meta.get("name", ""),
         "namespace": meta.get("namespace", ""),
         "operation": operation,

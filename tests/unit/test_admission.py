@@ -25,7 +25,9 @@ def make_admission(*policies: dict[str, Any], labels: dict[str, str] | None = No
         assert state.upsert(body).ok
     state.set_namespace("ml-prod", GOVERNED if labels is None else labels)
     state.set_namespace("kube-system", GOVERNED)
-    return Admission(state, GpuLedger(), Config(own_namespace="mlgate-system", gpu_rules=LEDGER_GPU_RULES))
+    return Admission(
+        state, GpuLedger(), Config(own_namespace="mlgate-system", gpu_rules=LEDGER_GPU_RULES)
+    )
 
 
 def judge(admission: Admission, body: dict[str, Any]) -> Outcome:
@@ -48,10 +50,14 @@ def test_enforce_denies_with_every_violation_listed() -> None:
 
 
 def test_warn_allows_with_warnings_and_audit_allows_silently() -> None:
-    warn = judge(make_admission(policy(mode="Warn", images=IMAGES)), review(deployment(image="nginx")))
+    warn = judge(
+        make_admission(policy(mode="Warn", images=IMAGES)), review(deployment(image="nginx"))
+    )
     assert warn.allowed and len(warn.warnings) == 2
     assert warn.warnings[0].startswith("mlgate [production-ml] images.registry")
-    audit = judge(make_admission(policy(mode="Audit", images=IMAGES)), review(deployment(image="nginx")))
+    audit = judge(
+        make_admission(policy(mode="Audit", images=IMAGES)), review(deployment(image="nginx"))
+    )
     assert audit.allowed and audit.warnings == ()
     assert audit.decision is not None and len(audit.decision.violations) == 2
 
@@ -129,12 +135,18 @@ def test_ephemeral_container_is_judged() -> None:
 
 def test_namespace_relabel_out_of_scope_is_denied_for_users_but_not_admins() -> None:
     admission = make_admission(policy(images=IMAGES))
-    old = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml-prod", "labels": GOVERNED}}
+    old = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "ml-prod", "labels": GOVERNED},
+    }
     new = copy.deepcopy(old)
     new["metadata"]["labels"] = {}
     user = judge(admission, review(new, "UPDATE", old, resource="namespaces"))
     assert not user.allowed and "production-ml" in user.message
-    admin = judge(admission, review(new, "UPDATE", old, resource="namespaces", groups=("system:masters",)))
+    admin = judge(
+        admission, review(new, "UPDATE", old, resource="namespaces", groups=("system:masters",))
+    )
     assert admin.allowed
     into_scope = judge(admission, review(old, "UPDATE", new, resource="namespaces"))
     assert into_scope.allowed
@@ -168,8 +180,23 @@ def test_resubmitting_the_same_workload_does_not_count_it_twice() -> None:
 
 
 def test_signature_rules_fail_closed_without_verification() -> None:
-    signed = {**IMAGES, "signatures": [{"images": ["registry.example.com/ml/*"], "keys": [
-        {"secretRef": {"namespace": "mlgate-system", "name": "cosign", "key": "cosign.pub"}}]}]}
+    signed = {
+        **IMAGES,
+        "signatures": [
+            {
+                "images": ["registry.example.com/ml/*"],
+                "keys": [
+                    {
+                        "secretRef": {
+                            "namespace": "mlgate-system",
+                            "name": "cosign",
+                            "key": "cosign.pub",
+                        }
+                    }
+                ],
+            }
+        ],
+    }
     outcome = judge(make_admission(policy(images=signed)), review(deployment()))
     assert not outcome.allowed and "images.signature" in outcome.message
 
@@ -202,3 +229,41 @@ def test_response_shape() -> None:
     }
     assert "x" * 5000 not in response("u", False, "x" * 5000)["response"]["status"]["message"]
     assert DIGEST  # the factories' digest is a well-formed sha256
+
+
+def scale_review(name: str, old: int, new: int) -> dict[str, Any]:
+    def scale(replicas: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": name, "namespace": "ml-prod"},
+            "spec": {"replicas": replicas},
+        }
+
+    body = review(scale(new), "UPDATE", scale(old), resource="deployments", sub_resource="scale")
+    body["request"]["resource"] = {"group": "apps", "version": "v1", "resource": "deployments"}
+    return body
+
+
+def test_scale_subresource_scale_up_is_judged_against_the_parent() -> None:
+    admission = make_admission(policy(gpu={"maxPerWorkload": 8}))
+    stored = deployment("trainer", replicas=2, gpus=4)
+    seen: list[tuple[str, ...]] = []
+
+    async def lookup(*key: str) -> dict[str, Any] | None:
+        seen.append(key)
+        return stored
+
+    admission.object_lookup = lookup
+    up = judge(admission, scale_review("trainer", 2, 10))
+    assert not up.allowed and "gpu.maxPerWorkload" in up.message and "40 GPUs" in up.message
+    assert seen == [("apps", "v1", "deployments", "ml-prod", "trainer")]
+    down = judge(admission, scale_review("trainer", 2, 1))
+    assert down.allowed and down.route == "benign-update"
+    assert len(seen) == 1  # a scale-down needs no lookup
+
+
+def test_scale_up_of_a_missing_parent_fails_closed() -> None:
+    admission = make_admission(policy(gpu={"maxPerWorkload": 8}))
+    outcome = judge(admission, scale_review("ghost", 1, 3))
+    assert not outcome.allowed and "cannot read deployments/ghost" in outcome.message

@@ -500,6 +500,21 @@ def test_an_invalid_approved_model_in_the_manifests_is_bad_input(
     )
 
 
+@pytest.mark.parametrize(
+    ("api_version", "problem"),
+    [
+        ("mlgate.io/beta1", "apiVersion must be mlgate.io/v1alpha1"),
+        ("mlgate.io/v2", "apiVersion: Input should be 'mlgate.io/v1alpha1'"),
+    ],
+)
+def test_an_mlgate_resource_of_another_version_is_bad_input(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, api_version: str, problem: str
+) -> None:
+    manifests = dump(tmp_path / "a.yaml", {**policy(), "apiVersion": api_version})
+    run = run_cli(capsys, "check", manifests)
+    assert_bad_input(run, f"{manifests}:1: doc 1: ClusterMLPolicy prod: {problem}")
+
+
 def test_policy_options_take_only_mlgate_resources(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

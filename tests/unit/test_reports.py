@@ -12,7 +12,7 @@ from mlgate import __version__
 from mlgate.check import Outcome, Result
 from mlgate.engine.decisions import ATLAS, Decision, Mode, Rule, Violation
 from mlgate.manifests import STDIN_NAME, DocRef
-from mlgate.reports import render_json, render_sarif, render_text
+from mlgate.reports import RULE_DESCRIPTIONS, render_json, render_sarif, render_text
 
 IMAGE = "spec.template.spec.containers[0].image"
 
@@ -232,3 +232,7 @@ def test_sarif_of_a_clean_run_has_no_results(tmp_path: Path) -> None:
     assert_sarif_shape(log)
     assert log["runs"][0]["results"] == []
     assert log["runs"][0]["tool"]["driver"]["rules"] == []
+
+
+def test_every_rule_has_a_description_for_sarif() -> None:
+    assert set(RULE_DESCRIPTIONS) == set(Rule)

@@ -610,6 +610,8 @@ class KindSpec:
         return tuple(f"{self.group}/{v}" if self.group else v for v in self.versions)
 
 
+# `kubectl scale` and autoscalers change replicas through /scale, which must be judged too.
+_SCALE = ("scale",)
 _REPLICATED = _templated(("spec", "template"), ("spec", "replicas"))
 _PER_NODE = _templated(("spec", "template"), None)
 _JOB = _templated(("spec", "template"), ("spec", "parallelism"))
@@ -622,10 +624,13 @@ _RAY, _RAY_VERSIONS = "ray.io", ("v1", "v1alpha1")
 
 SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec("", "Pod", "pods", ("v1",), _bare_pod, subresources=("ephemeralcontainers",)),
-    KindSpec("apps", "Deployment", "deployments", ("v1",), _REPLICATED),
-    KindSpec("apps", "ReplicaSet", "replicasets", ("v1",), _REPLICATED),
-    KindSpec("apps", "StatefulSet", "statefulsets", ("v1",), _REPLICATED),
-    KindSpec("", "ReplicationController", "replicationcontrollers", ("v1",), _REPLICATED),
+    KindSpec("apps", "Deployment", "deployments", ("v1",), _REPLICATED, subresources=_SCALE),
+    KindSpec("apps", "ReplicaSet", "replicasets", ("v1",), _REPLICATED, subresources=_SCALE),
+    KindSpec("apps", "StatefulSet", "statefulsets", ("v1",), _REPLICATED, subresources=_SCALE),
+    KindSpec(
+        "", "ReplicationController", "replicationcontrollers", ("v1",), _REPLICATED,
+        subresources=_SCALE,
+    ),
     KindSpec("apps", "DaemonSet", "daemonsets", ("v1",), _PER_NODE, per_node=True),
     KindSpec("batch", "Job", "jobs", ("v1",), _JOB),
     KindSpec("batch", "CronJob", "cronjobs", ("v1",), _CRON_JOB),

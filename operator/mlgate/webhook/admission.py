@@ -24,12 +24,18 @@ from mlgate.engine.workloads import Unsupported, WorkloadView, view
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
+# (group, version, plural, namespace, name) -> the object, or None when it does not exist
+ObjectLookup = Callable[[str, str, str, str, str], Awaitable[Mapping[str, Any] | None]]
 ImageVerifier = Callable[
     [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
 ]
 
 
 async def no_namespace_lookup(_: str) -> Mapping[str, str] | None:
+    return None
+
+
+async def no_object_lookup(*_: str) -> Mapping[str, Any] | None:
     return None
 
 
@@ -80,6 +86,7 @@ class Admission:
     config: Config = field(default_factory=Config)
     namespace_lookup: NamespaceLookup = no_namespace_lookup
     verify_images: ImageVerifier = no_image_verifier
+    object_lookup: ObjectLookup = no_object_lookup
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -95,12 +102,36 @@ class Admission:
             return Outcome(True, route="exempt")
         if req.obj is None:
             return Outcome(False, "mlgate: the request carries no object to judge", route="error")
+        if req.sub_resource == "scale":
+            return await self._judge_scale(req)
         obj = _with_namespace(req.obj, req.namespace)
         if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
             reason = benign_update(req.old_obj, obj, self._watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
         item = view(obj)
+        if isinstance(item, Unsupported):
+            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+        return await self._judge(req, item)
+
+    async def _judge_scale(self, req: Request) -> Outcome:
+        """A scale-up through /scale is judged as the parent workload with the new replicas."""
+        wanted = _replicas(req.obj)
+        if req.old_obj is not None and wanted <= _replicas(req.old_obj):
+            return Outcome(True, "only scales down", route="benign-update")
+        parent = await self.object_lookup(
+            req.resource_group, req.resource_version, req.resource, req.namespace, req.name
+        )
+        if parent is None:
+            return Outcome(
+                False, f"mlgate cannot read {req.resource}/{req.name} to judge the scale-up"
+            )
+        spec = parent.get("spec")
+        scaled = {
+            **parent,
+            "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
+        }
+        item = view(_with_namespace(scaled, req.namespace))
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
@@ -175,6 +206,12 @@ class Admission:
             f"{admins} may do that",
             route="scope-guard",
         )
+
+
+def _replicas(scale: Mapping[str, Any] | None) -> int:
+    spec = (scale or {}).get("spec")
+    replicas = spec.get("replicas") if isinstance(spec, Mapping) else None
+    return replicas if isinstance(replicas, int) and not isinstance(replicas, bool) else 0
 
 
 def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:

@@ -24,6 +24,8 @@ class Request:
     version: str
     kind: str
     resource: str
+    resource_group: str
+    resource_version: str
     sub_resource: str
     name: str
     namespace: str
@@ -71,6 +73,8 @@ def parse_review(body: Any) -> Request:
         version=str(kind.get("version") or ""),
         kind=str(kind.get("kind") or ""),
         resource=str(resource.get("resource") or ""),
+        resource_group=str(resource.get("group") or ""),
+        resource_version=str(resource.get("version") or ""),
         sub_resource=str(req.get("subResource") or ""),
         name=str(req.get("name") or ""),
         namespace=str(req.get("namespace") or ""),
