@@ -8,16 +8,16 @@ never lets a traceback or SystemExit escape, so it can be called in-process by t
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from mlgate import __version__
-from mlgate import run as run_command
 from mlgate.api.crdgen import render_all
 from mlgate.check import CheckRequest, Outcome, run
 from mlgate.reports import render_json, render_sarif, render_text
@@ -35,6 +35,16 @@ class Command:
     help: str
     configure: Callable[[argparse.ArgumentParser], None]
     handler: Callable[[argparse.Namespace], int]
+
+
+def _lazy(module: str, attribute: str) -> Callable[[Any], Any]:
+    """`module.attribute`, imported when first called: `mlgate check` in CI must not pay for
+    importing the operator (kopf, aiohttp)."""
+
+    def call(arg: Any) -> Any:
+        return getattr(importlib.import_module(module), attribute)(arg)
+
+    return call
 
 
 def write(stream: TextIO, text: str) -> None:
@@ -201,14 +211,16 @@ COMMANDS: dict[str, Command] = {
     ),
     "run": Command(
         "run the operator and the validating webhook (in cluster, or against a kubeconfig)",
-        run_command.configure_parser,
-        run_command.main,
+        _lazy("mlgate.run", "configure_parser"),
+        _lazy("mlgate.run", "main"),
     ),
     "version": Command("print the version", lambda parser: None, _version),
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(selected: str | None = None) -> argparse.ArgumentParser:
+    """The parser; only the `selected` subcommand gets its options, so that the others'
+    modules need not be imported (`mlgate run` pulls in kopf and aiohttp)."""
     parser = argparse.ArgumentParser(
         prog="mlgate", description="Admission control for ML workloads on Kubernetes."
     )
@@ -216,15 +228,22 @@ def build_parser() -> argparse.ArgumentParser:
     subcommands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, command in COMMANDS.items():
         sub = subcommands.add_parser(name, help=command.help, description=command.help)
-        command.configure(sub)
+        if name == selected:
+            command.configure(sub)
         sub.set_defaults(handler=command.handler)
     return parser
 
 
+def _subcommand(argv: Sequence[str]) -> str | None:
+    # The top-level options take no values, so the first other word names the subcommand.
+    return next((arg for arg in argv if not arg.startswith("-")), None)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `mlgate` console script; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_subcommand(argv)).parse_args(argv)
     except SystemExit as exc:  # --help, --version and usage errors
         return exc.code if isinstance(exc.code, int) else EXIT_BAD_INPUT
     try:

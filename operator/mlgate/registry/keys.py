@@ -1,0 +1,156 @@
+"""Trusted keys and pull credentials from policies and Kubernetes Secrets.
+
+Secrets are read through a `SecretSource` (the apiserver in `mlgate run`, nothing offline), cached
+for a short TTL so a rotated key or credential takes effect within seconds, and de-duplicated
+while in flight. A key that cannot be had is an error value naming the Secret and what to fix;
+it never raises into the webhook.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from mlgate.engine.policy import KeyRef
+from mlgate.registry.auth import AuthConfigError, Credential, credentials_from_secret
+from mlgate.registry.cache import SingleFlight, TtlCache
+from mlgate.registry.cosign import KeyError_, TrustedKey, load_key
+
+
+class SecretUnavailable(Exception):
+    """The Secret could not be read (not: it does not exist); the message says why."""
+
+
+class SecretSource(Protocol):
+    """Reads one Secret object; None when it does not exist."""
+
+    def __call__(self, namespace: str, name: str) -> Awaitable[Mapping[str, Any] | None]: ...
+
+
+async def no_secrets(namespace: str, name: str) -> Mapping[str, Any] | None:
+    raise SecretUnavailable("Secrets cannot be read offline (no cluster connection)")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyFailure:
+    key_id: str
+    reason: str
+
+
+class Secrets:
+    """Secret reads with a TTL cache (found, missing and unreadable alike) and single-flight."""
+
+    def __init__(
+        self,
+        source: SecretSource,
+        ttl: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._source = source
+        self._ttl = ttl
+        self._cache: TtlCache[tuple[str, str], Mapping[str, Any] | str | None] = TtlCache(
+            1024, clock
+        )
+        self._flight: SingleFlight[tuple[str, str], Mapping[str, Any] | str | None] = (
+            SingleFlight()
+        )
+
+    async def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The Secret, None if it does not exist; raises SecretUnavailable if unreadable."""
+        key = (namespace, name)
+        found = self._cache.get(key)
+        if found is None:
+            found = await self._flight.do(key, lambda: self._load(key))
+        if isinstance(found, str):
+            raise SecretUnavailable(found)
+        return None if found is None or found is _MISSING else found
+
+    async def _load(self, key: tuple[str, str]) -> Mapping[str, Any] | str | None:
+        try:
+            value: Mapping[str, Any] | str | None = await self._source(*key)
+        except SecretUnavailable as exc:
+            value = str(exc)
+        except Exception as exc:  # the API failed: a value, cached briefly like the rest
+            value = f"cannot read Secret {key[0]}/{key[1]}: {exc}"
+        self._cache.put(key, value if value is not None else _MISSING, self._ttl)
+        return value
+
+    def invalidate(self) -> None:
+        self._cache.clear()
+
+
+_MISSING: Mapping[str, Any] = {"__mlgate_missing__": True}
+
+
+class KeyResolver:
+    """KeyRef -> TrustedKey, or a KeyFailure saying why the key cannot be used."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.secrets = secrets
+        self._inline: dict[str, TrustedKey | KeyFailure] = {}
+
+    async def resolve(self, ref: KeyRef) -> TrustedKey | KeyFailure:
+        if ref.pem is not None:
+            found = self._inline.get(ref.pem)
+            if found is None:
+                try:
+                    found = load_key(ref.id, ref.pem)
+                except KeyError_ as exc:
+                    found = KeyFailure(ref.id, f"trusted key {ref.id} is unusable: {exc}")
+                if len(self._inline) > 1024:
+                    self._inline.clear()
+                self._inline[ref.pem] = found
+            return found
+        if ref.secret is None:
+            return KeyFailure(ref.id, f"trusted key {ref.id} has neither PEM nor secretRef")
+        namespace, name, key = ref.secret
+        label = f"{namespace}/{name}"
+        try:
+            secret = await self.secrets.get(namespace, name)
+        except SecretUnavailable as exc:
+            return KeyFailure(ref.id, f"key Secret {label} cannot be read: {exc}")
+        if secret is None:
+            return KeyFailure(ref.id, f"key Secret {label} not found; create it with the key {key}")
+        data = secret.get("data")
+        value = data.get(key) if isinstance(data, Mapping) else None
+        if not isinstance(value, str):
+            return KeyFailure(ref.id, f"key Secret {label} has no key {key}")
+        try:
+            pem = base64.b64decode(value, validate=True)
+            return load_key(ref.id, pem)
+        except (binascii.Error, ValueError) as exc:
+            return KeyFailure(ref.id, f"key {key} of Secret {label} is unusable: {exc}")
+
+
+class PullSecrets:
+    """Registry credentials from dockerconfigjson Secrets, by host."""
+
+    def __init__(self, secrets: Secrets) -> None:
+        self.secrets = secrets
+
+    async def credentials(
+        self, refs: tuple[tuple[str, str], ...]
+    ) -> tuple[dict[str, Credential], list[str]]:
+        """host -> first credential among the Secrets `refs` (ns, name); and problems found."""
+        found: dict[str, Credential] = {}
+        problems: list[str] = []
+        for namespace, name in refs:
+            label = f"{namespace}/{name}"
+            try:
+                secret = await self.secrets.get(namespace, name)
+            except SecretUnavailable as exc:
+                problems.append(f"pull Secret {label} cannot be read: {exc}")
+                continue
+            if secret is None:
+                problems.append(f"pull Secret {label} not found")
+                continue
+            try:
+                for host, credential in credentials_from_secret(secret, label).items():
+                    found.setdefault(host, credential)
+            except AuthConfigError as exc:
+                problems.append(str(exc))
+        return found, problems
