@@ -161,7 +161,8 @@ def main() -> None:
     ms = sorted(x * 1000 for x in latencies)
     quantiles = statistics.quantiles(ms, n=100)
     print(
-        f"webhook: {len(ms)} requests at {args.rate:g}/s over {args.seconds:g}s (server on 1 core, TLS): "
+        f"webhook: {len(ms)} requests at {args.rate:g}/s over {args.seconds:g}s "
+        "(server on 1 core, TLS): "
         f"p50 {quantiles[49]:.2f} ms, p90 {quantiles[89]:.2f} ms, p99 {quantiles[98]:.2f} ms, "
         f"max {ms[-1]:.2f} ms"
     )
