@@ -20,7 +20,6 @@ from pydantic import ValidationError
 
 from mlgate.api import models as api
 from mlgate.engine import policy as engine
-from mlgate.engine.decisions import Mode
 from mlgate.engine.references import compile_pattern
 
 
@@ -173,7 +172,7 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
         own_namespace = resource.metadata.namespace
     return engine.CompiledPolicy(
         name=policy_name(resource),
-        mode=Mode(spec.mode.value),
+        mode=spec.mode,
         match=_match(spec.match, own_namespace),
         images=_images(spec.images),
         models=_models(spec.models),

@@ -23,6 +23,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
+from mlgate.engine.decisions import Mode
 from mlgate.engine.references import InvalidReference, compile_pattern
 
 GROUP = "mlgate.io"
@@ -47,12 +48,6 @@ class Spec(BaseModel):
     model_config = ConfigDict(
         extra="forbid", alias_generator=to_camel, populate_by_name=True, frozen=True
     )
-
-
-class Mode(StrEnum):
-    ENFORCE = "Enforce"
-    WARN = "Warn"
-    AUDIT = "Audit"
 
 
 class SelectorOperator(StrEnum):
