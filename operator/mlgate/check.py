@@ -17,8 +17,9 @@ from typing import Any, TextIO
 
 from mlgate.api import models as api
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
-from mlgate.engine.evaluate import evaluate
+from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts
 from mlgate.engine.workloads import lookup
 from mlgate.manifests import (
@@ -233,7 +234,7 @@ def judge(doc: Document, policies: tuple[CompiledPolicy, ...], facts: Facts) -> 
         namespace=_meta(obj, "namespace"),
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
-        supported=lookup(api_version, kind) is not None,
+        supported=lookup(api_version, kind) is not None or egress.is_network_policy(obj),
     )
 
 
@@ -260,9 +261,8 @@ def judge_all(
                 yield judge(Document(doc.ref, _with_namespace(doc.obj, namespace)), policies, facts)
 
 
-def run(request: CheckRequest, stdin: TextIO) -> Outcome:
-    """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
-    against a policy set missing the policy that failed to parse) would mislead."""
+def _first_pass(request: CheckRequest, stdin: TextIO) -> tuple[list[Source], Resources, list[str]]:
+    """The manifest sources, every mlgate resource, and the input errors found so far."""
     seen: set[str] = set()
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
@@ -270,7 +270,13 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
     problems = [str(e) for e in (*errors, *more_errors)]
     found = collect_resources(resource_sources, manifest_sources, request.namespace)
-    problems += found.errors
+    return manifest_sources, found, problems + found.errors
+
+
+def run(request: CheckRequest, stdin: TextIO) -> Outcome:
+    """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
+    against a policy set missing the policy that failed to parse) would mislead."""
+    manifest_sources, found, problems = _first_pass(request, stdin)
     results: list[Result] = []
     for item in judge_all(manifest_sources, found, request.now, request.namespace, bool(problems)):
         if isinstance(item, InputError):
@@ -284,3 +290,56 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         policies=tuple(p.name for p in found.policies.values()),
         approvals=len(found.approvals),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# --print-egress-policy
+
+
+@dataclass(frozen=True, slots=True)
+class EgressOutcome:
+    network_policies: tuple[dict[str, Any], ...] = ()
+    unmanaged: tuple[str, ...] = ()  # namespaces no policy keeps a NetworkPolicy in
+    errors: tuple[str, ...] = ()
+
+
+def _namespaces(sources: Iterable[Source], found: Resources) -> tuple[set[str], list[str]]:
+    """Namespaces the inputs name: the manifests' and the MLPolicies'."""
+    names = {key[1] for key in found.policies if key[1]}
+    errors: list[str] = []
+    for source in sources:
+        for doc in documents(source):
+            if isinstance(doc, InputError):
+                errors.append(str(doc))
+            elif _meta(doc.obj, "namespace"):
+                names.add(_meta(doc.obj, "namespace"))
+    return names, errors
+
+
+def egress_policies(request: CheckRequest, stdin: TextIO) -> EgressOutcome:
+    """The NetworkPolicy mlgate-egress that `mlgate run` would keep in `request.namespace`, or
+    in each namespace the inputs name. Namespace labels are unknown offline, so policies that
+    select namespaces by label count as covering them, as `check` assumes for workloads."""
+    manifest_sources, found, problems = _first_pass(request, stdin)
+    names, errors = _namespaces(manifest_sources, found)
+    problems += errors
+    # Globs in allowedNamespaces resolve against every namespace the inputs name.
+    known = names | ({request.namespace} if request.namespace else set())
+    targets = {request.namespace} if request.namespace else names
+    if not targets and not problems:
+        problems.append("--print-egress-policy: no namespace to generate for; pass --namespace NS")
+    if problems:
+        return EgressOutcome(errors=tuple(problems))
+    policies = tuple(found.policies.values())
+    generated, unmanaged = [], []
+    for namespace in sorted(targets):
+        effective = (
+            None
+            if namespace in ALWAYS_EXEMPT
+            else egress.namespace_egress(policies, namespace, None, known)
+        )
+        if effective is None:
+            unmanaged.append(namespace)
+        else:
+            generated.append(egress.managed_network_policy(namespace, effective))
+    return EgressOutcome(tuple(generated), tuple(unmanaged))

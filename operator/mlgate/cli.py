@@ -17,9 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+import yaml
+
 from mlgate import __version__
 from mlgate.api.crdgen import render_all
-from mlgate.check import CheckRequest, Outcome, run
+from mlgate.check import CheckRequest, Outcome, egress_policies, run
 from mlgate.reports import render_json, render_sarif, render_text
 
 EXIT_OK = 0
@@ -78,7 +80,7 @@ def error(message: str) -> None:
 def _configure_check(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "paths",
-        nargs="+",
+        nargs="*",
         metavar="PATH",
         help="manifest files or directories (*.yaml, *.yml, *.json, recursively); - reads stdin",
     )
@@ -113,6 +115,12 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
         help="namespace of documents that set none, as `kubectl apply -n NS` would; without "
         "it they count as governed by every policy",
     )
+    parser.add_argument(
+        "--print-egress-policy",
+        action="store_true",
+        help="judge nothing; print (YAML) the NetworkPolicy mlgate-egress the policies would "
+        "keep in --namespace, or in each namespace the documents name",
+    )
 
 
 RENDERERS: dict[str, Callable[[Outcome], str]] = {
@@ -122,7 +130,28 @@ RENDERERS: dict[str, Callable[[Outcome], str]] = {
 }
 
 
+def _report_input_errors(errors: Sequence[str], what: str) -> int:
+    for message in errors:
+        error(message)
+    count = len(errors)
+    error(f"mlgate: {count} input error{'s' if count > 1 else ''}; {what}")
+    return EXIT_BAD_INPUT
+
+
+def _print_egress_policy(request: CheckRequest) -> int:
+    outcome = egress_policies(request, sys.stdin)
+    if outcome.errors:
+        return _report_input_errors(outcome.errors, "nothing was generated")
+    for namespace in outcome.unmanaged:
+        error(f"mlgate: no policy keeps a NetworkPolicy in namespace {namespace}")
+    write(sys.stdout, yaml.safe_dump_all(outcome.network_policies, sort_keys=False))
+    return EXIT_OK
+
+
 def _check(args: argparse.Namespace) -> int:
+    if not args.paths and not args.print_egress_policy:
+        error("mlgate check: give at least one PATH (- reads stdin)")
+        return EXIT_BAD_INPUT
     request = CheckRequest(
         paths=args.paths,
         now=datetime.now(UTC),
@@ -130,13 +159,11 @@ def _check(args: argparse.Namespace) -> int:
         model_paths=args.models,
         namespace=args.namespace,
     )
+    if args.print_egress_policy:
+        return _print_egress_policy(request)
     outcome = run(request, sys.stdin)
     if outcome.errors:
-        for message in outcome.errors:
-            error(message)
-        count = len(outcome.errors)
-        error(f"mlgate: {count} input error{'s' if count > 1 else ''}; nothing was judged")
-        return EXIT_BAD_INPUT
+        return _report_input_errors(outcome.errors, "nothing was judged")
     write(sys.stdout, RENDERERS[args.output](outcome))
     return outcome.exit_code
 

@@ -527,10 +527,17 @@ def test_policy_options_take_only_mlgate_resources(
     )
 
 
+def test_no_path_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    run = run_cli(capsys, "check", "-p", "policies/")
+    assert (run.code, run.out) == (2, "")
+    assert len(run.err.splitlines()) == 1
+    assert "PATH" in run.err
+
+
 @pytest.mark.parametrize(
     "args",
-    [("check",), ("check", "-o", "xml", "a.yaml"), ("nonsense",), ()],
-    ids=["no-path", "bad-format", "bad-command", "no-command"],
+    [("check", "-o", "xml", "a.yaml"), ("nonsense",), ()],
+    ids=["bad-format", "bad-command", "no-command"],
 )
 def test_usage_errors_exit_2(capsys: pytest.CaptureFixture[str], args: tuple[str, ...]) -> None:
     run = run_cli(capsys, *args)

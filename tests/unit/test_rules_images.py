@@ -397,3 +397,42 @@ def test_every_image_rule_reports_separately() -> None:
         Rule.IMAGES_SIGNATURE,
     ]
     assert {f.path for f in findings} == {IMAGE_0}
+
+
+def test_uncovered_image_is_a_violation_even_offline() -> None:
+    """No entry covers ghcr.io: the cluster would deny it whatever a registry says."""
+    from mlgate.engine.images import check, unverified
+    from mlgate.engine.policy import ImageRules, KeyRef, SignatureRule
+    from mlgate.engine.references import compile_pattern
+    from mlgate.engine.workloads import WorkloadView, view
+
+    rules = ImageRules(
+        signatures=(
+            SignatureRule(
+                images=(compile_pattern("registry.example.com/ml/*"),),
+                keys=(KeyRef(id="sha256:abc"),),
+            ),
+        )
+    )
+    digest = "@sha256:" + "c" * 64
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "ml"},
+        "spec": {
+            "containers": [
+                {"name": "a", "image": "ghcr.io/acme/x" + digest},
+                {"name": "b", "image": "registry.example.com/ml/y" + digest},
+            ]
+        },
+    }
+    item = view(pod)
+    assert isinstance(item, WorkloadView)
+    findings = check(rules, item, None)
+    assert [(f.rule, f.path) for f in findings] == [
+        ("images.signature", "spec.containers[0].image")
+    ]
+    assert "no signature rule covers this image" in findings[0].message
+    assert unverified(rules, item) == [
+        f"spec.containers[1].image: registry.example.com/ml/y{digest} (signature not verified offline)"
+    ]

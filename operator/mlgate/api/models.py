@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
     field_validator,
     model_validator,
 )
@@ -159,7 +160,9 @@ class Images(Spec):
     allowed_registries: list[ImageGlob] | None = Field(
         None, description="Repository globs images must come from (`*` spans path segments)."
     )
-    require_digest: bool = Field(False, description="Images must be pinned by @sha256 digest.")
+    require_digest: StrictBool = Field(
+        False, description="Images must be pinned by @sha256 digest."
+    )
     disallow_tags: list[Annotated[str, Field(pattern=r"^[\w][\w.-]{0,127}$")]] = []
     signatures: list[SignatureEntry] | None = Field(
         None, description="If set, every image must be covered by an entry and verify."
@@ -176,14 +179,18 @@ class ModelSources(Spec):
 
 
 class Models(Spec):
-    require_approved: bool = Field(True, description="Every model reference must be approved.")
-    require_reference: bool = Field(False, description="Workloads must name at least one model.")
+    require_approved: StrictBool = Field(
+        True, description="Every model reference must be approved."
+    )
+    require_reference: StrictBool = Field(
+        False, description="Workloads must name at least one model."
+    )
     sources: ModelSources = Field(default_factory=ModelSources)
 
 
 class NetworkPolicySpec(Spec):
-    manage: bool = Field(True, description="Keep NetworkPolicy mlgate-egress in scope.")
-    allow_dns: bool = Field(True, alias="allowDNS")
+    manage: StrictBool = Field(True, description="Keep NetworkPolicy mlgate-egress in scope.")
+    allow_dns: StrictBool = Field(True, alias="allowDNS")
     allowed_cidrs: list[Annotated[str, Field(max_length=64)]] = Field([], alias="allowedCIDRs")
     allowed_ports: list[Annotated[int, Field(ge=1, le=65535)]] = []
     allowed_namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=63)]] = []
@@ -202,7 +209,7 @@ class NetworkPolicySpec(Spec):
 
 
 class Egress(Spec):
-    allow_host_network: bool = False
+    allow_host_network: StrictBool = False
     network_policy: NetworkPolicySpec | None = None
 
 
@@ -240,7 +247,7 @@ class ApprovedModelSpec(Spec):
     digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
     approved_by: Annotated[str, Field(max_length=253)] | None = None
     expires: datetime | None = Field(None, description="After this time the approval is void.")
-    revoked: bool = False
+    revoked: StrictBool = False
     namespaces: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=63)]] = Field(
         [], description="Namespaces that may use the model; empty means all."
     )

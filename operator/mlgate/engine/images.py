@@ -71,13 +71,16 @@ def _signature_problem(
 
 
 def _signatures(
-    rules: ImageRules, ref: Reference, c: ContainerView, facts: Mapping[str, ImageFact]
+    rules: ImageRules, ref: Reference, c: ContainerView, facts: Mapping[str, ImageFact] | None
 ) -> Iterator[Finding]:
     if rules.signatures is None:
         return
-    problem = _signature_problem(
-        _signature_entries(rules.signatures, ref), ref, facts.get(c.image or "")
-    )
+    entries = _signature_entries(rules.signatures, ref)
+    if entries and facts is None:
+        return  # only a caller with registry access can judge it; `unverified` notes it
+    # An image no entry covers is refused whatever a registry would say, so say it offline too.
+    fact = None if facts is None else facts.get(c.image or "")
+    problem = _signature_problem(entries, ref, fact)
     if problem is not None:
         yield Finding(
             Rule.IMAGES_SIGNATURE,
@@ -102,8 +105,7 @@ def check(
             continue
         findings.extend(_registry(rules, ref, c))
         findings.extend(_pinning(rules, ref, c))
-        if facts is not None:
-            findings.extend(_signatures(rules, ref, c, facts))
+        findings.extend(_signatures(rules, ref, c, facts))
     return findings
 
 
@@ -111,4 +113,15 @@ def unverified(rules: ImageRules, view: WorkloadView) -> list[str]:
     """Images whose signatures a caller without registry access could not judge."""
     if rules.signatures is None:
         return []
-    return [f"{c.image_path}: {c.image} (signature not verified offline)" for c in images_of(view)]
+    return [
+        f"{c.image_path}: {c.image} (signature not verified offline)"
+        for c in images_of(view)
+        if _covered(rules.signatures, c.image or "")
+    ]
+
+
+def _covered(entries: tuple[SignatureRule, ...], image: str) -> bool:
+    try:
+        return bool(_signature_entries(entries, parse(image)))
+    except InvalidReference:
+        return False
