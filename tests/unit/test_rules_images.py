@@ -11,7 +11,8 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mlgate.api.compile import compile_policy, key_id, parse_resource
 from mlgate.engine import images
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import ImageFact, ImageRules
+from mlgate.engine.policy import ImageFact, ImageRules, KeyRef, SignatureRule
+from mlgate.engine.references import compile_pattern
 from mlgate.engine.workloads import WorkloadView, view
 
 DIGEST = "sha256:" + "4f1c" * 16
@@ -401,11 +402,6 @@ def test_every_image_rule_reports_separately() -> None:
 
 def test_uncovered_image_is_a_violation_even_offline() -> None:
     """No entry covers ghcr.io: the cluster would deny it whatever a registry says."""
-    from mlgate.engine.images import check, unverified
-    from mlgate.engine.policy import ImageRules, KeyRef, SignatureRule
-    from mlgate.engine.references import compile_pattern
-    from mlgate.engine.workloads import WorkloadView, view
-
     rules = ImageRules(
         signatures=(
             SignatureRule(
@@ -428,11 +424,11 @@ def test_uncovered_image_is_a_violation_even_offline() -> None:
     }
     item = view(pod)
     assert isinstance(item, WorkloadView)
-    findings = check(rules, item, None)
+    findings = images.check(rules, item, None)
     assert [(f.rule, f.path) for f in findings] == [
         ("images.signature", "spec.containers[0].image")
     ]
     assert "no signature rule covers this image" in findings[0].message
-    assert unverified(rules, item) == [
+    assert images.unverified(rules, item) == [
         f"spec.containers[1].image: registry.example.com/ml/y{digest} (signature not verified offline)"
     ]
