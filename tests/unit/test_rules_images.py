@@ -430,5 +430,6 @@ def test_uncovered_image_is_a_violation_even_offline() -> None:
     ]
     assert "no signature rule covers this image" in findings[0].message
     assert images.unverified(rules, item) == [
-        f"spec.containers[1].image: registry.example.com/ml/y{digest} (signature not verified offline)"
+        f"spec.containers[1].image: registry.example.com/ml/y{digest} "
+        "(signature not verified offline)"
     ]
