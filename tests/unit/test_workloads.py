@@ -1367,3 +1367,26 @@ def test_every_sample_manifest_is_a_supported_kind() -> None:
         "PaddleJob",
         "JAXJob",
     }
+
+
+def test_train_job_pod_spec_comes_from_the_trainer_override() -> None:
+    """GPU product pinning for TrainJobs lives in spec.podSpecOverrides targeting the nodes."""
+    job = {
+        "apiVersion": "trainer.kubeflow.org/v1alpha1",
+        "kind": "TrainJob",
+        "metadata": {"name": "tj", "namespace": "ml"},
+        "spec": {
+            "trainer": {"image": "trainer:1", "numNodes": 2},
+            "podSpecOverrides": [
+                {"targetJobs": [{"name": "dataset-initializer"}], "nodeSelector": {"a": "b"}},
+                {"targetJobs": [{"name": "node"}], "nodeSelector": {"gpu": "h100"}},
+            ],
+        },
+    }
+    item = view(job)
+    assert isinstance(item, WorkloadView)
+    (pod,) = item.pods
+    assert pod.path == "spec.podSpecOverrides[1]"
+    assert pod.spec["nodeSelector"] == {"gpu": "h100"}
+    assert pod.count == 2
+    assert pod.containers[0].image_path == "spec.trainer.image"

@@ -576,11 +576,26 @@ def _train_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
     trainer = _map(obj.get("spec")).get("trainer")
     if not isinstance(trainer, Mapping):
         return
-    path = "spec.trainer"
-    container = _container(trainer, path, ContainerKind.APP, "trainer", "resourcesPerNode")
-    yield PodView(
-        path, _EMPTY, (container,), _count(trainer.get("numNodes")), "trainer", _NO_STRINGS
+    container = _container(
+        trainer, "spec.trainer", ContainerKind.APP, "trainer", "resourcesPerNode"
     )
+    path, overrides = _trainer_overrides(_map(obj.get("spec")))
+    yield PodView(
+        path, overrides, (container,), _count(trainer.get("numNodes")), "trainer", _NO_STRINGS
+    )
+
+
+# The job name Kubeflow's training runtimes give the trainer nodes.
+_TRAINER_JOBS = frozenset({"node", "trainer"})
+
+
+def _trainer_overrides(spec: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The podSpecOverrides entry for the trainer nodes: where nodeSelector and affinity live."""
+    for i, override in enumerate(_list(spec.get("podSpecOverrides"))):
+        targets = _list(_map(override).get("targetJobs"))
+        if any(_map(t).get("name") in _TRAINER_JOBS for t in targets):
+            return f"spec.podSpecOverrides[{i}]", _map(override)
+    return "spec.trainer", _EMPTY
 
 
 def _train_job_models(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
