@@ -10,7 +10,13 @@ from typing import Any
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import GpuRules
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
-from mlgate.engine.workloads import ContainerKind, ContainerView, PodView, WorkloadView
+from mlgate.engine.workloads import (
+    UNBOUNDED,
+    ContainerKind,
+    ContainerView,
+    PodView,
+    WorkloadView,
+)
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 
@@ -78,9 +84,19 @@ def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodD
     return sum(d.gpus * d.pod.count for d in demands), demands
 
 
+def _pods(count: int) -> str:
+    return "unbounded (autoscaling without a maximum)" if count >= UNBOUNDED else str(count)
+
+
 def _breakdown(demands: list[PodDemand]) -> str:
-    parts = [f"{d.pod.role or d.pod.path}: {d.pod.count} x {d.gpus}" for d in demands if d.gpus]
+    parts = [
+        f"{d.pod.role or d.pod.path}: {_pods(d.pod.count)} x {d.gpus}" for d in demands if d.gpus
+    ]
     return ", ".join(parts)
+
+
+def _amount(total: int) -> str:
+    return "an unbounded number of" if total >= UNBOUNDED else str(total)
 
 
 def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
@@ -167,7 +183,8 @@ def _per_workload(
         yield Finding(
             Rule.GPU_MAX_PER_WORKLOAD,
             "spec",
-            f"the workload requests {total} GPUs in total ({_breakdown(demands)}), above the "
+            f"the workload requests {_amount(total)} GPUs in total ({_breakdown(demands)}), "
+            "above the "
             f"limit of {rules.max_per_workload}; reduce replicas or GPUs per pod",
         )
     if rules.namespace_quota is not None and total:
@@ -176,8 +193,8 @@ def _per_workload(
             yield Finding(
                 Rule.GPU_NAMESPACE_QUOTA,
                 "spec",
-                f"namespace {view.namespace or '(unset)'} would use {used + total} GPUs "
-                f"({used} in use + {total} requested), above its quota of "
+                f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
+                f"({used} in use + {_amount(total)} requested), above its quota of "
                 f"{rules.namespace_quota}; free GPUs or request fewer",
             )
 

@@ -343,7 +343,8 @@ def _replica_specs(key: str, elastic_role: str | None = None) -> PodLayout:
 
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
 # ceiling is unbounded in the cluster; offline manifests must be judged the same way.
-_RAY_UNBOUNDED = 2**31 - 1
+# KubeRay's default maxReplicas: an autoscaled group with no ceiling.
+UNBOUNDED = 2**31 - 1
 
 
 def _ray_workers(group: Mapping[str, Any], autoscaling: bool) -> int:
@@ -355,7 +356,7 @@ def _ray_workers(group: Mapping[str, Any], autoscaling: bool) -> int:
     """
     replicas, low, high = (group.get(k) for k in ("replicas", "minReplicas", "maxReplicas"))
     if autoscaling:
-        pods = _most(_RAY_UNBOUNDED if high is None else high, replicas, low)
+        pods = _most(UNBOUNDED if high is None else high, replicas, low)
     else:
         pods = _most(replicas, low)
     hosts = max(1, _count(group.get("numOfHosts")))
