@@ -43,17 +43,28 @@ crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the pydantic 
 controlplane-assets: ## Build or reuse kube-apiserver, etcd, kubectl, helm in $(MLGATE_CACHE)
 	@hack/controlplane-assets.sh
 
+# Signed-image tests: Debian's distribution registry and skopeo, cosign built from source.
+REGISTRY_PACKAGES := docker-registry skopeo
+.PHONY: registry-assets
+registry-assets: ## Install docker-registry and skopeo (apt-get) if missing; build or reuse cosign
+	@command -v docker-registry >/dev/null && command -v skopeo >/dev/null || { \
+	  [ "$$(id -u)" = 0 ] || { echo "registry-assets: as root: apt-get install $(REGISTRY_PACKAGES)" >&2; exit 1; }; \
+	  echo "registry-assets: apt-get install $(REGISTRY_PACKAGES)" >&2; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    --no-install-recommends $(REGISTRY_PACKAGES) >/dev/null; }
+	@hack/cosign-assets.sh
+
 .PHONY: unit
 unit: $(STAMP) ## Unit tests only (seconds)
 	$(BIN)/pytest -m "not e2e and not registry" tests
 
 .PHONY: e2e
-e2e: $(STAMP) controlplane-assets ## End-to-end tests on a real kube-apiserver + etcd on loopback
+e2e: $(STAMP) controlplane-assets registry-assets ## End-to-end tests on a real kube-apiserver + etcd on loopback
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane-assets.sh --print-dir)}" \
 	  $(BIN)/pytest -m "e2e or registry" tests
 
 .PHONY: test
-test: $(STAMP) lint controlplane-assets ## Everything CI runs: lint, types, layering, unit and e2e tests
+test: $(STAMP) lint controlplane-assets registry-assets ## Everything CI runs: lint, types, layering, unit and e2e tests
 	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane-assets.sh --print-dir)}" \
 	  $(BIN)/pytest tests
 

@@ -9,8 +9,8 @@ time and keeps only their small verdicts.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 from typing import Any, TextIO
@@ -20,8 +20,8 @@ from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
-from mlgate.engine.policy import Approval, CompiledPolicy, Facts
-from mlgate.engine.workloads import lookup
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
+from mlgate.engine.workloads import WorkloadView, lookup, view
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -31,6 +31,9 @@ from mlgate.manifests import (
     documents,
     expand_paths,
 )
+
+# Signature facts for one workload, from the registries (`mlgate check --verify-images`).
+ImageFacts = Callable[[tuple[CompiledPolicy, ...], WorkloadView], Mapping[str, ImageFact]]
 
 # The first pass parses only documents that can be mlgate resources: those all spell out
 # `apiVersion: mlgate.io/v1alpha1`, while workloads mention `mlgate.io/model` and the like.
@@ -45,6 +48,8 @@ class CheckRequest:
     model_paths: Sequence[str] = ()
     # For documents without metadata.namespace, as `kubectl apply -n` would place them.
     namespace: str | None = None
+    # --verify-images: signature facts from the registries; None leaves signatures unverified.
+    verify_images: ImageFacts | None = None
 
 
 class Status(StrEnum):
@@ -217,10 +222,17 @@ def _collect(found: Resources, doc: Document | InputError, namespace: str | None
 # Pass 2: workloads
 
 
-def judge(doc: Document, policies: tuple[CompiledPolicy, ...], facts: Facts) -> Result | InputError:
+def judge(
+    doc: Document,
+    policies: tuple[CompiledPolicy, ...],
+    facts: Facts,
+    verify_images: ImageFacts | None = None,
+) -> Result | InputError:
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
+        if verify_images is not None and isinstance(item := view(obj), WorkloadView):
+            facts = replace(facts, images=verify_images(policies, item))
         decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
         return doc.ref.error(
@@ -244,6 +256,8 @@ def judge_all(
     now: datetime,
     namespace: str | None,
     read_only: bool = False,
+    *,
+    verify_images: ImageFacts | None = None,
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
@@ -258,7 +272,12 @@ def judge_all(
                 if doc.ref not in found.read:  # its text escaped the first pass's filter
                     yield doc.ref.error(f"{_title(doc.obj)}: apiVersion must be {api.API_VERSION}")
             elif not read_only:
-                yield judge(Document(doc.ref, _with_namespace(doc.obj, namespace)), policies, facts)
+                yield judge(
+                    Document(doc.ref, _with_namespace(doc.obj, namespace)),
+                    policies,
+                    facts,
+                    verify_images,
+                )
 
 
 def _first_pass(request: CheckRequest, stdin: TextIO) -> tuple[list[Source], Resources, list[str]]:
@@ -278,7 +297,14 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     against a policy set missing the policy that failed to parse) would mislead."""
     manifest_sources, found, problems = _first_pass(request, stdin)
     results: list[Result] = []
-    for item in judge_all(manifest_sources, found, request.now, request.namespace, bool(problems)):
+    for item in judge_all(
+        manifest_sources,
+        found,
+        request.now,
+        request.namespace,
+        bool(problems),
+        verify_images=request.verify_images,
+    ):
         if isinstance(item, InputError):
             problems.append(str(item))
         elif not problems:

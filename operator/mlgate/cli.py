@@ -21,7 +21,8 @@ import yaml
 
 from mlgate import __version__
 from mlgate.api.crdgen import render_all
-from mlgate.check import CheckRequest, Outcome, egress_policies, run
+from mlgate.check import CheckRequest, ImageFacts, Outcome, egress_policies, run
+from mlgate.registry.options import add_registry_options
 from mlgate.reports import render_json, render_sarif, render_text
 
 EXIT_OK = 0
@@ -121,6 +122,13 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
         help="judge nothing; print (YAML) the NetworkPolicy mlgate-egress the policies would "
         "keep in --namespace, or in each namespace the documents name",
     )
+    parser.add_argument(
+        "--verify-images",
+        action="store_true",
+        help="verify image signatures in the registries (cosign) as the webhook does; keys "
+        "in Secrets (secretRef) cannot be read offline",
+    )
+    add_registry_options(parser)
 
 
 RENDERERS: dict[str, Callable[[Outcome], str]] = {
@@ -149,6 +157,19 @@ def _print_egress_policy(request: CheckRequest) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
+    if not args.verify_images:
+        return _check_with(args, None)
+    from mlgate.registry.command import BadInput, offline_image_facts  # noqa: PLC0415 - aiohttp
+
+    try:
+        with offline_image_facts(args) as verify_images:
+            return _check_with(args, verify_images)
+    except BadInput as exc:
+        error(f"mlgate check: {exc}")
+        return EXIT_BAD_INPUT
+
+
+def _check_with(args: argparse.Namespace, verify_images: ImageFacts | None) -> int:
     if not args.paths and not args.print_egress_policy:
         error("mlgate check: give at least one PATH (- reads stdin)")
         return EXIT_BAD_INPUT
@@ -158,6 +179,7 @@ def _check(args: argparse.Namespace) -> int:
         policy_paths=args.policy,
         model_paths=args.models,
         namespace=args.namespace,
+        verify_images=verify_images,
     )
     if args.print_egress_policy:
         return _print_egress_policy(request)
@@ -240,6 +262,12 @@ COMMANDS: dict[str, Command] = {
         "run the operator and the validating webhook (in cluster, or against a kubeconfig)",
         _lazy("mlgate.run", "configure_parser"),
         _lazy("mlgate.run", "main"),
+    ),
+    "verify-image": Command(
+        "show an image's cosign signatures and whether --key verifies it: exit 0 verified, "
+        "1 not verified, 2 bad input",
+        _lazy("mlgate.registry.command", "configure_verify_image"),
+        _lazy("mlgate.registry.command", "verify_image_main"),
     ),
     "version": Command("print the version", lambda parser: None, _version),
 }

@@ -22,6 +22,7 @@ from mlgate import logs
 from mlgate.api.models import DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
+from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
 from mlgate.controller.state import PolicyState
@@ -29,8 +30,10 @@ from mlgate.controller.status import settle_quota_conditions
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
+from mlgate.registry.options import add_registry_options
+from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
 from mlgate.webhook import certs
-from mlgate.webhook.admission import Admission, Config
+from mlgate.webhook.admission import Admission, Config, ImageVerifier
 from mlgate.webhook.config import url_client_config, webhook_configuration
 from mlgate.webhook.server import Webhook
 
@@ -63,6 +66,11 @@ class RunOptions:
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     peering: str | None = None
     gpu_reservation_ttl: float = 600.0
+    service_account: str = "mlgate"
+    egress_managers: tuple[str, ...] = ()
+    insecure_registries: tuple[str, ...] = ()  # reached over plain HTTP
+    registry_ca_file: str | None = None
+    pull_secrets: tuple[tuple[str, str], ...] = ()  # (namespace, name) for every image
 
     @property
     def deadline(self) -> float:
@@ -157,15 +165,42 @@ async def _tls(client: KubeClient, opts: RunOptions) -> Tls:
     return Tls(context, bundle.ca_pem, rotate)
 
 
+async def _egress_managers(client: KubeClient, opts: RunOptions) -> frozenset[str]:
+    """Who may change mlgate-egress: mlgate's ServiceAccount, the identity this process runs as
+    (its own writes pass the webhook too; locally that is the kubeconfig's user), and any
+    --egress-manager."""
+    managers = {f"system:serviceaccount:{opts.namespace}:{opts.service_account}"}
+    managers.update(opts.egress_managers)
+    username = await own_username(client)
+    if username:
+        managers.add(username)
+    log.info("NetworkPolicy mlgate-egress may be changed only by: %s", sorted(managers))
+    return frozenset(managers)
+
+
 def _admission(
-    client: KubeClient, opts: RunOptions, state: PolicyState, ledger: GpuLedger
+    client: KubeClient,
+    opts: RunOptions,
+    state: PolicyState,
+    ledger: GpuLedger,
+    *,
+    egress: EgressReconciler,
+    egress_managers: frozenset[str],
+    verify_images: ImageVerifier,
 ) -> Admission:
     return Admission(
         state,
         ledger,
-        Config(opts.namespace, opts.scope_admin_groups, LEDGER_GPU_RULES),
+        Config(
+            opts.namespace,
+            opts.scope_admin_groups,
+            LEDGER_GPU_RULES,
+            egress_managers=egress_managers,
+        ),
         namespace_lookup=partial(_namespace_labels, client),
         object_lookup=partial(_object, client),
+        egress_present=egress.has_managed_policy,
+        verify_images=verify_images,
     )
 
 
@@ -174,8 +209,26 @@ async def serve(opts: RunOptions) -> None:
     state, ledger, metrics = PolicyState(), GpuLedger(opts.gpu_reservation_ttl), Metrics()
     async with KubeClient(login()) as client:
         tls = await _tls(client, opts)
+        egress = EgressReconciler(client, state, opts.namespace)
+        verifier = cluster_verifier(
+            client,
+            insecure=opts.insecure_registries,
+            ca_file=opts.registry_ca_file,
+            pull_secrets=opts.pull_secrets,
+            webhook_deadline=opts.deadline,
+            namespace_labels=state.namespace_labels,
+        )
+        managers = await _egress_managers(client, opts)
         webhook = Webhook(
-            _admission(client, opts, state, ledger),
+            _admission(
+                client,
+                opts,
+                state,
+                ledger,
+                egress=egress,
+                egress_managers=managers,
+                verify_images=verifier,
+            ),
             metrics,
             opts.deadline,
             events=partial(post_violations, client),
@@ -185,12 +238,13 @@ async def serve(opts: RunOptions) -> None:
         await web.TCPSite(runner, opts.host, opts.port, ssl_context=tls.context).start()
         log.info("webhook listening on https://%s:%d", opts.host, opts.port)
         registry = kopf.OperatorRegistry()
-        register(registry, state, ledger, LEDGER_GPU_RULES)
+        register(registry, state, ledger, LEDGER_GPU_RULES, egress=egress)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(opts), clusterwide=True)
         )
         refresher = asyncio.create_task(tls.refresher())
         settle = asyncio.create_task(settle_quota_conditions(client, opts.gpu_reservation_ttl))
+        reconcile = asyncio.create_task(egress.run(after=webhook.ready))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             webhook.ready.set()
@@ -199,12 +253,13 @@ async def serve(opts: RunOptions) -> None:
                 await _register_webhook(client, opts, tls.ca_pem)
             await operator
         finally:
-            for task in (refresher, settle, operator):
+            for task in (refresher, settle, reconcile, operator):
                 task.cancel()
-            await asyncio.gather(refresher, settle, operator, return_exceptions=True)
+            await asyncio.gather(refresher, settle, reconcile, operator, return_exceptions=True)
             # The webhook configuration is deliberately left in place: deleting it on shutdown
             # would leave the cluster unguarded for as long as mlgate is down.
             await runner.cleanup()
+            await verifier.client.close()
 
 
 def describe_startup_error(exc: BaseException) -> str:
@@ -265,12 +320,36 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         default=600.0,
         help="seconds an admitted workload's GPUs stay reserved while its pods are created",
     )
+    add(
+        "--service-account",
+        default="mlgate",
+        help="mlgate's ServiceAccount (in --namespace): the identity allowed to change the "
+        "managed NetworkPolicy mlgate-egress",
+    )
+    add(
+        "--egress-manager",
+        action="append",
+        default=[],
+        metavar="USER",
+        help="another username allowed to change mlgate-egress (repeatable); the identity "
+        "mlgate runs as is always allowed",
+    )
+    add_registry_options(parser, auth_file=False)
+    add(
+        "--pull-secret",
+        action="append",
+        default=[],
+        metavar="NAMESPACE/NAME",
+        help="dockerconfigjson Secret with registry credentials for verifying every image, "
+        "after the workload's imagePullSecrets (repeatable)",
+    )
     add("--log-level", default="INFO")  # fmt: skip
 
 
 def options(args: argparse.Namespace) -> RunOptions:
     if not 1 <= args.timeout_seconds <= 30:
         raise ValueError("--timeout-seconds must be between 1 and 30")
+    check_registry_options(args.insecure_registry, args.registry_ca_file)
     return RunOptions(
         namespace=args.namespace,
         host=args.host,
@@ -290,6 +369,11 @@ def options(args: argparse.Namespace) -> RunOptions:
         scope_admin_groups=frozenset(args.scope_admin_group or ["system:masters"]),
         peering=args.peering,
         gpu_reservation_ttl=args.gpu_reservation_ttl,
+        service_account=args.service_account,
+        egress_managers=tuple(args.egress_manager),
+        insecure_registries=tuple(args.insecure_registry),
+        registry_ca_file=args.registry_ca_file,
+        pull_secrets=tuple(parse_pull_secret(s) for s in args.pull_secret),
     )
 
 

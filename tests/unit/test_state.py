@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 
-from mlgate.controller.handlers import status_patch
+from mlgate.controller.handlers import quota_condition, status_patch
 from mlgate.controller.state import PolicyState
 from tests.unit.factories import policy
 
@@ -38,8 +39,6 @@ def test_removal_and_generation_bump() -> None:
 def test_status_patch_written_once_per_change() -> None:
     state = PolicyState()
     result = state.upsert(policy())
-    from datetime import UTC, datetime
-
     now = datetime(2026, 1, 1, tzinfo=UTC)
     change = status_patch({}, result, now)
     assert change is not None
@@ -51,10 +50,6 @@ def test_status_patch_written_once_per_change() -> None:
 
 
 def test_quota_condition_reports_the_post_restart_window() -> None:
-    from datetime import UTC, datetime
-
-    from mlgate.controller.handlers import quota_condition
-
     now = datetime(2026, 1, 1, tzinfo=UTC)
     body = policy(gpu={"namespaceQuota": 8})
     early = quota_condition(body, uptime=30, reservation_ttl=600, now=now)

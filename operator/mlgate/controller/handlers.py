@@ -15,6 +15,7 @@ import kopf
 
 from mlgate.api.models import GROUP, VERSION
 from mlgate.cluster.client import login
+from mlgate.controller.egress import EgressReconciler
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import CompileResult, PolicyState
 from mlgate.engine.gpu import pod_demand
@@ -109,11 +110,14 @@ def register(
     ledger: GpuLedger,
     gpu_rules: GpuRules,
     writes_status: bool = True,
+    *,
+    egress: EgressReconciler | None = None,
 ) -> None:
     """Attach every handler to `registry`.
 
     `writes_status` is False on replicas that are not the leader: they keep their state current
-    but leave status writes to one replica.
+    but leave status writes to one replica. `egress`, when given, is fed the policies,
+    namespaces and managed NetworkPolicies it reconciles (its handlers run after the state's).
     """
 
     started = time.monotonic()
@@ -169,3 +173,6 @@ def register(
         ledger.pod_seen(
             uid, str(meta.get("namespace") or ""), pod_owner(meta), pod_gpus(gpu_rules, body)
         )
+
+    if egress is not None:
+        egress.register(registry)

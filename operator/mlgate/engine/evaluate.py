@@ -8,7 +8,7 @@ from typing import Any
 from mlgate.engine import egress, gpu, images, models
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.policy import CompiledPolicy, Facts
-from mlgate.engine.scope import governing
+from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
 
 # The cluster must always be able to repair itself, whatever a policy says.
@@ -108,10 +108,39 @@ def evaluate_view(
     return decide(violations, tuple(p.name for p in matched), notes)
 
 
+def evaluate_network_policy(
+    policies: tuple[CompiledPolicy, ...], netpol: Mapping[str, Any], facts: Facts
+) -> Decision:
+    """A user NetworkPolicy against the egress allowlists of the policies governing its
+    namespace. Scope is by namespace only: kinds and workload selectors concern workloads."""
+    namespace = str(_meta(netpol).get("namespace") or "")
+    if namespace in ALWAYS_EXEMPT:
+        return Decision(True, notes=(f"namespace {namespace} is always exempt",))
+    matched = [
+        (p, rules)
+        for p in policies
+        if (rules := egress.allowlist(p)) is not None
+        and namespace_in_scope(p.match, namespace, facts.namespace_labels)
+    ]
+    violations = [
+        v
+        for p, rules in matched
+        for v in attribute(p.name, p.mode, egress.widening_findings(netpol, rules, namespace))
+    ]
+    return decide(violations, tuple(p.name for p, _ in matched), ())
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
 def evaluate(
     policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
     """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
+    if egress.is_network_policy(obj):
+        return evaluate_network_policy(policies, obj, facts)
     item = view(obj)
     if isinstance(item, Unsupported):
         if item.namespace in ALWAYS_EXEMPT:

@@ -63,9 +63,9 @@ def _entry_credential(entry: Any) -> Credential | None:
             return None
         user, sep, password = decoded.partition(":")
         return Credential(user, password) if sep else None
-    user, password = entry.get("username"), entry.get("password")
-    if isinstance(user, str) and isinstance(password, str):
-        return Credential(user, password)
+    username, secret = entry.get("username"), entry.get("password")
+    if isinstance(username, str) and isinstance(secret, str):
+        return Credential(username, secret)
     token = entry.get("identitytoken")
     if isinstance(token, str) and token:  # an OAuth2 refresh token, as docker login stores
         return Credential("<token>", token)

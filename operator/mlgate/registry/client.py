@@ -88,9 +88,26 @@ def check_digest(digest: str) -> str:
     """The algorithm of a well-formed digest; raises RegistryError otherwise."""
     algorithm, _, hexdigest = digest.partition(":")
     length = _HASHES.get(algorithm)
-    if length is None or len(hexdigest) != length or any(c not in "0123456789abcdef" for c in hexdigest):
+    if (
+        length is None
+        or len(hexdigest) != length
+        or any(c not in "0123456789abcdef" for c in hexdigest)
+    ):
         raise RegistryError(f"malformed or unsupported digest {digest!r}", "integrity")
     return algorithm
+
+
+def _refused(host: str, what: str, status: int, credential: Credential | None) -> RegistryError:
+    fix = (
+        "the pull secret's credentials are not accepted"
+        if credential is not None
+        else "no pull secret provides credentials for it"
+    )
+    return RegistryError(
+        f"registry {host} refused access to {what} (HTTP {status}): {fix}; add a "
+        "dockerconfigjson Secret to the workload's imagePullSecrets or to --pull-secret",
+        "unauthorized",
+    )
 
 
 @dataclass
@@ -220,12 +237,8 @@ class RegistryClient:
             ) as response:
                 body = await self._read(response, 1 * MiB, f"token from {realm}")
                 if response.status in (401, 403):
-                    raise RegistryError(
-                        f"registry {host}'s token service refused "
-                        f"{'the pull secret credentials' if credential else 'anonymous access'} "
-                        f"for {scope} (HTTP {response.status}); provide a dockerconfigjson "
-                        "pull secret that can pull this image",
-                        "unauthorized",
+                    raise _refused(
+                        host, f"{scope} at its token service", response.status, credential
                     )
                 if response.status != 200:
                     raise RegistryError(
@@ -308,18 +321,11 @@ class RegistryClient:
                 raise self._transport_error(repo.host, what, exc) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _status_error(self, repo: Repository, status: int, what: str, has_credential: bool) -> RegistryError:
+    def _status_error(
+        self, repo: Repository, status: int, what: str, credential: Credential | None
+    ) -> RegistryError:
         if status in (401, 403):
-            fix = (
-                "the pull secret's credentials are not accepted"
-                if has_credential
-                else "no pull secret provides credentials for it"
-            )
-            return RegistryError(
-                f"registry {repo.host} refused access to {what} (HTTP {status}): {fix}; add a "
-                "dockerconfigjson Secret to the workload's imagePullSecrets or to --pull-secret",
-                "unauthorized",
-            )
+            return _refused(repo.host, what, status, credential)
         kind = "server" if status >= 500 else "registry"
         return RegistryError(f"registry {repo.host} answered HTTP {status} to {what}", kind)
 
@@ -337,7 +343,11 @@ class RegistryClient:
         By digest, the bytes must hash to it. By tag, they must hash to the digest the registry
         announces (Docker-Content-Digest), when it announces one.
         """
-        what = f"manifest {repo}:{reference}" if ":" not in reference else f"manifest {repo}@{reference}"
+        what = (
+            f"manifest {repo}:{reference}"
+            if ":" not in reference
+            else f"manifest {repo}@{reference}"
+        )
         by_digest = ":" in reference
         algorithm = check_digest(reference) if by_digest else "sha256"
         status, headers, body = await self._get(
@@ -351,7 +361,7 @@ class RegistryClient:
         if status == 404:
             return None
         if status != 200:
-            raise self._status_error(repo, status, what, credential is not None)
+            raise self._status_error(repo, status, what, credential)
         announced = headers.get("Docker-Content-Digest", "")
         if not by_digest and announced:
             try:
@@ -394,7 +404,7 @@ class RegistryClient:
         if status != 200:
             if status == 404:
                 raise RegistryError(f"registry {repo.host} does not have {what}", "registry")
-            raise self._status_error(repo, status, what, credential is not None)
+            raise self._status_error(repo, status, what, credential)
         actual = compute_digest(algorithm, body)
         if actual != digest:
             raise RegistryError(
@@ -423,7 +433,7 @@ class RegistryClient:
         if status in (400, 404, 405, 501) or (status == 200 and content_type != OCI_INDEX):
             return None
         if status != 200:
-            raise self._status_error(repo, status, what, credential is not None)
+            raise self._status_error(repo, status, what, credential)
         try:
             doc = json.loads(body)
         except (ValueError, UnicodeDecodeError):

@@ -31,6 +31,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 
+from mlgate.registry import ed25519ph
+
 SIMPLESIGNING_MEDIA_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 COSIGN_SIGNATURE_TYPE = "cosign container image signature"
@@ -120,18 +122,25 @@ def _ecdsa_der(key: ec.EllipticCurvePublicKey, signature: bytes) -> bytes:
 def verify_signature(key: TrustedKey, signature: bytes, message: bytes) -> bool:
     """Whether `signature` over `message` verifies with `key`, as sigstore's verifiers do:
     ECDSA with SHA-256 (or the curve's own hash), RSA PKCS#1 v1.5 or PSS with SHA-256,
-    Ed25519 over the message itself."""
+    Ed25519 over the message itself or Ed25519ph over its SHA-512 (cosign's default)."""
     k = key.key
     try:
         if isinstance(k, ed25519.Ed25519PublicKey):
-            k.verify(signature, message)
-            return True
+            try:
+                k.verify(signature, message)
+                return True
+            except InvalidSignature:  # cosign signs with Ed25519ph (pre-hashed) by default
+                raw = k.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+                return ed25519ph.verify(raw, message, signature)
         if isinstance(k, ec.EllipticCurvePublicKey):
             der = _ecdsa_der(k, signature)
-            candidates = {hashes.SHA256, _CURVE_HASHES.get(k.curve.name, hashes.SHA256)}
+            candidates: list[hashes.HashAlgorithm] = [hashes.SHA256()]
+            own = _CURVE_HASHES.get(k.curve.name, hashes.SHA256)
+            if own is not hashes.SHA256:
+                candidates.append(own())
             for algorithm in candidates:
                 try:
-                    k.verify(der, message, ec.ECDSA(algorithm()))
+                    k.verify(der, message, ec.ECDSA(algorithm))
                     return True
                 except InvalidSignature:
                     continue
@@ -178,9 +187,7 @@ def strict_json(data: bytes) -> Any:
     except UnicodeDecodeError:
         raise Malformed("not UTF-8") from None
     try:
-        return json.loads(
-            text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant
-        )
+        return json.loads(text, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
     except json.JSONDecodeError as exc:
         raise Malformed(f"not JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
 

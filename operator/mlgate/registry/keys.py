@@ -8,6 +8,7 @@ it never raises into the webhook.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import time
@@ -49,15 +50,15 @@ class Secrets:
         source: SecretSource,
         ttl: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
+        timeout: float = 2.0,
     ) -> None:
         self._source = source
         self._ttl = ttl
+        self._timeout = timeout
         self._cache: TtlCache[tuple[str, str], Mapping[str, Any] | str | None] = TtlCache(
             1024, clock
         )
-        self._flight: SingleFlight[tuple[str, str], Mapping[str, Any] | str | None] = (
-            SingleFlight()
-        )
+        self._flight: SingleFlight[tuple[str, str], Mapping[str, Any] | str | None] = SingleFlight()
 
     async def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The Secret, None if it does not exist; raises SecretUnavailable if unreadable."""
@@ -71,11 +72,14 @@ class Secrets:
 
     async def _load(self, key: tuple[str, str]) -> Mapping[str, Any] | str | None:
         try:
-            value: Mapping[str, Any] | str | None = await self._source(*key)
+            async with asyncio.timeout(self._timeout):
+                value: Mapping[str, Any] | str | None = await self._source(*key)
+        except TimeoutError:
+            value = f"the apiserver did not answer within {self._timeout:g}s"
         except SecretUnavailable as exc:
             value = str(exc)
         except Exception as exc:  # the API failed: a value, cached briefly like the rest
-            value = f"cannot read Secret {key[0]}/{key[1]}: {exc}"
+            value = str(exc) or type(exc).__name__
         self._cache.put(key, value if value is not None else _MISSING, self._ttl)
         return value
 

@@ -14,11 +14,17 @@ from typing import Any
 
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
-from mlgate.engine.decisions import Decision, Violation
-from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate_view
+from mlgate.engine import egress
+from mlgate.engine.decisions import Decision, Violation, attribute
+from mlgate.engine.evaluate import (
+    ALWAYS_EXEMPT,
+    decide,
+    evaluate_network_policy,
+    evaluate_view,
+)
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
-from mlgate.engine.scope import namespace_in_scope
+from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
 from mlgate.webhook.review import Request
@@ -29,6 +35,13 @@ ObjectLookup = Callable[[str, str, str, str, str], Awaitable[Mapping[str, Any] |
 ImageVerifier = Callable[
     [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
 ]
+# namespace -> whether NetworkPolicy mlgate-egress exists there
+EgressLookup = Callable[[str], Awaitable[bool]]
+
+# Cluster components that delete a namespace's objects with it (namespace controller) or an
+# owned object with its owners (garbage collector); whoever can act as them owns the cluster.
+CLUSTER_CONTROLLERS_PREFIX = "system:serviceaccount:kube-system:"
+CONTROLLER_MANAGER = "system:kube-controller-manager"
 
 
 async def no_namespace_lookup(_: str) -> Mapping[str, str] | None:
@@ -37,6 +50,11 @@ async def no_namespace_lookup(_: str) -> Mapping[str, str] | None:
 
 async def no_object_lookup(*_: str) -> Mapping[str, Any] | None:
     return None
+
+
+async def no_egress_lookup(_: str) -> bool:
+    """Without a reconciler nothing creates mlgate-egress: workloads that need it wait."""
+    return False
 
 
 async def no_image_verifier(
@@ -52,6 +70,16 @@ class Config:
     # Who may take a namespace out of a policy's scope by relabelling it.
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     gpu_rules: GpuRules | None = None  # resources counted for the quota ledger
+    # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
+    # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
+    egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
+
+    def manages_egress(self, username: str) -> bool:
+        return (
+            username in self.egress_managers
+            or username == CONTROLLER_MANAGER
+            or username.startswith(CLUSTER_CONTROLLERS_PREFIX)
+        )
 
 
 @dataclass(frozen=True)
@@ -87,6 +115,7 @@ class Admission:
     namespace_lookup: NamespaceLookup = no_namespace_lookup
     verify_images: ImageVerifier = no_image_verifier
     object_lookup: ObjectLookup = no_object_lookup
+    egress_present: EgressLookup = no_egress_lookup
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -94,6 +123,8 @@ class Admission:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
 
     async def review(self, req: Request) -> Outcome:
+        if req.resource == "networkpolicies" and not self.exempt(req.namespace):
+            return await self._network_policy(req)
         if req.operation not in ("CREATE", "UPDATE"):
             return Outcome(True, route="not-judged-operation")
         if req.resource == "namespaces":
@@ -144,14 +175,18 @@ class Admission:
             for key in p.models.annotations
         }
 
-    async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
-        labels = self.state.namespace_labels(item.namespace)
+    async def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
+        labels = self.state.namespace_labels(namespace)
         if labels is None:
-            labels = await self.namespace_lookup(item.namespace)
+            labels = await self.namespace_lookup(namespace)
+        return labels if labels is not None else {}
+
+    async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
+        labels = await self._namespace_labels(item.namespace)
         images = await self.verify_images(policies, item)
         return Facts(
             now=self.now(),
-            namespace_labels=labels if labels is not None else {},
+            namespace_labels=labels,
             approvals=self.state.snapshot().approvals,
             images=images,
         )
@@ -159,6 +194,7 @@ class Admission:
     async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, snapshot.policies)
+        waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         # Usage is read after the last await, so the check and the reservation below happen
         # atomically on the event loop: two concurrent admissions cannot both fit the quota.
         facts = replace(
@@ -168,13 +204,75 @@ class Admission:
             ),
         )
         decision = evaluate_view(snapshot.policies, item, facts)
-        warnings = tuple(render_warning(v) for v in decision.warnings)
-        if not decision.allowed:
-            message = render_denial(item.kind, item.namespace, item.name, decision.denials)
-            return Outcome(False, message, warnings, decision, workload=item)
-        if not req.dry_run:
+        if waiting:
+            decision = decide(
+                [*decision.violations, *waiting], decision.matched_policies, decision.notes
+            )
+        outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
+        if outcome.allowed and not req.dry_run:
             self._reserve(item)
-        return Outcome(True, "", warnings, decision, workload=item)
+        return outcome
+
+    async def _awaiting_egress(
+        self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
+    ) -> list[Violation]:
+        """Violations holding a workload back while its namespace lacks mlgate-egress."""
+        managing = [
+            p
+            for p in governing(
+                policies, item.namespace, facts.namespace_labels, item.kind, item.labels
+            )
+            if egress.manages_egress(p)
+        ]
+        if not managing or await self.egress_present(item.namespace):
+            return []
+        finding = egress.awaiting_network_policy(item.namespace)
+        return [v for p in managing for v in attribute(p.name, p.mode, [finding])]
+
+    async def _network_policy(self, req: Request) -> Outcome:
+        """User NetworkPolicies must not widen egress; mlgate-egress is mlgate's alone."""
+        target = req.obj if req.obj is not None else req.old_obj
+        if target is None:
+            return Outcome(False, "mlgate: the request carries no object to judge", route="error")
+        name = req.name or str(_meta(target).get("name") or "")
+        labels = await self._namespace_labels(req.namespace)
+        if name == egress.MANAGED_NAME and self._managed_here(req, labels):
+            return self._egress_guard(req)
+        if req.operation not in {"CREATE", "UPDATE"}:
+            return Outcome(True, route="not-judged-operation")  # removing allows only narrows
+        if req.old_obj is not None and req.obj is not None and _spec(req.old_obj) == _spec(req.obj):
+            # Labels, annotations, finalizers: a NetworkPolicy admitted (or grandfathered)
+            # before stays editable, so its owners and the garbage collector are never stuck.
+            return Outcome(True, route="benign-update")
+        netpol = _with_namespace(target, req.namespace)
+        facts = Facts(now=self.now(), namespace_labels=labels)
+        decision = evaluate_network_policy(self.state.snapshot().policies, netpol, facts)
+        return _verdict("NetworkPolicy", req.namespace, name, decision)
+
+    def _managed_here(self, req: Request, labels: Mapping[str, str]) -> bool:
+        """Whether this mlgate-egress is mlgate's: labelled so, or in a namespace where a
+        policy manages one (a user may not pre-empt the name there either)."""
+        if any(obj is not None and _is_managed(obj) for obj in (req.obj, req.old_obj)):
+            return True
+        return any(
+            egress.manages_egress(p) and namespace_in_scope(p.match, req.namespace, labels)
+            for p in self.state.snapshot().policies
+        )
+
+    def _egress_guard(self, req: Request) -> Outcome:
+        if self.config.manages_egress(req.username):
+            return Outcome(True, route="egress-guard")
+        verb = {"CREATE": "create", "UPDATE": "edit", "DELETE": "delete"}.get(
+            req.operation, req.operation.lower()
+        )
+        return Outcome(
+            False,
+            f"mlgate denied: NetworkPolicy {egress.MANAGED_NAME} in {req.namespace} is managed by "
+            f"mlgate and only mlgate may {verb} it; it enforces the egress allowlist of the "
+            "policies governing this namespace, so change their spec.egress.networkPolicy "
+            "instead (or add a NetworkPolicy of your own within the allowlist)",
+            route="egress-guard",
+        )
 
     def _reserve(self, item: WorkloadView) -> None:
         if self.config.gpu_rules is None:
@@ -206,6 +304,29 @@ class Admission:
             f"{admins} may do that",
             route="scope-guard",
         )
+
+
+def _verdict(
+    kind: str, namespace: str, name: str, decision: Decision, item: WorkloadView | None = None
+) -> Outcome:
+    warnings = tuple(render_warning(v) for v in decision.warnings)
+    if not decision.allowed:
+        message = render_denial(kind, namespace, name, decision.denials)
+        return Outcome(False, message, warnings, decision, workload=item)
+    return Outcome(True, "", warnings, decision, workload=item)
+
+
+def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    meta = obj.get("metadata")
+    return meta if isinstance(meta, Mapping) else {}
+
+
+def _spec(obj: Mapping[str, Any]) -> Any:
+    return obj.get("spec")
+
+
+def _is_managed(obj: Mapping[str, Any]) -> bool:
+    return _labels(obj).get(egress.MANAGED_BY_LABEL) == egress.MANAGED_BY
 
 
 def _replicas(scale: Mapping[str, Any] | None) -> int:

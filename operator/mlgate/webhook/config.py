@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from mlgate.engine.egress import MANAGED_NAME
 from mlgate.engine.workloads import SUPPORTED
 
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
+NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 VALIDATE_PATH = "/validate"
 
 
@@ -32,6 +34,30 @@ def workload_rules() -> list[dict[str, Any]]:
             "scope": "Namespaced",
         }
         for (group, versions), resources in grouped.items()
+    ]
+
+
+def network_policy_rules() -> list[dict[str, Any]]:
+    """User NetworkPolicies are judged for widening egress; DELETE only to guard mlgate-egress."""
+    return [
+        {
+            "apiGroups": ["networking.k8s.io"],
+            "apiVersions": ["v1"],
+            "resources": ["networkpolicies"],
+            "operations": ["CREATE", "UPDATE", "DELETE"],
+            "scope": "Namespaced",
+        }
+    ]
+
+
+def network_policy_match_conditions() -> list[dict[str, str]]:
+    """Deleting any other NetworkPolicy only narrows egress: the apiserver need not ask, and
+    those deletes keep working while mlgate is down."""
+    return [
+        {
+            "name": "delete-only-mlgate-egress",
+            "expression": f"request.operation != 'DELETE' || request.name == '{MANAGED_NAME}'",
+        }
     ]
 
 
@@ -70,6 +96,12 @@ def webhook_configuration(
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
         "webhooks": [
             {"name": WORKLOADS_WEBHOOK, "rules": workload_rules(), **common},
+            {
+                "name": NETWORK_POLICIES_WEBHOOK,
+                "rules": network_policy_rules(),
+                "matchConditions": network_policy_match_conditions(),
+                **common,
+            },
             {
                 "name": NAMESPACES_WEBHOOK,
                 "rules": [

