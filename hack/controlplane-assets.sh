@@ -110,7 +110,7 @@ export GOWORK=off
 export GOFLAGS="$GOFLAGS -modcacherw"
 
 info "building into $dest: $stamp_content with $("$GO" env GOVERSION)"
-info "a cold build compiles Kubernetes, etcd and Helm from source: expect ~15-25 minutes on 2 cores"
+info "a cold build compiles Kubernetes, etcd and Helm from source: expect 10-30 minutes on 2 cores"
 info "full build log: $log"
 
 run_logged() { # run_logged DESCRIPTION CMD...: run, append output to the log, explain failure

@@ -8,7 +8,9 @@ import base64
 import logging
 import os
 import re
+import socket
 import ssl
+import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from functools import partial
@@ -25,8 +27,9 @@ from mlgate.cluster.events import post_violations
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
+from mlgate.controller.leader import LeaderElection
 from mlgate.controller.state import PolicyState
-from mlgate.controller.status import settle_quota_conditions
+from mlgate.controller.status import settle_quota_conditions, write_all_statuses
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
@@ -64,7 +67,9 @@ class RunOptions:
     failure_policy: str = "Fail"
     timeout_seconds: int = 10
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
-    peering: str | None = None
+    leader_election: bool = True
+    lease_name: str = "mlgate"
+    identity: str = ""  # this replica's name in the Lease; defaults to host name and pid
     gpu_reservation_ttl: float = 600.0
     service_account: str = "mlgate"
     egress_managers: tuple[str, ...] = ()
@@ -78,14 +83,12 @@ class RunOptions:
         return max(1.0, self.timeout_seconds - 1.5)
 
 
-def _settings(opts: RunOptions) -> kopf.OperatorSettings:
+def _settings() -> kopf.OperatorSettings:
     settings = kopf.OperatorSettings()
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 300
-    settings.peering.standalone = opts.peering is None
-    if opts.peering is not None:
-        settings.peering.name = opts.peering
-        settings.peering.clusterwide = True
+    # Every replica watches (its webhook needs current policies); writes are gated by the Lease.
+    settings.peering.standalone = True
     return settings
 
 
@@ -204,6 +207,44 @@ def _admission(
     )
 
 
+@dataclass
+class Elector:
+    """Who does the write work: the Lease holder, or this process when election is off."""
+
+    election: LeaderElection | None
+
+    def leads(self) -> bool:
+        return self.election is None or self.election.is_leader
+
+    async def run(self) -> None:
+        if self.election is not None:
+            await self.election.run_forever()
+
+
+def _elector(
+    client: KubeClient,
+    opts: RunOptions,
+    state: PolicyState,
+    egress: EgressReconciler,
+    synced: asyncio.Event,
+) -> Elector:
+    if not opts.leader_election:
+        return Elector(None)
+    started = time.monotonic()
+
+    async def take_over() -> None:
+        # What the previous leader left unwritten (or wrote from older policies) is now ours.
+        await synced.wait()
+        uptime = time.monotonic() - started
+        await write_all_statuses(client, state, uptime, opts.gpu_reservation_ttl)
+        egress.kick_all()
+
+    identity = opts.identity or f"{socket.gethostname()}-{os.getpid()}"
+    return Elector(
+        LeaderElection(client, opts.namespace, opts.lease_name, identity, on_elected=take_over)
+    )
+
+
 async def serve(opts: RunOptions) -> None:
     """Run until SIGINT/SIGTERM (kopf's operator handles them) or until the operator fails."""
     state, ledger, metrics = PolicyState(), GpuLedger(opts.gpu_reservation_ttl), Metrics()
@@ -237,14 +278,19 @@ async def serve(opts: RunOptions) -> None:
         await runner.setup()
         await web.TCPSite(runner, opts.host, opts.port, ssl_context=tls.context).start()
         log.info("webhook listening on https://%s:%d", opts.host, opts.port)
+        elector = _elector(client, opts, state, egress, webhook.ready)
+        egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
-        register(registry, state, ledger, LEDGER_GPU_RULES, egress=egress)
+        register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
         operator = asyncio.create_task(
-            kopf.operator(registry=registry, settings=_settings(opts), clusterwide=True)
+            kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
         refresher = asyncio.create_task(tls.refresher())
-        settle = asyncio.create_task(settle_quota_conditions(client, opts.gpu_reservation_ttl))
+        settle = asyncio.create_task(
+            settle_quota_conditions(client, state, opts.gpu_reservation_ttl, elector.leads)
+        )
         reconcile = asyncio.create_task(egress.run(after=webhook.ready))
+        electing = asyncio.create_task(elector.run())
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             webhook.ready.set()
@@ -253,9 +299,10 @@ async def serve(opts: RunOptions) -> None:
                 await _register_webhook(client, opts, tls.ca_pem)
             await operator
         finally:
-            for task in (refresher, settle, reconcile, operator):
+            background = (refresher, settle, reconcile, electing, operator)
+            for task in background:
                 task.cancel()
-            await asyncio.gather(refresher, settle, reconcile, operator, return_exceptions=True)
+            await asyncio.gather(*background, return_exceptions=True)
             # The webhook configuration is deliberately left in place: deleting it on shutdown
             # would leave the cluster unguarded for as long as mlgate is down.
             await runner.cleanup()
@@ -313,7 +360,23 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="group allowed to relabel a namespace out of a policy's scope "
         "(repeatable; default system:masters)",
     )
-    add("--peering", help="kopf peering name: only the elected replica writes status")
+    add(
+        "--no-leader-election",
+        dest="leader_election",
+        action="store_false",
+        help="write status and NetworkPolicies from this process without holding the Lease "
+        "(a single replica only)",
+    )
+    add(
+        "--lease-name",
+        default="mlgate",
+        help="Lease in --namespace that elects the replica doing the write work",
+    )
+    add(
+        "--identity",
+        default=os.environ.get("POD_NAME", ""),
+        help="this replica's name in the Lease (default: $POD_NAME, else host name and pid)",
+    )
     add(
         "--gpu-reservation-ttl",
         type=float,
@@ -367,7 +430,9 @@ def options(args: argparse.Namespace) -> RunOptions:
         failure_policy=args.failure_policy,
         timeout_seconds=args.timeout_seconds,
         scope_admin_groups=frozenset(args.scope_admin_group or ["system:masters"]),
-        peering=args.peering,
+        leader_election=args.leader_election,
+        lease_name=args.lease_name,
+        identity=args.identity,
         gpu_reservation_ttl=args.gpu_reservation_ttl,
         service_account=args.service_account,
         egress_managers=tuple(args.egress_manager),

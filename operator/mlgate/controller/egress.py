@@ -209,7 +209,8 @@ class EgressReconciler:
     state: PolicyState
     own_namespace: str = "mlgate-system"
     resync_interval: float = 30.0
-    writes_status: bool = True
+    # Every replica keeps its view current for admission; only the leader writes.
+    leads: Callable[[], bool] = lambda: True
     max_retry_delay: float = 30.0
     _namespaces: dict[str, _Namespace] = field(default_factory=dict)
     # The live mlgate-egress per namespace as last seen: None when it does not exist.
@@ -332,7 +333,7 @@ class EgressReconciler:
         self._dirty, self._all_dirty = set(), False
         for namespace in sorted(dirty):
             await self._reconcile(namespace)
-        if self.writes_status:
+        if self.leads():
             await self._write_statuses()
 
     def desired(self, namespace: str) -> tuple[EffectiveEgress, dict[str, Any]] | None:
@@ -355,18 +356,28 @@ class EgressReconciler:
 
     async def _reconcile(self, namespace: str) -> None:
         wanted = self.desired(namespace)
+        if not self.leads():
+            self._remember(namespace, wanted)
+            return
+        self._remember(namespace, wanted)
         try:
             if wanted is None:
-                self._desired.pop(namespace, None)
                 await self._remove(namespace)
             else:
-                self._desired[namespace] = wanted[0]
                 await self._keep(namespace, wanted[1])
         except _TRANSIENT as exc:
             self._retry_later(namespace, exc)
             return
         self._failed.pop(namespace, None)
         self._retry_delay.pop(namespace, None)
+
+    def _remember(
+        self, namespace: str, wanted: tuple[EffectiveEgress, dict[str, Any]] | None
+    ) -> None:
+        if wanted is None:
+            self._desired.pop(namespace, None)
+        else:
+            self._desired[namespace] = wanted[0]
 
     async def _keep(self, namespace: str, body: dict[str, Any]) -> None:
         current = self._observed.get(namespace)

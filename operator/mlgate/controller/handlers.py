@@ -7,7 +7,7 @@ Handlers are registered on a registry built per process (no module-level globals
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -109,13 +109,13 @@ def register(
     state: PolicyState,
     ledger: GpuLedger,
     gpu_rules: GpuRules,
-    writes_status: bool = True,
+    leads: Callable[[], bool] = lambda: True,
     *,
     egress: EgressReconciler | None = None,
 ) -> None:
     """Attach every handler to `registry`.
 
-    `writes_status` is False on replicas that are not the leader: they keep their state current
+    `leads()` is False on replicas that are not the leader: they keep their state current
     but leave status writes to one replica. `egress`, when given, is fed the policies,
     namespaces and managed NetworkPolicies it reconciles (its handlers run after the state's).
     """
@@ -132,7 +132,7 @@ def register(
     def on_resource(type: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if type == "DELETED":
             state.remove(body)
-        elif writes_status:
+        elif leads():
             write_status(body, patch, state.upsert(body))
         else:
             state.upsert(body)

@@ -1,41 +1,53 @@
-"""Status updates that no watch event triggers: the end of the post-restart quota window."""
+"""Status writes that no watch event triggers: after an election and after the quota window."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
-from mlgate.controller.handlers import quota_condition
+from mlgate.controller.handlers import MLGATE_PLURALS, quota_condition, status_patch
+from mlgate.controller.state import PolicyState
+from mlgate.controller.sync import kind_of
 
 log = logging.getLogger("mlgate.status")
 
 
-async def settle_quota_conditions(client: KubeClient, reservation_ttl: float) -> None:
-    """After one reservation TTL every reservation is rebuilt: say so on quota policies."""
-    await asyncio.sleep(reservation_ttl)
-    for plural in ("clustermlpolicies", "mlpolicies"):
+async def write_all_statuses(
+    client: KubeClient, state: PolicyState, uptime: float, reservation_ttl: float
+) -> None:
+    """Bring every mlgate resource's status up to date, e.g. once this replica leads."""
+    now = datetime.now(UTC)
+    for plural in MLGATE_PLURALS:
         try:
             items = await client.list(resource_path(API_VERSION, plural))
         except (ApiError, OSError) as exc:
-            log.warning("could not list %s to update quota conditions: %s", plural, exc)
+            log.warning("could not list %s to update their status: %s", plural, exc)
             continue
         for item in items:
-            wanted = quota_condition(item, reservation_ttl, reservation_ttl, datetime.now(UTC))
-            if wanted is None:
+            item.setdefault("apiVersion", API_VERSION)
+            item.setdefault("kind", kind_of(plural))
+            quota = quota_condition(item, uptime, reservation_ttl, now)
+            change = status_patch(
+                item.get("status") or {}, state.upsert(item), now, (quota,) if quota else ()
+            )
+            if change is None:
                 continue
             meta = item["metadata"]
-            others = [
-                c
-                for c in (item.get("status") or {}).get("conditions") or []
-                if c.get("type") != wanted["type"]
-            ]
-            path = (
-                resource_path(API_VERSION, plural, meta.get("namespace"), meta["name"]) + "/status"
-            )
+            path = resource_path(API_VERSION, plural, meta.get("namespace"), meta["name"])
             try:
-                await client.patch(path, {"status": {"conditions": [*others, wanted]}})
+                await client.patch(f"{path}/status", {"status": change})
             except ApiError as exc:
                 log.warning("could not update status of %s %s: %s", plural, meta["name"], exc)
+
+
+async def settle_quota_conditions(
+    client: KubeClient, state: PolicyState, reservation_ttl: float, leads: Callable[[], bool]
+) -> None:
+    """After one reservation TTL every reservation is rebuilt: say so on quota policies."""
+    await asyncio.sleep(reservation_ttl)
+    if leads():
+        await write_all_statuses(client, state, reservation_ttl, reservation_ttl)

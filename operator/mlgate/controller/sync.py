@@ -24,7 +24,7 @@ async def initial_sync(
     for plural in MLGATE_PLURALS:
         for item in await client.list(resource_path(API_VERSION, plural)):
             item.setdefault("apiVersion", API_VERSION)
-            item.setdefault("kind", _kind_of(plural))
+            item.setdefault("kind", kind_of(plural))
             result = state.upsert(item)
             if not result.ok:
                 log.warning("invalid %s %s: %s", plural, item["metadata"]["name"], result.message)
@@ -50,7 +50,7 @@ async def initial_sync(
     )
 
 
-def _kind_of(plural: str) -> str:
+def kind_of(plural: str) -> str:
     return {
         "clustermlpolicies": "ClusterMLPolicy",
         "mlpolicies": "MLPolicy",
