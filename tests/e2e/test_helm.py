@@ -238,6 +238,9 @@ def test_install_upgrade_uninstall(
             assert exists(
                 cp, "-n", namespace, kind, release if "role" not in kind else f"{release}-tls"
             )
+        for kind in ("role", "rolebinding"):
+            assert exists(cp, "-n", namespace, kind, f"{release}-leader-election")
+        assert f"--lease-name={release}" in pod["containers"][0]["args"]
         for kind in ("clusterrole", "clusterrolebinding"):
             assert exists(cp, kind, release)
         config = kubectl_json(cp, "get", "validatingwebhookconfiguration", release)
@@ -289,9 +292,9 @@ def test_install_upgrade_uninstall(
         for kind in ("deployment", "service", "serviceaccount", "poddisruptionbudget"):
             assert not exists(cp, "-n", namespace, kind, release)
         assert not exists(cp, "-n", namespace, "role", f"{release}-tls")
+        assert not exists(cp, "-n", namespace, "role", f"{release}-leader-election")
         # CRDs, and with them users' policies, stay.
-        for crd in ("clustermlpolicies.mlgate.io", "clusterkopfpeerings.kopf.dev"):
-            assert exists(cp, "crd", crd)
+        assert exists(cp, "crd", "clustermlpolicies.mlgate.io")
         assert not json.loads(helm("list", "-n", namespace, "-o", "json").stdout)
     finally:
         helm("uninstall", release, "--namespace", namespace, "--ignore-not-found", check=False)
@@ -313,6 +316,10 @@ class Release:
     @property
     def tls_secret(self) -> str:
         return f"{self.name}-tls"
+
+    @property
+    def lease(self) -> str:
+        return f"{self.name}-leader"  # leaderElection.leaseName, not the default
 
     @property
     def user(self) -> str:
@@ -344,7 +351,7 @@ def release(
         )  # fmt: skip
     values = {
         **SAFE_VALUES,
-        "peering": {"enabled": True},
+        "leaderElection": {"leaseName": rel.lease},
         "rbac": {"keySecrets": [{"namespace": rel.keys_namespace, "name": "cosign-keys"}]},
     }
     try:
@@ -423,8 +430,8 @@ def test_chart_rbac_is_enough_for_mlgate_run(
     kubeconfig = service_account_kubeconfig(cp, rel, tmp_path / "sa.kubeconfig")
     log = tmp_path / "mlgate.log"
     policy = f"helm-rbac-{_uid()}"
-    pod_id = f"{rel.name}-pod"
-    monkeypatch.setenv("POD_ID", pod_id)  # kopf's peer identity, as the Deployment sets it
+    pod_name = f"{rel.name}-pod"
+    monkeypatch.setenv("POD_NAME", pod_name)  # the Lease identity, as the Deployment sets it
     mlgate = ChartMlgate(kubeconfig, log, args)
     try:
         mlgate.start()  # ready: listed policies, namespaces and pods with the chart's RBAC
@@ -435,12 +442,16 @@ def test_chart_rbac_is_enough_for_mlgate_run(
         config = kubectl_json(cp, "get", "validatingwebhookconfiguration", rel.name)
         for hook in config["webhooks"]:
             assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem
-        # kopf peering: this replica posts keep-alives to the chart's ClusterKopfPeering.
-        peering = wait_for(
-            "a peering keep-alive",
-            lambda: kubectl_json(cp, "get", "clusterkopfpeering", rel.name).get("status"),
-        )
-        assert pod_id in peering
+
+        # Leader election: this replica creates the chart's Lease and holds it.
+        def lease_holder() -> str | None:
+            if not exists(cp, "-n", rel.namespace, "lease", rel.lease):
+                return None
+            lease = kubectl_json(cp, "-n", rel.namespace, "get", "lease", rel.lease)
+            holder: str | None = lease.get("spec", {}).get("holderIdentity")
+            return holder
+
+        assert wait_for("the leader-election Lease", lease_holder) == pod_name
 
         # A Warn policy that also keeps mlgate-egress: watched, compiled, status written.
         cp.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump({
@@ -512,6 +523,7 @@ def test_chart_rbac_is_enough_for_mlgate_run(
         mlgate.stop()
         cp.kubectl("delete", "clustermlpolicy", policy, "--ignore-not-found")
         cp.kubectl("-n", rel.namespace, "delete", "secret", rel.tls_secret, "--ignore-not-found")
+        cp.kubectl("-n", rel.namespace, "delete", "lease", rel.lease, "--ignore-not-found")
     text = log.read_text()
     for forbidden in ("403", "Forbidden", "forbidden", "Not enough permissions"):
         assert forbidden not in text, f"{forbidden!r} in the mlgate log:\n{mlgate.log_tail()}"
@@ -568,7 +580,9 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("get", "deployments.apps/web", rel.governed),
         ("watch", "jobs.batch", ""),
         ("list", "inferenceservices.serving.kserve.io", ""),
-        ("patch", f"clusterkopfpeerings.kopf.dev/{rel.name}", ""),
+        ("create", "leases.coordination.k8s.io", rel.namespace),
+        ("get", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
+        ("update", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
     ]
     denied = [
         # Secrets: only its own TLS Secret and the listed key Secret.
@@ -605,6 +619,15 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("get", "configmaps/x", rel.namespace),
         ("create", "serviceaccounts/x", rel.namespace, "token"),
         ("impersonate", "users/admin", ""),
+        # Leases: its own, in its own namespace, never listed, patched or deleted.
+        ("get", "leases.coordination.k8s.io/other", rel.namespace),
+        ("update", "leases.coordination.k8s.io/other", rel.namespace),
+        ("update", f"leases.coordination.k8s.io/{rel.lease}", "kube-system"),
+        ("create", "leases.coordination.k8s.io", "kube-system"),
+        ("list", "leases.coordination.k8s.io", rel.namespace),
+        ("watch", "leases.coordination.k8s.io", ""),
+        ("patch", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
+        ("delete", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
         ("patch", "clusterkopfpeerings.kopf.dev/other", ""),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io/x", ""),
     ]

@@ -1,5 +1,6 @@
 """The Helm chart, rendered offline with `helm template`: lint, webhook rules in step with mlgate,
-least-privilege RBAC, hardening, TLS modes, peering, values schema, generated files, Dockerfile.
+least-privilege RBAC, hardening, TLS modes, leader election, values schema, generated files,
+Dockerfile.
 
 Needs the `helm` binary: $KUBEBUILDER_ASSETS/helm, the control-plane asset cache
 (`make controlplane-assets`), or helm on PATH.
@@ -140,7 +141,7 @@ def test_every_object_is_labelled_and_namespaced_as_the_release(values: Path | N
     docs = render(*(["--values", str(values)] if values else []))
     cluster_scoped = {
         "ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration",
-        "ClusterKopfPeering", "CustomResourceDefinition",
+        "CustomResourceDefinition",
     }  # fmt: skip
     for doc in docs:
         meta = doc["metadata"]
@@ -157,7 +158,8 @@ def test_ci_values_cover_every_tls_mode_and_option() -> None:
     combined = [yaml.safe_load(p.read_text()) for p in CI_VALUES]
     modes = {v.get("tls", {}).get("mode") for v in combined}
     assert {"certManager", "existingSecret"} <= modes
-    assert any(v.get("peering", {}).get("enabled") for v in combined)
+    assert any(v.get("leaderElection", {}).get("leaseName") for v in combined)
+    assert any(v.get("leaderElection", {}).get("enabled") is False for v in combined)
     assert any(v.get("metrics", {}).get("serviceMonitor", {}).get("enabled") for v in combined)
     assert any(v.get("policyReports", {}).get("installCRDs") for v in combined)
     assert any(v.get("rbac", {}).get("keySecrets") for v in combined)
@@ -336,15 +338,29 @@ TLS_RULES = [
 ]
 
 
+def lease_rules(name: str = "mlgate") -> list[tuple[Any, ...]]:
+    """Create a Lease (not limitable by name), then read and renew that one only."""
+    return sorted([
+        rule("coordination.k8s.io", "leases", "create"),
+        rule("coordination.k8s.io", "leases", "get update", name),
+    ])  # fmt: skip
+
+
 def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
     docs = render()
     assert _rules(docs, "ClusterRole", "mlgate") == sorted(CLUSTER_RULES + workload_read_rules())
     assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)
+    assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     assert sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"}) == [
         "mlgate",
+        "mlgate-leader-election",
         "mlgate-tls",
     ]
-    for kind, role in (("ClusterRoleBinding", "mlgate"), ("RoleBinding", "mlgate-tls")):
+    for kind, role in (
+        ("ClusterRoleBinding", "mlgate"),
+        ("RoleBinding", "mlgate-tls"),
+        ("RoleBinding", "mlgate-leader-election"),
+    ):
         binding = one(docs, kind, role)
         assert binding["roleRef"]["name"] == role
         assert binding["subjects"] == [
@@ -353,14 +369,20 @@ def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
     all_rules = [r for d in docs if d["kind"] in {"Role", "ClusterRole"} for r in d["rules"]]
     for rule in all_rules:
         assert "*" not in rule["verbs"] + rule["resources"] + rule["apiGroups"], rule
-    secret_rules = [r for r in all_rules if "secrets" in r["resources"]]
-    assert all(set(r["verbs"]) <= {"create"} or r.get("resourceNames") for r in secret_rules)
+    for resource in ("secrets", "leases"):
+        limited = [r for r in all_rules if resource in r["resources"]]
+        assert all(set(r["verbs"]) <= {"create"} or r.get("resourceNames") for r in limited)
+    assert not [r for r in all_rules if "kopf.dev" in r["apiGroups"]]
 
 
 def test_rbac_follows_the_tls_mode_and_options() -> None:
     docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
-    # mlgate neither touches Secrets nor the webhook configuration: cert-manager does.
-    assert not [d for d in docs if d["kind"] in {"Role", "RoleBinding"}]
+    # mlgate neither touches Secrets nor the webhook configuration: cert-manager does. Only
+    # the leader-election Role is left in the release namespace.
+    assert [
+        (d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in {"Role", "RoleBinding"}
+    ] == [("Role", "mlgate-leader-election"), ("RoleBinding", "mlgate-leader-election")]
+    assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     cluster = _rules(docs, "ClusterRole", "mlgate")
     assert not [r for r in cluster if "validatingwebhookconfigurations" in r[1]]
     assert not kinds(render("--set", "rbac.create=false")) & {
@@ -521,26 +543,59 @@ def _assert_files_mode(docs: list[dict[str, Any]], secret: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Peering, monitoring, PolicyReport CRDs
+# Leader election, monitoring, PolicyReport CRDs
 
 
-def test_peering_wires_kopf_peering_only_when_enabled() -> None:
-    off = render()
-    assert not [a for a in _run_args(off) if a.startswith("--peering")]
-    assert "ClusterKopfPeering" not in kinds(off)
-    assert not [r for r in _rules(off, "ClusterRole", "mlgate") if "clusterkopfpeerings" in r[1]]
-    on = render("--set", "peering.enabled=true")
-    assert "--peering=mlgate" in _run_args(on)
-    assert one(on, "ClusterKopfPeering")["apiVersion"] == "kopf.dev/v1"
-    peering_rules = [
-        r for r in _rules(on, "ClusterRole", "mlgate") if "clusterkopfpeerings" in r[1]
+def _env(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {e["name"]: e for e in container(docs)["env"]}
+
+
+def test_leader_election_is_on_by_default_with_a_lease_of_its_own() -> None:
+    docs = render()
+    args = _run_args(docs)
+    assert "--lease-name=mlgate" in args
+    assert "--no-leader-election" not in args
+    assert not [a for a in args if a.startswith("--peering")]
+    parsed = options(cli.build_parser("run").parse_args(args))
+    assert (parsed.leader_election, parsed.lease_name) == (True, "mlgate")
+    # Each pod is its own identity in the Lease (mlgate run --identity defaults to $POD_NAME).
+    assert _env(docs)["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    # Exactly the Lease rules, in the release namespace, and nothing of kopf peering.
+    role = one(docs, "Role", "mlgate-leader-election")
+    assert role["metadata"]["namespace"] == NAMESPACE
+    assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
+    binding = one(docs, "RoleBinding", "mlgate-leader-election")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "Role",
+        "name": "mlgate-leader-election",
+    }
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "mlgate", "namespace": NAMESPACE}
     ]
-    assert peering_rules == [
-        rule("kopf.dev", "clusterkopfpeerings", "list watch"),
-        rule("kopf.dev", "clusterkopfpeerings", "patch", "mlgate"),
-    ]
-    env = {e["name"]: e for e in container(on)["env"]}
-    assert env["POD_ID"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert "ClusterKopfPeering" not in kinds(docs)
+    assert not [r for r in _rules(docs, "ClusterRole", "mlgate") if "clusterkopfpeerings" in r[1]]
+
+
+def test_lease_name_follows_values_and_the_full_name() -> None:
+    named = render("--set", "leaderElection.leaseName=mlgate-leader")
+    assert "--lease-name=mlgate-leader" in _run_args(named)
+    assert _rules(named, "Role", "mlgate-leader-election") == lease_rules("mlgate-leader")
+    renamed = render("--set", "fullnameOverride=gate")
+    assert "--lease-name=gate" in _run_args(renamed)
+    assert _rules(renamed, "Role", "gate-leader-election") == lease_rules("gate")
+
+
+def test_disabling_leader_election_drops_the_lease_and_its_rbac() -> None:
+    docs = render("--set", "leaderElection.enabled=false", "--set", "replicaCount=1")
+    args = _run_args(docs)
+    assert "--no-leader-election" in args
+    assert not [a for a in args if a.startswith("--lease-name")]
+    assert options(cli.build_parser("run").parse_args(args)).leader_election is False
+    roles = [d for d in docs if d["kind"] in {"Role", "ClusterRole"}]
+    assert not [r for d in roles for r in d["rules"] if "leases" in r["resources"]]
+    assert not [d for d in docs if d["metadata"]["name"] == "mlgate-leader-election"]
+    assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)  # the rest stays
 
 
 def test_service_monitor_scrapes_metrics_over_verified_https() -> None:
@@ -590,6 +645,9 @@ def test_policy_report_crds_are_optional_structural_and_kept() -> None:
         (["--set", "tls.mode=existingSecret"], "existingSecret/name"),
         (["--set", "replicaCount=0"], "replicaCount"),
         (["--set", "extraArgs={run}"], "extraArgs"),
+        (["--set", "leaderElection.leaseName=Not_A_Name"], "leaseName"),
+        (["--set", "leaderElection.enabled=yes"], "leaderElection/enabled"),
+        (["--set", "peering.enabled=true"], "peering"),
     ],
 )
 def test_values_schema_rejects_mistakes(args: list[str], message: str) -> None:
@@ -608,9 +666,7 @@ def test_chart_crds_are_generated_from_the_models(capsys: pytest.CaptureFixture[
     extra = {p.name for p in (CHART / "crds").iterdir()} - {
         p.name for p in (REPO / "crds").iterdir()
     }
-    assert extra == {"kopf.dev_clusterkopfpeerings.yaml"}
-    peering = yaml.safe_load((CHART / "crds" / "kopf.dev_clusterkopfpeerings.yaml").read_text())
-    assert (peering["spec"]["group"], peering["spec"]["scope"]) == ("kopf.dev", "Cluster")
+    assert extra == set(), f"charts/mlgate/crds/ holds CRDs mlgate does not generate: {extra}"
 
 
 def _helm_docs(*args: str) -> subprocess.CompletedProcess[str]:

@@ -81,8 +81,9 @@ app.kubernetes.io/managed-by: {{ .Release.Service }}
 {{- end -}}
 {{- end -}}
 
-{{- define "mlgate.peeringName" -}}
-{{- default (include "mlgate.fullname" .) .Values.peering.name -}}
+{{/* The Lease that elects the replica doing the write work (status, NetworkPolicies). */}}
+{{- define "mlgate.leaseName" -}}
+{{- default (include "mlgate.fullname" .) .Values.leaderElection.leaseName -}}
 {{- end -}}
 
 {{/*
