@@ -1,0 +1,122 @@
+"""The webhook's HTTP surface on a real loopback socket: errors fail closed, the server survives."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp.test_utils import TestClient, TestServer
+
+from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.state import PolicyState
+from mlgate.metrics import Metrics
+from mlgate.webhook.admission import Admission, Outcome
+from mlgate.webhook.review import Request
+from mlgate.webhook.server import Webhook
+from tests.unit.factories import deployment, policy, review
+
+
+def make_webhook(deadline: float = 5.0) -> Webhook:
+    state = PolicyState()
+    assert state.upsert(policy(images={"requireDigest": True})).ok
+    state.set_namespace("ml-prod", {"mlgate.io/governed": "true"})
+    return Webhook(Admission(state, GpuLedger()), Metrics(), deadline)
+
+
+def serve(webhook: Webhook, body: Callable[[TestClient[Any, Any]], Awaitable[None]]) -> None:
+    async def main() -> None:
+        async with TestClient(TestServer(webhook.app())) as client:
+            await body(client)
+
+    asyncio.run(main())
+
+
+async def post(client: TestClient[Any, Any], payload: Any) -> tuple[int, dict[str, Any]]:
+    data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+    response = await client.post("/validate", data=data)
+    return response.status, await response.json()
+
+
+def test_not_ready_denies_and_reports_unready() -> None:
+    webhook = make_webhook()
+
+    async def body(client: TestClient[Any, Any]) -> None:
+        assert (await client.get("/readyz")).status == 503
+        assert (await client.get("/healthz")).status == 200
+        status, answer = await post(client, review(deployment()))
+        assert status == 200 and answer["response"]["allowed"] is False
+        assert "has not loaded its policies" in answer["response"]["status"]["message"]
+        webhook.ready.set()
+        assert (await client.get("/readyz")).status == 200
+
+    serve(webhook, body)
+
+
+def test_malformed_bodies_get_400_and_the_server_keeps_serving() -> None:
+    webhook = make_webhook()
+    webhook.ready.set()
+
+    async def body(client: TestClient[Any, Any]) -> None:
+        for bad in (
+            b"{not json",
+            b"[]",
+            {"apiVersion": "v1", "kind": "Pod"},
+            {"kind": "AdmissionReview"},
+        ):
+            status, answer = await post(client, bad)
+            assert status == 400 and "malformed AdmissionReview" in answer["error"]
+        status, answer = await post(client, review(deployment(image="nginx")))
+        assert status == 200 and answer["response"]["allowed"] is False
+        assert answer["response"]["uid"] == review(deployment())["request"]["uid"]
+        metrics = await (await client.get("/metrics")).text()
+        assert 'mlgate_admission_errors_total{reason="malformed"} 4.0' in metrics
+        assert 'rule="images.digest"' in metrics
+        assert 'mlgate_admission_duration_seconds_bucket{le="0.005",operation="CREATE"}' in metrics
+
+    serve(webhook, body)
+
+
+def test_a_bug_in_one_request_fails_it_closed_and_others_still_work() -> None:
+    webhook = make_webhook()
+    webhook.ready.set()
+    real = webhook.admission.review
+    calls = 0
+
+    async def flaky(req: Request) -> Outcome:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise KeyError("simulated bug")
+        return await real(req)
+
+    webhook.admission.review = flaky  # type: ignore[method-assign]
+
+    async def body(client: TestClient[Any, Any]) -> None:
+        status, answer = await post(client, review(deployment()))
+        assert status == 200 and answer["response"]["allowed"] is False
+        assert answer["response"]["status"]["code"] == 500
+        assert "internal error" in answer["response"]["status"]["message"]
+        status, answer = await post(client, review(deployment()))
+        assert answer["response"]["allowed"] is True
+
+    serve(webhook, body)
+
+
+def test_deadline_denies_instead_of_hanging() -> None:
+    webhook = make_webhook(deadline=0.2)
+    webhook.ready.set()
+
+    async def slow(_: Request) -> Outcome:
+        await asyncio.sleep(5)
+        return Outcome(True)
+
+    webhook.admission.review = slow  # type: ignore[method-assign]
+
+    async def body(client: TestClient[Any, Any]) -> None:
+        status, answer = await post(client, review(deployment()))
+        assert status == 200 and answer["response"]["allowed"] is False
+        assert "within 0.2s" in answer["response"]["status"]["message"]
+
+    serve(webhook, body)
