@@ -24,6 +24,7 @@ from mlgate import logs
 from mlgate.api.models import DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
+from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
@@ -68,6 +69,7 @@ class RunOptions:
     timeout_seconds: int = 10
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     leader_election: bool = True
+    audit_interval: float = 300.0
     lease_name: str = "mlgate"
     identity: str = ""  # this replica's name in the Lease; defaults to host name and pid
     gpu_reservation_ttl: float = 600.0
@@ -291,6 +293,8 @@ async def serve(opts: RunOptions) -> None:
         )
         reconcile = asyncio.create_task(egress.run(after=webhook.ready))
         electing = asyncio.create_task(elector.run())
+        auditor = Auditor(client, state, opts.namespace, elector.leads, opts.audit_interval)
+        auditing = asyncio.create_task(auditor.run(after=webhook.ready))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             webhook.ready.set()
@@ -299,7 +303,7 @@ async def serve(opts: RunOptions) -> None:
                 await _register_webhook(client, opts, tls.ca_pem)
             await operator
         finally:
-            background = (refresher, settle, reconcile, electing, operator)
+            background = (refresher, settle, reconcile, electing, auditing, operator)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)
@@ -368,6 +372,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "(a single replica only)",
     )
     add(
+        "--audit-interval",
+        type=float,
+        default=300.0,
+        help="seconds between background audits of existing workloads (status.violations)",
+    )
+    add(
         "--lease-name",
         default="mlgate",
         help="Lease in --namespace that elects the replica doing the write work",
@@ -431,6 +441,7 @@ def options(args: argparse.Namespace) -> RunOptions:
         timeout_seconds=args.timeout_seconds,
         scope_admin_groups=frozenset(args.scope_admin_group or ["system:masters"]),
         leader_election=args.leader_election,
+        audit_interval=args.audit_interval,
         lease_name=args.lease_name,
         identity=args.identity,
         gpu_reservation_ttl=args.gpu_reservation_ttl,

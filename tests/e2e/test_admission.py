@@ -32,7 +32,12 @@ def mlgate(
     )
     control_plane.kubectl("create", "namespace", "mlgate-system")
     log = tmp_path_factory.mktemp("mlgate") / "mlgate.log"
-    with MlgateProcess(control_plane.kubeconfig, log, webhook_config="mlgate-e2e") as process:
+    with MlgateProcess(
+        control_plane.kubeconfig,
+        log,
+        webhook_config="mlgate-e2e",
+        extra_args=["--audit-interval", "1"],
+    ) as process:
         yield process
     control_plane.kubectl(
         "delete", "validatingwebhookconfiguration", "mlgate-e2e", "--ignore-not-found"
@@ -460,3 +465,27 @@ def test_kubectl_scale_up_is_judged(control_plane: Cluster, enforce: str, namesp
     assert up.returncode != 0 and "gpu.maxPerWorkload" in up.stderr, up.stderr
     down = control_plane.kubectl("-n", namespace, "scale", "deployment/scaled", "--replicas=1")
     assert down.returncode == 0, down.stderr
+
+
+def test_background_audit_counts_existing_violations(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str
+) -> None:
+    apply(control_plane, workload("Deployment", "legacy", namespace, BAD)).check_returncode()
+    name = f"audit-{uuid.uuid4().hex[:8]}"
+    apply(
+        control_plane, policy_doc(name, namespace, "Audit", images={"requireDigest": True})
+    ).check_returncode()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            out = control_plane.kubectl(
+                "get", "clustermlpolicy", name, "-o", "jsonpath={.status.violations}"
+            )
+            if out.stdout.strip() == "1":
+                break
+            assert time.monotonic() < deadline, f"status.violations is {out.stdout!r}"
+            time.sleep(0.5)
+        columns = control_plane.kubectl("get", "clustermlpolicy", name).stdout
+        assert "VIOLATIONS" in columns and " 1 " in columns
+    finally:
+        control_plane.kubectl("delete", "clustermlpolicy", name)
