@@ -101,6 +101,12 @@ class HostileRegistry:
     # -- server ---------------------------------------------------------------------------------
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            return await self._misbehave(request)
+        except ConnectionError:  # the verifier hung up on us, as it should
+            return web.Response(status=499)
+
+    async def _misbehave(self, request: web.Request) -> web.StreamResponse:
         tail = request.match_info["tail"]
         if tail == "":
             return web.Response(status=200)

@@ -269,7 +269,7 @@ async def test_hostile_registry_stalls_no_other_request(
         timings[label] = time.monotonic() - started
         return allowed, message
 
-    async with verifier(insecure=[armed.host, plain.host]) as v:
+    async with verifier(insecure=[armed.host, plain.host], request_timeout=2.0) as v:
         hostile_jobs = [timed(repo, armed.image(repo)) for repo, _ in HOSTILE_CASES]
         # Let the hostile requests get going first.
         hostile_task = asyncio.gather(*hostile_jobs)
@@ -280,6 +280,6 @@ async def test_hostile_registry_stalls_no_other_request(
     assert ok_plain[0], ok_plain[1]
     assert ok_hostile_host[0], ok_hostile_host[1]
     assert not any(allowed for allowed, _ in results)
-    assert timings["healthy"] < 0.5, timings
-    assert timings["ok/x"] < 0.5, timings
-    assert timings["hang/x"] > 0.9, timings  # it really was hanging meanwhile
+    assert timings["healthy"] < 1.0, timings
+    assert timings["ok/x"] < 1.0, timings
+    assert timings["hang/x"] > 1.9, timings  # it really was hanging meanwhile

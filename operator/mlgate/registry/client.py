@@ -25,6 +25,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+from multidict import CIMultiDict
 
 from mlgate.registry.auth import Challenge, Credential, parse_challenge
 
@@ -298,27 +299,29 @@ class RegistryClient:
         for attempt in (1, 2):
             authorization = self._authorization(repo.host, scope, credential)
             sent = dict(headers, Authorization=authorization) if authorization else headers
+            challenge: Challenge | None = None
             try:
                 async with self.session.get(
                     url, headers=sent, params=params, max_redirects=3
                 ) as response:
                     if response.status == 401 and attempt == 1:
                         challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
-                        if challenge is not None and challenge.scheme in ("bearer", "basic"):
-                            self._auth.setdefault(repo.host, _HostAuth()).challenge = challenge
-                            if challenge.scheme == "bearer":
-                                await self._fetch_token(repo.host, challenge, scope, credential)
-                                continue
-                            if credential is not None:
-                                continue
-                    body = b""
-                    if response.status < 400:
-                        body = await self._read(response, limit, what)
-                    return response.status, dict(response.headers), body
+                    if challenge is None or challenge.scheme not in ("bearer", "basic"):
+                        body = b""
+                        if response.status < 400:
+                            body = await self._read(response, limit, what)
+                        # A copy that stays case-insensitive (HTTP/2 sends lower-case names).
+                        return response.status, CIMultiDict(response.headers), body
             except RegistryError:
                 raise
             except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                 raise self._transport_error(repo.host, what, exc) from None
+            # Answer the challenge (connection released), then try once more.
+            self._auth.setdefault(repo.host, _HostAuth()).challenge = challenge
+            if challenge.scheme == "bearer":
+                await self._fetch_token(repo.host, challenge, scope, credential)
+            elif credential is None:
+                return 401, CIMultiDict(), b""
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _status_error(

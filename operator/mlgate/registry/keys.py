@@ -60,6 +60,13 @@ class Secrets:
         )
         self._flight: SingleFlight[tuple[str, str], Mapping[str, Any] | str | None] = SingleFlight()
 
+    def peek(self, namespace: str, name: str) -> tuple[bool, Mapping[str, Any] | str | None]:
+        """(cached?, the Secret, None if missing, or why it is unreadable) without I/O."""
+        found = self._cache.get((namespace, name))
+        if found is None:
+            return False, None
+        return True, None if found is _MISSING else found
+
     async def get(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         """The Secret, None if it does not exist; raises SecretUnavailable if unreadable."""
         key = (namespace, name)
@@ -97,26 +104,49 @@ class KeyResolver:
         self.secrets = secrets
         self._inline: dict[str, TrustedKey | KeyFailure] = {}
 
-    async def resolve(self, ref: KeyRef) -> TrustedKey | KeyFailure:
+    def _inline_key(self, ref: KeyRef, pem: str) -> TrustedKey | KeyFailure:
+        found = self._inline.get(pem)
+        if found is None:
+            try:
+                found = load_key(ref.id, pem)
+            except KeyError_ as exc:
+                found = KeyFailure(ref.id, f"trusted key {ref.id} is unusable: {exc}")
+            if len(self._inline) > 1024:
+                self._inline.clear()
+            self._inline[pem] = found
+        return found
+
+    def resolve_cached(self, ref: KeyRef) -> TrustedKey | KeyFailure | None:
+        """The key when it is known without I/O (inline, or its Secret is cached); else None."""
         if ref.pem is not None:
-            found = self._inline.get(ref.pem)
-            if found is None:
-                try:
-                    found = load_key(ref.id, ref.pem)
-                except KeyError_ as exc:
-                    found = KeyFailure(ref.id, f"trusted key {ref.id} is unusable: {exc}")
-                if len(self._inline) > 1024:
-                    self._inline.clear()
-                self._inline[ref.pem] = found
-            return found
+            return self._inline_key(ref, ref.pem)
         if ref.secret is None:
             return KeyFailure(ref.id, f"trusted key {ref.id} has neither PEM nor secretRef")
-        namespace, name, key = ref.secret
-        label = f"{namespace}/{name}"
+        cached, secret = self.secrets.peek(ref.secret[0], ref.secret[1])
+        if not cached:
+            return None
+        if isinstance(secret, str):
+            label = f"{ref.secret[0]}/{ref.secret[1]}"
+            return KeyFailure(ref.id, f"key Secret {label} cannot be read: {secret}")
+        return self._from_secret(ref, ref.secret, secret)
+
+    async def resolve(self, ref: KeyRef) -> TrustedKey | KeyFailure:
+        found = self.resolve_cached(ref)
+        if found is not None:
+            return found
+        assert ref.secret is not None  # resolve_cached answers every other case
+        namespace, name, _ = ref.secret
         try:
             secret = await self.secrets.get(namespace, name)
         except SecretUnavailable as exc:
-            return KeyFailure(ref.id, f"key Secret {label} cannot be read: {exc}")
+            return KeyFailure(ref.id, f"key Secret {namespace}/{name} cannot be read: {exc}")
+        return self._from_secret(ref, ref.secret, secret)
+
+    def _from_secret(
+        self, ref: KeyRef, where: tuple[str, str, str], secret: Mapping[str, Any] | None
+    ) -> TrustedKey | KeyFailure:
+        namespace, name, key = where
+        label = f"{namespace}/{name}"
         if secret is None:
             return KeyFailure(ref.id, f"key Secret {label} not found; create it with the key {key}")
         data = secret.get("data")

@@ -141,6 +141,12 @@ def _fingerprint(credential: Credential | None) -> str:
     return credential.fingerprint if credential is not None else ""
 
 
+def _cache_key(
+    ref: Reference, keys: Sequence[TrustedKey], credential: Credential | None
+) -> tuple[str, KeySet, str]:
+    return (str(ref), _key_set(keys), _fingerprint(credential))
+
+
 class Verifier:
     """Verifies images against trusted keys; call it as the webhook's ImageVerifier."""
 
@@ -253,14 +259,17 @@ class Verifier:
         return needs
 
     async def _facts(self, plan: Mapping[str, _Need], namespace: str) -> dict[str, ImageFact]:
+        # Known keys and cached reports are taken without a trip through the event loop: the
+        # warm path (every admission of an already verified image) suspends nowhere.
         refs = {k.id: k for need in plan.values() for k in need.keys}
-        resolved = dict(
-            zip(
-                refs,
-                await asyncio.gather(*(self.keys.resolve(r) for r in refs.values())),
-                strict=True,
-            )
-        )
+        resolved: dict[str, TrustedKey | KeyFailure] = {}
+        for ref in refs.values():
+            if (known := self.keys.resolve_cached(ref)) is not None:
+                resolved[ref.id] = known
+        unknown = [r for r in refs.values() if r.id not in resolved]
+        if unknown:
+            looked_up = await asyncio.gather(*(self.keys.resolve(r) for r in unknown))
+            resolved.update((r.id, k) for r, k in zip(unknown, looked_up, strict=True))
         credentials: dict[tuple[str, ...], tuple[dict[str, Credential], list[str]]] = {}
         for need in plan.values():
             if need.pull_secrets not in credentials:
@@ -269,6 +278,7 @@ class Verifier:
                     secret_refs + self.options.pull_secrets
                 )
         jobs: dict[str, Awaitable[Report]] = {}
+        reports: dict[str, Report] = {}
         failures: dict[str, list[KeyFailure]] = {}
         for image, need in plan.items():
             keys = [k for ref in need.keys if isinstance(k := resolved[ref.id], TrustedKey)]
@@ -280,8 +290,13 @@ class Verifier:
             host = need.reference.host
             creds, _ = credentials[need.pull_secrets]
             credential = creds.get(host) or self.options.credentials.get(host)
-            jobs[image] = self.verify(need.reference, keys, credential)
-        reports = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+            cached = self._reports.get(_cache_key(need.reference, keys, credential))
+            if cached is not None:
+                reports[image] = cached
+            else:
+                jobs[image] = self.verify(need.reference, keys, credential)
+        if jobs:
+            reports.update(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         facts: dict[str, ImageFact] = {}
         for image, need in plan.items():
             problems = [f.reason for f in failures[image]]
@@ -309,7 +324,7 @@ class Verifier:
         self, ref: Reference, keys: Sequence[TrustedKey], credential: Credential | None = None
     ) -> Report:
         """Whether `keys` signed the image `ref` names: cached, de-duplicated, bounded in time."""
-        cache_key = (str(ref), _key_set(keys), _fingerprint(credential))
+        cache_key = _cache_key(ref, keys, credential)
         cached = self._reports.get(cache_key)
         if cached is not None:
             return cached
