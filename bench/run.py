@@ -10,14 +10,13 @@ BENCH = Path(__file__).resolve().parent
 COMMANDS = [
     [sys.executable, str(BENCH / "webhook_bench.py"), "--rate", "500", "--seconds", "10"],
     [sys.executable, str(BENCH / "check_throughput.py")],
+    [sys.executable, str(BENCH / "verify_bench.py")],
 ]
 
 
 def main() -> int:
     failed = 0
     for command in COMMANDS:
-        if not Path(command[1]).exists():
-            continue
         print(f"==> {Path(command[1]).name}", flush=True)
         failed |= subprocess.run(command, check=False).returncode
     return 1 if failed else 0

@@ -413,6 +413,22 @@ def test_key_secrets_get_one_role_per_namespace_limited_by_name() -> None:
     assert {b["metadata"]["namespace"] for b in bindings} == {"mlgate-keys", "security"}
 
 
+def test_registry_values_become_flags_and_pull_secrets_are_readable() -> None:
+    docs = render(
+        "--set", "registry.insecure={registry.lab:5000}",
+        "--set", "registry.pullSecrets[0].namespace=mlgate-system",
+        "--set", "registry.pullSecrets[0].name=regcred",
+        "--set", "rbac.keySecrets[0].namespace=mlgate-system",
+        "--set", "rbac.keySecrets[0].name=cosign",
+    )  # fmt: skip
+    args = _run_args(docs)
+    assert "--insecure-registry=registry.lab:5000" in args
+    assert "--pull-secret=mlgate-system/regcred" in args
+    (role,) = [d for d in docs if d["kind"] == "Role" and d["metadata"]["name"] == "mlgate-keys"]
+    assert role["rules"][0]["resourceNames"] == ["cosign", "regcred"]
+    assert "--insecure-registry" not in " ".join(_run_args(render()))
+
+
 # ---------------------------------------------------------------------------------------------
 # Deployment
 
