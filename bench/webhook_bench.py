@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import ssl
@@ -25,6 +26,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import aiohttp
+import uvloop
 import yaml
 from aiohttp import web
 
@@ -66,6 +68,7 @@ async def _serve(port: int, directory: Path) -> None:
     await runner.setup()
     context = certs.server_ssl_context(directory / "tls.crt", directory / "tls.key")
     await web.TCPSite(runner, "127.0.0.1", port, ssl_context=context).start()
+    gc.freeze()  # as `mlgate run` does once its state is loaded
     (directory / "ready").write_text("ok")
     await asyncio.Event().wait()
 
@@ -142,7 +145,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.serve:
         _pin(0)
-        asyncio.run(_serve(args.serve, Path(args.dir)))
+        uvloop.run(_serve(args.serve, Path(args.dir)))
         return
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import gc
 import logging
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import kopf
+import uvloop
 from aiohttp import web
 
 from mlgate import logs
@@ -297,6 +299,9 @@ async def serve(opts: RunOptions) -> None:
         auditing = asyncio.create_task(auditor.run(after=webhook.ready))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
+            # Everything loaded so far lives for the whole process: keep full collections from
+            # rescanning it on the request path.
+            gc.freeze()
             webhook.ready.set()
             log.info("ready: answering admission requests")
             if opts.register_webhook_url:
@@ -459,7 +464,7 @@ def main(args: argparse.Namespace) -> int:
     if args.kubeconfig:
         os.environ["KUBECONFIG"] = args.kubeconfig
     try:
-        asyncio.run(serve(options(args)))
+        uvloop.run(serve(options(args)))
     except (ApiError, kopf.LoginError, certs.CertificateError, OSError, ValueError) as exc:
         log.error("mlgate run cannot start: %s", describe_startup_error(exc))
         return 2
