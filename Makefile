@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: help
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  \033[36m%-22s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,7 +40,7 @@ crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the pydantic 
 	@if [ -d charts/mlgate ]; then mkdir -p charts/mlgate/crds && $(BIN)/mlgate crds --output-dir charts/mlgate/crds; fi
 
 .PHONY: controlplane-assets
-controlplane-assets: ## Build or reuse kube-apiserver, etcd, kubectl, helm in $(MLGATE_CACHE)
+controlplane-assets: ## Build or reuse kube-apiserver, etcd, kubectl, helm in $$MLGATE_CACHE (~/.cache/mlgate)
 	@hack/controlplane-assets.sh
 
 # Signed-image tests: Debian's distribution registry and skopeo, cosign built from source.
