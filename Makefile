@@ -40,7 +40,7 @@ crds: $(STAMP) ## Regenerate crds/*.yaml and the chart's CRDs from the pydantic 
 	@if [ -d charts/mlgate ]; then mkdir -p charts/mlgate/crds && $(BIN)/mlgate crds --output-dir charts/mlgate/crds; fi
 
 .PHONY: controlplane-assets
-controlplane-assets: ## Build or reuse kube-apiserver, etcd, kubectl, helm in $$MLGATE_CACHE (~/.cache/mlgate)
+controlplane-assets: ## Build or reuse kube-apiserver, etcd, kubectl, helm in ~/.cache/mlgate (MLGATE_CACHE)
 	@hack/controlplane-assets.sh
 
 # Signed-image tests: Debian's distribution registry and skopeo, cosign built from source.
