@@ -6,7 +6,6 @@ import io
 import json
 import subprocess
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -631,20 +630,18 @@ def many_deployments(count: int) -> Iterable[str]:
         )
 
 
-def test_ten_thousand_documents_in_one_file(
+def test_thousands_of_documents_in_one_file(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, policy_file: Path
 ) -> None:
+    """The streaming path at scale; 10,000 documents and their cost are for bench/."""
     manifests = tmp_path / "big.yaml"
     with manifests.open("w") as handle:
-        handle.writelines(many_deployments(10_000))
-    started = time.perf_counter()
+        handle.writelines(many_deployments(2_000))
     run = run_cli(capsys, "check", "-p", policy_file, "-o", "json", manifests)
-    elapsed = time.perf_counter() - started
-    print(f"10,000 documents in {elapsed:.1f}s")  # shown with -s; never asserted
     assert run.code == 1
     summary = run.json["summary"]
-    assert (summary["documents"], summary["denied"], summary["compliant"]) == (10_000, 10, 9_990)
-    assert [r["name"] for r in run.json["results"] if r["status"] == "denied"][:2] == [
+    assert (summary["documents"], summary["denied"], summary["compliant"]) == (2_000, 2, 1_998)
+    assert [r["name"] for r in run.json["results"] if r["status"] == "denied"] == [
         "d7",
         "d1007",
     ]
