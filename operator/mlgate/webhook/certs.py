@@ -157,8 +157,9 @@ def decode_key_pair(cert_pem: bytes, key_pem: bytes) -> KeyPair:
     return KeyPair(cert, key)
 
 
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+def _name(common_name: str, organizations: Sequence[str] = ()) -> x509.Name:
+    attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
+    return x509.Name([*attrs, x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
 
 
 def _key_usage(*, ca: bool) -> x509.KeyUsage:
@@ -203,6 +204,46 @@ def _sans(
     return sans
 
 
+def issue(
+    ca: KeyPair,
+    common_name: str,
+    *,
+    organizations: Sequence[str] = (),
+    dns_names: Sequence[str] = (),
+    ip_addresses: Sequence[str | IPAddress] = (),
+    usages: Sequence[x509.ObjectIdentifier] = (ExtendedKeyUsageOID.SERVER_AUTH,),
+    valid_for: timedelta = DEFAULT_LEAF_VALIDITY,
+    now: datetime | None = None,
+) -> KeyPair:
+    """An ECDSA P-256 leaf signed by `ca`, for the given extended key usages.
+
+    It never outlives the CA: a leaf valid past its issuer would be rejected by verifiers anyway.
+    """
+    now = _aware(now or utcnow())
+    key = ec.generate_private_key(ec.SECP256R1())
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organizations))
+        .issuer_name(ca.cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - CLOCK_SKEW)
+        .not_valid_after(min(now + valid_for, ca.cert.not_valid_after_utc))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(_key_usage(ca=False), critical=True)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
+            critical=False,
+        )
+    )
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(list(usages)), critical=False)
+    sans = _sans(dns_names, ip_addresses)
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return KeyPair(builder.sign(ca.key, hashes.SHA256()), key)
+
+
 def issue_serving(
     ca: KeyPair,
     dns_names: Sequence[str],
@@ -211,36 +252,19 @@ def issue_serving(
     *,
     now: datetime | None = None,
 ) -> KeyPair:
-    """An ECDSA P-256 serverAuth certificate for the given names, signed by `ca`.
-
-    It never outlives the CA: a leaf valid past its issuer would be rejected by verifiers anyway.
-    """
-    sans = _sans(dns_names, ip_addresses)
-    if not sans:
+    """A serverAuth certificate for the given names, signed by `ca`."""
+    if not dns_names and not ip_addresses:
         raise ValueError("a serving certificate needs at least one DNS name or IP address")
-    now = _aware(now or utcnow())
-    key = ec.generate_private_key(ec.SECP256R1())
     # Verifiers only look at SANs; the CN is for humans and limited to 64 characters.
     common_name = dns_names[0] if dns_names and len(dns_names[0]) <= 64 else "mlgate-webhook"
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(common_name))
-        .issuer_name(ca.cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - CLOCK_SKEW)
-        .not_valid_after(min(now + valid_for, ca.cert.not_valid_after_utc))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(_key_usage(ca=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.key.public_key()),
-            critical=False,
-        )
-        .sign(ca.key, hashes.SHA256())
+    return issue(
+        ca,
+        common_name,
+        dns_names=dns_names,
+        ip_addresses=ip_addresses,
+        valid_for=valid_for,
+        now=now,
     )
-    return KeyPair(cert, key)
 
 
 def rotation_due(cert: x509.Certificate, now: datetime) -> bool:
