@@ -18,35 +18,26 @@ import asyncio
 import base64
 import json
 import os
-import threading
 from collections.abc import Callable
-from typing import Any
 
 from aiohttp import web
 
 from tests.registry.lab import OCI_MANIFEST, sha256
+from tests.registry.loopback import LoopbackApp
 
 SIMPLESIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 
 
-class HostileRegistry:
+class HostileRegistry(LoopbackApp):
     def __init__(self, many: int = 5000) -> None:
+        super().__init__()
         self.many = many
         self.digest = sha256(b"the image every hostile repository pretends to serve")
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[tuple[str, str], bytes] = {}
         self.requests: dict[str, int] = {}
         self.sign: Callable[[bytes], bytes] | None = None  # set by the test: a trusted signer
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._started = threading.Event()
-        self.port = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     def image(self, repo: str) -> str:
         return f"{self.host}/{repo}@{self.digest}"
@@ -100,7 +91,7 @@ class HostileRegistry:
 
     # -- server ---------------------------------------------------------------------------------
 
-    async def _handle(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         try:
             return await self._misbehave(request)
         except ConnectionError:  # the verifier hung up on us, as it should
@@ -162,38 +153,3 @@ class HostileRegistry:
                 headers={"Content-Type": OCI_MANIFEST, "Docker-Content-Digest": announced},
             )
         return web.Response(body=b"not what you asked for")
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application()
-        app.router.add_route("*", "/v2/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        loop.run_until_complete(self._runner.setup())
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        server: Any = site._server
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        loop.run_forever()
-        loop.close()
-
-    def start(self) -> HostileRegistry:
-        self.thread.start()
-        self._started.wait(10)
-        return self
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self.thread.join(10)

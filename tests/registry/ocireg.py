@@ -9,14 +9,14 @@ to it like to any registry. Plain HTTP on 127.0.0.1, in its own thread and event
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import threading
 import uuid
 from typing import Any
 
 from aiohttp import web
+
+from tests.registry.loopback import LoopbackApp
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 
@@ -25,31 +25,25 @@ def _digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
-class ReferrersRegistry:
+class ReferrersRegistry(LoopbackApp):
     tls = False
     auth = None
     ca = None
 
+    client_max_size = 64 * 1024 * 1024
+
     def __init__(self) -> None:
+        super().__init__()
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, tuple[str, bytes]] = {}  # digest -> (media type, body)
         self.tags: dict[tuple[str, str], str] = {}  # (repo, tag) -> digest
         self.subjects: dict[tuple[str, str], list[str]] = {}  # (repo, subject) -> referrers
         self.uploads: dict[str, bytearray] = {}
         self.referrer_queries = 0
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._runner: web.AppRunner | None = None
-        self._started = threading.Event()
-        self.port = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-
-    @property
-    def host(self) -> str:
-        return f"127.0.0.1:{self.port}"
 
     # -- handlers ---------------------------------------------------------------------------------
 
-    async def _route(self, request: web.Request) -> web.StreamResponse:
+    async def handle(self, request: web.Request) -> web.StreamResponse:
         path = request.match_info["tail"]
         if path == "":
             return web.Response(status=200)
@@ -164,41 +158,3 @@ class ReferrersRegistry:
         return web.Response(
             body=json.dumps(index).encode(), content_type=OCI_INDEX, headers=headers
         )
-
-    # -- lifecycle --------------------------------------------------------------------------------
-
-    def _serve(self) -> None:
-        loop = asyncio.new_event_loop()
-        self._loop = loop
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/v2/{tail:.*}", self._route)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.1)
-        self._runner = runner
-        loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        loop.run_until_complete(site.start())
-        server: Any = site._server
-        self.port = server.sockets[0].getsockname()[1]
-        self._started.set()
-        loop.run_forever()
-        loop.close()
-
-    def start(self) -> ReferrersRegistry:
-        self.thread.start()
-        self._started.wait(10)
-        return self
-
-    async def _shutdown(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-        current = asyncio.current_task()
-        pending = [t for t in asyncio.all_tasks() if t is not current]
-        for task in pending:
-            task.cancel()
-        await asyncio.gather(*pending, return_exceptions=True)
-
-    def stop(self) -> None:
-        if self._loop is not None:
-            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop).result(10)
-            self._loop.call_soon_threadsafe(self._loop.stop)
-        self.thread.join(10)
