@@ -8,7 +8,6 @@ import base64
 import gc
 import logging
 import os
-import re
 import socket
 import ssl
 import time
@@ -23,6 +22,7 @@ import uvloop
 from aiohttp import web
 
 from mlgate import logs
+from mlgate.api.compile import name_globs
 from mlgate.api.models import DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
@@ -45,11 +45,7 @@ from mlgate.webhook.server import Webhook
 
 log = logging.getLogger("mlgate.run")
 # Quota accounting counts every extended resource any default policy would count as a GPU.
-LEDGER_GPU_RULES = GpuRules(
-    resources=tuple(
-        re.compile(r.replace(".", r"\.").replace("*", ".*")) for r in DEFAULT_GPU_RESOURCES
-    )
-)
+LEDGER_GPU_RULES = GpuRules(resources=name_globs(DEFAULT_GPU_RESOURCES))
 
 
 @dataclass(frozen=True)

@@ -58,7 +58,7 @@ def key_id(pem: str) -> str:
     return "sha256:" + hashlib.sha256(der).hexdigest()
 
 
-def _name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
+def name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(fnmatch.translate(g)) for g in globs)
 
 
@@ -75,8 +75,8 @@ def _selector(sel: api.LabelSelector | None) -> engine.LabelSelector | None:
 
 def _match(match: api.Match, own_namespace: str | None) -> engine.Match:
     return engine.Match(
-        namespaces=_name_globs(match.namespaces),
-        exclude_namespaces=_name_globs(match.exclude_namespaces),
+        namespaces=name_globs(match.namespaces),
+        exclude_namespaces=name_globs(match.exclude_namespaces),
         namespace_selector=_selector(match.namespace_selector),
         kinds=frozenset(match.kinds),
         selector=_selector(match.selector),
@@ -148,7 +148,7 @@ def _gpu(gpu: api.Gpu | None) -> engine.GpuRules | None:
     if gpu is None:
         return None
     return engine.GpuRules(
-        resources=_name_globs(gpu.resources),
+        resources=name_globs(gpu.resources),
         max_per_pod=gpu.max_per_pod,
         max_per_workload=gpu.max_per_workload,
         namespace_quota=gpu.namespace_quota,
@@ -191,5 +191,5 @@ def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
         digest=spec.digest,
         expires=spec.expires,
         revoked=spec.revoked,
-        namespaces=_name_globs(spec.namespaces),
+        namespaces=name_globs(spec.namespaces),
     )
