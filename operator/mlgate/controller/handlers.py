@@ -13,6 +13,7 @@ from typing import Any
 
 import kopf
 
+from mlgate.api.crdgen import CRDS
 from mlgate.api.models import GROUP, VERSION
 from mlgate.cluster.client import login
 from mlgate.controller.egress import EgressReconciler
@@ -22,7 +23,8 @@ from mlgate.engine.gpu import pod_demand
 from mlgate.engine.policy import GpuRules
 from mlgate.engine.workloads import SUPPORTED, PodView, Unsupported, view
 
-MLGATE_PLURALS = ("clustermlpolicies", "mlpolicies", "approvedmodels")
+MLGATE_PLURALS = tuple(crd.plural for crd in CRDS)
+KIND_OF_PLURAL = {crd.plural: crd.kind for crd in CRDS}
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
 
 

@@ -9,9 +9,8 @@ from datetime import UTC, datetime
 
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
-from mlgate.controller.handlers import MLGATE_PLURALS, quota_condition, status_patch
+from mlgate.controller.handlers import KIND_OF_PLURAL, MLGATE_PLURALS, quota_condition, status_patch
 from mlgate.controller.state import PolicyState
-from mlgate.controller.sync import kind_of
 
 log = logging.getLogger("mlgate.status")
 
@@ -29,7 +28,7 @@ async def write_all_statuses(
             continue
         for item in items:
             item.setdefault("apiVersion", API_VERSION)
-            item.setdefault("kind", kind_of(plural))
+            item.setdefault("kind", KIND_OF_PLURAL[plural])
             quota = quota_condition(item, uptime, reservation_ttl, now)
             change = status_patch(
                 item.get("status") or {}, state.upsert(item), now, (quota,) if quota else ()

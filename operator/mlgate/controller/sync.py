@@ -11,7 +11,7 @@ import logging
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import KubeClient, resource_path
 from mlgate.controller.gpu_ledger import GpuLedger
-from mlgate.controller.handlers import MLGATE_PLURALS, pod_gpus, pod_owner
+from mlgate.controller.handlers import KIND_OF_PLURAL, MLGATE_PLURALS, pod_gpus, pod_owner
 from mlgate.controller.state import PolicyState
 from mlgate.engine.policy import GpuRules
 
@@ -24,7 +24,7 @@ async def initial_sync(
     for plural in MLGATE_PLURALS:
         for item in await client.list(resource_path(API_VERSION, plural)):
             item.setdefault("apiVersion", API_VERSION)
-            item.setdefault("kind", kind_of(plural))
+            item.setdefault("kind", KIND_OF_PLURAL[plural])
             result = state.upsert(item)
             if not result.ok:
                 log.warning("invalid %s %s: %s", plural, item["metadata"]["name"], result.message)
@@ -48,11 +48,3 @@ async def initial_sync(
         len(snapshot.policies),
         len(snapshot.approvals),
     )
-
-
-def kind_of(plural: str) -> str:
-    return {
-        "clustermlpolicies": "ClusterMLPolicy",
-        "mlpolicies": "MLPolicy",
-        "approvedmodels": "ApprovedModel",
-    }[plural]
