@@ -22,6 +22,10 @@ from typing import Any, Self
 
 from mlgate.engine.workloads import SUPPORTED
 
+# Both configurations `mlgate run --register-webhook-url` creates, for `kubectl delete` after a
+# run: one left behind would make the apiserver fail every governed request (failurePolicy Fail).
+WEBHOOK_CONFIG_KINDS = "validatingwebhookconfiguration,mutatingwebhookconfiguration"
+
 
 def free_port() -> int:
     with socket.socket() as sock:
@@ -66,6 +70,7 @@ class MlgateProcess:
             "--port", str(self.port),
             "--cert-ip", "127.0.0.1",
             "--webhook-config", self.webhook_config,
+            "--mutating-webhook-config", self.webhook_config,
             "--register-webhook-url", self.url,
             *self.extra_args,
         ]  # fmt: skip

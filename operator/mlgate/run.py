@@ -40,7 +40,13 @@ from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
 from mlgate.webhook import certs
 from mlgate.webhook.admission import Admission, Config, ImageVerifier
-from mlgate.webhook.config import url_client_config, webhook_configuration
+from mlgate.webhook.config import (
+    MUTATE_PATH,
+    VALIDATE_PATH,
+    mutating_webhook_configuration,
+    url_client_config,
+    webhook_configuration,
+)
 from mlgate.webhook.server import Webhook
 
 log = logging.getLogger("mlgate.run")
@@ -62,6 +68,7 @@ class RunOptions:
     tls_key_file: str | None = None
     tls_ca_file: str | None = None
     webhook_configs: tuple[str, ...] = ("mlgate",)
+    mutating_webhook_configs: tuple[str, ...] = ("mlgate",)
     register_webhook_url: str | None = None
     failure_policy: str = "Fail"
     timeout_seconds: int = 10
@@ -76,6 +83,11 @@ class RunOptions:
     insecure_registries: tuple[str, ...] = ()  # reached over plain HTTP
     registry_ca_file: str | None = None
     pull_secrets: tuple[tuple[str, str], ...] = ()  # (namespace, name) for every image
+
+    @property
+    def ca_bundle_configs(self) -> tuple[str, ...]:
+        """Every webhook configuration whose caBundle mlgate keeps in step (mode self)."""
+        return (*self.webhook_configs, *map(certs.mutating, self.mutating_webhook_configs))
 
     @property
     def deadline(self) -> float:
@@ -93,21 +105,29 @@ def _settings() -> kopf.OperatorSettings:
 
 
 async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: bytes) -> None:
-    """Point the webhook configuration at a URL (local clusters; the Helm chart does it there)."""
+    """Point the webhook configurations at a URL (local clusters; the Helm chart does it there)."""
     assert opts.register_webhook_url is not None
-    name = opts.webhook_configs[0]
-    body = webhook_configuration(
-        name,
-        url_client_config(opts.register_webhook_url, base64.b64encode(ca_bundle).decode()),
-        opts.namespace,
-        opts.failure_policy,
-        opts.timeout_seconds,
+    ca = base64.b64encode(ca_bundle).decode()
+    url = opts.register_webhook_url
+    configs = (
+        (webhook_configuration, opts.webhook_configs[0], VALIDATE_PATH, certs.WEBHOOK_PLURAL),
+        (
+            mutating_webhook_configuration,
+            opts.mutating_webhook_configs[0],
+            MUTATE_PATH,
+            certs.MUTATING_WEBHOOK_PLURAL,
+        ),
     )
-    path = resource_path(
-        "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", name=name
-    )
-    await client.apply(path, body)
-    log.info("registered webhook configuration %s -> %s", name, opts.register_webhook_url)
+    for build, name, route, plural in configs:
+        body = build(
+            name,
+            url_client_config(url, ca, route),
+            opts.namespace,
+            opts.failure_policy,
+            opts.timeout_seconds,
+        )
+        await client.apply(resource_path(certs.WEBHOOK_API, plural, name=name), body)
+        log.info("registered %s %s -> %s%s", body["kind"], name, url, route)
 
 
 async def _namespace_labels(client: KubeClient, name: str) -> dict[str, str] | None:
@@ -157,12 +177,14 @@ async def _tls(client: KubeClient, opts: RunOptions) -> Tls:
     )
     bundle = await managed.ensure(client)
     if not opts.register_webhook_url:
-        await managed.sync_ca_bundle(client, opts.webhook_configs)
+        await managed.sync_ca_bundle(client, opts.ca_bundle_configs)
     context = certs.server_ssl_context(bundle.cert_path, bundle.key_path)
 
     async def rotate() -> None:
         await managed.run_forever(
-            client, opts.webhook_configs, lambda b: certs.reload(context, b.cert_path, b.key_path)
+            client,
+            opts.ca_bundle_configs,
+            lambda b: certs.reload(context, b.cert_path, b.key_path),
         )
 
     return Tls(context, bundle.ca_pem, rotate)
@@ -352,6 +374,13 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="ValidatingWebhookConfiguration whose caBundle mlgate keeps in step (repeatable)",
     )
     add(
+        "--mutating-webhook-config",
+        action="append",
+        default=[],
+        help="MutatingWebhookConfiguration (digest pinning) whose caBundle mlgate keeps in step "
+        "(repeatable; default mlgate)",
+    )
+    add(
         "--register-webhook-url",
         help="create the webhook configuration pointing at this URL "
         "(local clusters without a Service, e.g. https://127.0.0.1:8443)",
@@ -437,6 +466,7 @@ def options(args: argparse.Namespace) -> RunOptions:
         tls_key_file=args.tls_key_file,
         tls_ca_file=args.tls_ca_file,
         webhook_configs=tuple(args.webhook_config) or ("mlgate",),
+        mutating_webhook_configs=tuple(args.mutating_webhook_config) or ("mlgate",),
         register_webhook_url=args.register_webhook_url,
         failure_policy=args.failure_policy,
         timeout_seconds=args.timeout_seconds,

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, stand_in_crds
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "registry.example.com/ml/serve@sha256:" + "a" * 64
@@ -39,9 +39,7 @@ def mlgate(
         extra_args=["--audit-interval", "1"],
     ) as process:
         yield process
-    control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", "mlgate-e2e", "--ignore-not-found"
-    )
+    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-e2e", "--ignore-not-found")
 
 
 def apply(
@@ -437,9 +435,7 @@ def test_killed_webhook_fails_closed_but_kube_system_works(
         assert system.returncode == 0, system.stderr
         control_plane.kubectl("-n", "kube-system", "delete", "deployment", cm["metadata"]["name"])
     finally:
-        control_plane.kubectl(
-            "delete", "validatingwebhookconfiguration", "mlgate-victim", "--ignore-not-found"
-        )
+        control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-victim", "--ignore-not-found")
 
 
 def test_deleting_a_workload_frees_its_gpu_reservation(

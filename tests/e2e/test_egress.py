@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_CONFIG = "mlgate-egress-e2e"
@@ -35,9 +35,7 @@ def mlgate(
     log = tmp_path_factory.mktemp("mlgate-egress") / "mlgate.log"
     with MlgateProcess(control_plane.kubeconfig, log, webhook_config=WEBHOOK_CONFIG) as process:
         yield process
-    control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found"
-    )
+    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
 
 
 def apply(cp: Cluster, *docs: dict[str, Any], kubeconfig: Path | None = None) -> Any:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, stand_in_crds
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 from tests.e2e.test_admission import apply, policy_doc, wait_policy, workload
 from tests.registry.lab import (
     CosignKey,
@@ -69,9 +69,7 @@ def mlgate(
         extra_args=["--insecure-registry", registry.host],
     ) as process:
         yield process
-    control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found"
-    )
+    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
 
 
 @pytest.fixture

@@ -112,6 +112,7 @@ def _images(images: api.Images | None) -> engine.ImageRules | None:
             )
             for entry in images.signatures
         ),
+        mutate_digest=images.mutate_digest,
     )
 
 

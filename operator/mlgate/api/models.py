@@ -167,6 +167,12 @@ class Images(Spec):
     signatures: list[SignatureEntry] | None = Field(
         None, description="If set, every image must be covered by an entry and verify."
     )
+    mutate_digest: StrictBool = Field(
+        True,
+        description="With signatures, rewrite each image verified by tag to its verified digest "
+        "(repo:tag@sha256:...) at admission, so a moved tag cannot change what runs. When "
+        "false, images covered by signatures must already be pinned by digest.",
+    )
 
 
 class ModelSources(Spec):

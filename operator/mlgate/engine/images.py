@@ -47,7 +47,7 @@ def _pinning(rules: ImageRules, ref: Reference, c: ContainerView) -> Iterator[Fi
         )
 
 
-def _signature_entries(rules: tuple[SignatureRule, ...], ref: Reference) -> list[SignatureRule]:
+def signature_entries(rules: tuple[SignatureRule, ...], ref: Reference) -> list[SignatureRule]:
     return [entry for entry in rules if matches_any(entry.images, ref)]
 
 
@@ -70,12 +70,34 @@ def _signature_problem(
     return None
 
 
-def _signatures(
+def _unpinnable_tag(
+    rules: ImageRules, ref: Reference, c: ContainerView, fact: ImageFact | None
+) -> Iterator[Finding]:
+    """Without digest mutation a verified tag could be moved to another image after admission,
+    so signatures hold only for images already pinned by digest."""
+    if rules.mutate_digest or rules.require_digest or ref.digest is not None:
+        return  # pinned at admission, or already reported by the digest rule
+    resolved = f" (it resolves to {fact.digest} now)" if fact and fact.digest else ""
+    yield Finding(
+        Rule.IMAGES_DIGEST,
+        c.image_path,
+        f"image {c.image!r} is referenced by tag only, and this policy verifies signatures "
+        "without pinning tags (images.mutateDigest: false), so the tag could be moved to an "
+        f"unsigned image after admission; reference it by digest as "
+        f"{ref.repository}@sha256:<digest>{resolved}, or set images.mutateDigest: true",
+    )
+
+
+def signature_findings(
     rules: ImageRules, ref: Reference, c: ContainerView, facts: Mapping[str, ImageFact] | None
 ) -> Iterator[Finding]:
     if rules.signatures is None:
         return
-    entries = _signature_entries(rules.signatures, ref)
+    entries = signature_entries(rules.signatures, ref)
+    if entries:
+        yield from _unpinnable_tag(
+            rules, ref, c, None if facts is None else facts.get(c.image or "")
+        )
     if entries and facts is None:
         return  # only a caller with registry access can judge it; `unverified` notes it
     # An image no entry covers is refused whatever a registry would say, so say it offline too.
@@ -105,7 +127,7 @@ def check(
             continue
         findings.extend(_registry(rules, ref, c))
         findings.extend(_pinning(rules, ref, c))
-        findings.extend(_signatures(rules, ref, c, facts))
+        findings.extend(signature_findings(rules, ref, c, facts))
     return findings
 
 
@@ -122,6 +144,6 @@ def unverified(rules: ImageRules, view: WorkloadView) -> list[str]:
 
 def _covered(entries: tuple[SignatureRule, ...], image: str) -> bool:
     try:
-        return bool(_signature_entries(entries, parse(image)))
+        return bool(signature_entries(entries, parse(image)))
     except InvalidReference:
         return False

@@ -65,6 +65,9 @@ class ImageRules:
     require_digest: bool = False
     disallow_tags: frozenset[str] = frozenset()
     signatures: tuple[SignatureRule, ...] | None = None
+    # With signatures: pin images verified by tag to their digest at admission (engine.pinning);
+    # when off, a tag-only reference is refused, since the tag could move after admission.
+    mutate_digest: bool = True
 
 
 @dataclass(frozen=True, slots=True)

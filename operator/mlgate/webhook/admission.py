@@ -135,9 +135,9 @@ class Admission:
             return Outcome(False, "mlgate: the request carries no object to judge", route="error")
         if req.sub_resource == "scale":
             return await self._judge_scale(req)
-        obj = _with_namespace(req.obj, req.namespace)
+        obj = with_namespace(req.obj, req.namespace)
         if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
-            reason = benign_update(req.old_obj, obj, self._watched_annotations())
+            reason = benign_update(req.old_obj, obj, self.watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
         item = view(obj)
@@ -162,12 +162,12 @@ class Admission:
             **parent,
             "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
         }
-        item = view(_with_namespace(scaled, req.namespace))
+        item = view(with_namespace(scaled, req.namespace))
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
 
-    def _watched_annotations(self) -> set[str]:
+    def watched_annotations(self) -> set[str]:
         return {
             key
             for p in self.state.snapshot().policies
@@ -175,14 +175,14 @@ class Admission:
             for key in p.models.annotations
         }
 
-    async def _namespace_labels(self, namespace: str) -> Mapping[str, str]:
+    async def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         labels = self.state.namespace_labels(namespace)
         if labels is None:
             labels = await self.namespace_lookup(namespace)
         return labels if labels is not None else {}
 
     async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
-        labels = await self._namespace_labels(item.namespace)
+        labels = await self.namespace_labels(item.namespace)
         images = await self.verify_images(policies, item)
         return Facts(
             now=self.now(),
@@ -235,7 +235,7 @@ class Admission:
         if target is None:
             return Outcome(False, "mlgate: the request carries no object to judge", route="error")
         name = req.name or str(_meta(target).get("name") or "")
-        labels = await self._namespace_labels(req.namespace)
+        labels = await self.namespace_labels(req.namespace)
         if name == egress.MANAGED_NAME and self._managed_here(req, labels):
             return self._egress_guard(req)
         if req.operation not in {"CREATE", "UPDATE"}:
@@ -244,7 +244,7 @@ class Admission:
             # Labels, annotations, finalizers: a NetworkPolicy admitted (or grandfathered)
             # before stays editable, so its owners and the garbage collector are never stuck.
             return Outcome(True, route="benign-update")
-        netpol = _with_namespace(target, req.namespace)
+        netpol = with_namespace(target, req.namespace)
         facts = Facts(now=self.now(), namespace_labels=labels)
         decision = evaluate_network_policy(self.state.snapshot().policies, netpol, facts)
         return _verdict("NetworkPolicy", req.namespace, name, decision)
@@ -341,7 +341,7 @@ def _labels(obj: Mapping[str, Any]) -> Mapping[str, str]:
     return labels if isinstance(labels, Mapping) else {}
 
 
-def _with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
+def with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
     """Objects in a create request may omit metadata.namespace; the request always has it."""
     meta = obj.get("metadata")
     if not namespace or (isinstance(meta, Mapping) and meta.get("namespace") == namespace):

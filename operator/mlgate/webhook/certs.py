@@ -4,7 +4,7 @@ Two modes, chosen by `mlgate run --cert-mode`:
 
 * ``self`` (`SecretCertificates`): mlgate keeps a CA and a serving certificate in one
   ``kubernetes.io/tls`` Secret shared by every replica, rotates them before they expire and keeps
-  the ``caBundle`` of its ValidatingWebhookConfiguration(s) in step.
+  the ``caBundle`` of its Validating- and MutatingWebhookConfiguration(s) in step.
 * ``files`` (`FileCertificates`): certificate and key are mounted files (e.g. from cert-manager),
   which are polled and reloaded when they change. cert-manager's cainjector owns the caBundle.
 
@@ -74,6 +74,11 @@ ROTATED_AT_ANNOTATION = "mlgate.io/cert-rotated-at"
 REASON_ANNOTATION = "mlgate.io/cert-rotation-reason"
 WEBHOOK_API = "admissionregistration.k8s.io/v1"
 WEBHOOK_PLURAL = "validatingwebhookconfigurations"
+MUTATING_WEBHOOK_PLURAL = "mutatingwebhookconfigurations"
+_WEBHOOK_KINDS = {
+    WEBHOOK_PLURAL: "ValidatingWebhookConfiguration",
+    MUTATING_WEBHOOK_PLURAL: "MutatingWebhookConfiguration",
+}
 
 
 class CertificateError(Exception):
@@ -567,7 +572,7 @@ def _notify(on_change: OnChange, bundle: Bundle) -> bool:
 
 
 # --------------------------------------------------------------------------------------------------
-# caBundle of the ValidatingWebhookConfiguration(s)
+# caBundle of the Validating- and MutatingWebhookConfiguration(s)
 
 
 class SyncOutcome(enum.Enum):
@@ -596,12 +601,26 @@ class SyncResult:
         )
 
 
-async def _sync_one(client: KubeClient, name: str, ca_pem: bytes) -> SyncOutcome:
-    path = resource_path(WEBHOOK_API, WEBHOOK_PLURAL, name=name)
+def mutating(name: str) -> str:
+    """How MutatingWebhookConfiguration `name` is listed among the configurations whose caBundle
+    is kept in step; a plain name is a ValidatingWebhookConfiguration (names hold no `/`)."""
+    return f"{MUTATING_WEBHOOK_PLURAL}/{name}"
+
+
+def _webhook_config(listed: str) -> tuple[str, str, str]:
+    """(plural, name, kind) of a listed configuration."""
+    plural, _, name = listed.rpartition("/")
+    plural = plural or WEBHOOK_PLURAL
+    return plural, name, f"{_WEBHOOK_KINDS.get(plural, plural)} {name}"
+
+
+async def _sync_one(client: KubeClient, listed: str, ca_pem: bytes) -> SyncOutcome:
+    plural, name, label = _webhook_config(listed)
+    path = resource_path(WEBHOOK_API, plural, name=name)
     for _ in range(MAX_ATTEMPTS):
         config = await client.get_or_none(path)
         if config is None:
-            log.warning("ValidatingWebhookConfiguration %s not found; will retry later", name)
+            log.warning("%s not found; will retry later", label)
             return SyncOutcome.MISSING
         webhooks = with_ca_bundle(config.get("webhooks") or [], ca_pem)
         if webhooks is None:
@@ -614,30 +633,30 @@ async def _sync_one(client: KubeClient, name: str, ca_pem: bytes) -> SyncOutcome
         except ApiError as exc:
             if exc.status != 409:
                 raise
-            log.info("ValidatingWebhookConfiguration %s changed meanwhile; re-reading", name)
+            log.info("%s changed meanwhile; re-reading", label)
             continue
-        log.info("caBundle of ValidatingWebhookConfiguration %s updated", name)
+        log.info("caBundle of %s updated", label)
         return SyncOutcome.UPDATED
-    log.warning("ValidatingWebhookConfiguration %s keeps changing; will retry later", name)
+    log.warning("%s keeps changing; will retry later", label)
     return SyncOutcome.FAILED
 
 
 async def patch_ca_bundles(
     client: KubeClient, config_names: Sequence[str], ca_pem: bytes
 ) -> SyncResult:
-    """Set `ca_pem` as caBundle of every webhook in the named configurations that differs."""
+    """Set `ca_pem` as caBundle of every webhook in the named configurations that differs
+    (plain names: ValidatingWebhookConfigurations; `mutating(name)`: a mutating one)."""
     outcomes: dict[str, SyncOutcome] = {}
     for name in config_names:
         try:
             outcomes[name] = await _sync_one(client, name, ca_pem)
         except ApiError as exc:
+            plural, _, label = _webhook_config(name)
             log.error(
-                "cannot update caBundle of ValidatingWebhookConfiguration %s: %s%s",
-                name,
+                "cannot update caBundle of %s: %s%s",
+                label,
                 exc,
-                " (mlgate needs get/patch on validatingwebhookconfigurations)"
-                if exc.status == 403
-                else "",
+                f" (mlgate needs get/patch on {plural})" if exc.status == 403 else "",
             )
             outcomes[name] = SyncOutcome.FAILED
         except (aiohttp.ClientError, TimeoutError) as exc:

@@ -1,4 +1,5 @@
-"""The ValidatingWebhookConfiguration that routes workloads to mlgate, built from one table.
+"""The Validating- and MutatingWebhookConfiguration that route workloads to mlgate, built from
+one table.
 
 `mlgate run --register-webhook-url` applies it for local clusters; the Helm chart renders the
 same rules (a test keeps the two in step).
@@ -15,7 +16,9 @@ from mlgate.engine.workloads import SUPPORTED
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
+IMAGES_MUTATING_WEBHOOK = "images.mlgate.io"
 VALIDATE_PATH = "/validate"
+MUTATE_PATH = "/mutate"
 
 
 def workload_rules() -> list[dict[str, Any]]:
@@ -121,5 +124,40 @@ def webhook_configuration(
     }
 
 
-def url_client_config(url: str, ca_bundle: str) -> dict[str, Any]:
-    return {"url": url.rstrip("/") + VALIDATE_PATH, "caBundle": ca_bundle}
+def url_client_config(url: str, ca_bundle: str, path: str = VALIDATE_PATH) -> dict[str, Any]:
+    return {"url": url.rstrip("/") + path, "caBundle": ca_bundle}
+
+
+def mutating_webhook_configuration(
+    name: str,
+    client_config: dict[str, Any],
+    own_namespace: str,
+    failure_policy: str = "Fail",
+    timeout_seconds: int = 10,
+) -> dict[str, Any]:
+    """Image tags pinned to their verified digest (mlgate.webhook.mutation), for the same
+    workloads and namespaces the validating webhook judges.
+
+    Pinning has no side effects, so dry runs are mutated alike. IfNeeded reinvokes mlgate when a
+    later mutating webhook changes the object (e.g. injects a sidecar with a tag), so every image
+    that reaches validation is pinned; pinning is idempotent, so the reinvocation is safe.
+    """
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
+        "webhooks": [
+            {
+                "name": IMAGES_MUTATING_WEBHOOK,
+                "rules": workload_rules(),
+                "clientConfig": client_config,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "matchPolicy": "Equivalent",
+                "timeoutSeconds": timeout_seconds,
+                "reinvocationPolicy": "IfNeeded",
+                "namespaceSelector": _excluded_namespaces(own_namespace),
+            }
+        ],
+    }

@@ -98,8 +98,12 @@ def response(
     warnings: tuple[str, ...] = (),
     code: int = 403,
     reason: str = "Forbidden",
+    patch: str | None = None,  # base64 of a JSONPatch, from the mutating webhook
 ) -> dict[str, Any]:
     answer: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if allowed and patch is not None:
+        answer["patchType"] = "JSONPatch"
+        answer["patch"] = patch
     if not allowed:
         answer["status"] = {
             "code": code,

@@ -6,7 +6,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,11 +17,13 @@ from mlgate.engine.decisions import Mode, Violation
 from mlgate.engine.workloads import WorkloadView
 from mlgate.metrics import Metrics
 from mlgate.webhook.admission import Admission, Outcome
+from mlgate.webhook.mutation import Answer, Mutation, encode_patch
 from mlgate.webhook.review import MalformedReview, Request, parse_review, response
 
 log = logging.getLogger("mlgate.webhook")
 MAX_BODY = 8 * 1024 * 1024  # the apiserver's own limit on request bodies is 3 MiB
 
+Judge = Callable[[Request], Awaitable[Answer]]
 EventSink = Callable[[WorkloadView, tuple[Violation, ...]], Coroutine[Any, Any, None]]
 
 
@@ -37,6 +39,7 @@ class Webhook:
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY)
         app.router.add_post("/validate", self.validate)
+        app.router.add_post("/mutate", self.mutate)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
         app.router.add_get("/metrics", self.prometheus)
@@ -56,6 +59,16 @@ class Webhook:
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def validate(self, http: web.Request) -> web.Response:
+        return await self._serve(http, self._validated)
+
+    async def mutate(self, http: web.Request) -> web.Response:
+        """Pins verified image tags to their digest (mlgate.webhook.mutation)."""
+        return await self._serve(http, Mutation(self.admission).review)
+
+    async def _validated(self, req: Request) -> Answer:
+        return Answer(await self.admission.review(req))
+
+    async def _serve(self, http: web.Request, judge: Judge) -> web.Response:
         started = time.perf_counter()
         try:
             req = parse_review(json.loads(await http.read()))
@@ -63,7 +76,8 @@ class Webhook:
             self.metrics.errors.labels("malformed").inc()
             log.warning("malformed admission review: %s", exc)
             return web.json_response({"error": f"malformed AdmissionReview: {exc}"}, status=400)
-        outcome = await self._answer(req)
+        answer = await self._answer(req, judge)
+        outcome = answer.outcome
         self.metrics.latency.labels(req.operation).observe(time.perf_counter() - started)
         self._record(req, outcome)
         code, reason = _status(outcome)
@@ -75,35 +89,42 @@ class Webhook:
                 warnings=outcome.warnings,
                 code=code,
                 reason=reason,
+                patch=encode_patch(answer.patch) if answer.patch else None,
             )
         )
 
-    async def _answer(self, req: Request) -> Outcome:
+    async def _answer(self, req: Request, judge: Judge) -> Answer:
         if not self.ready.is_set():
             self.metrics.errors.labels("not-ready").inc()
-            return Outcome(
-                False,
-                "mlgate is starting and has not loaded its policies yet; retry",
-                route="not-ready",
+            return Answer(
+                Outcome(
+                    False,
+                    "mlgate is starting and has not loaded its policies yet; retry",
+                    route="not-ready",
+                )
             )
         try:
             async with asyncio.timeout(self.deadline):
-                return await self.admission.review(req)
+                return await judge(req)
         except TimeoutError:
             self.metrics.errors.labels("deadline").inc()
-            return Outcome(
-                False,
-                f"mlgate could not finish judging within {self.deadline:g}s "
-                "(denied: fail closed); retry",
-                route="deadline",
+            return Answer(
+                Outcome(
+                    False,
+                    f"mlgate could not finish judging within {self.deadline:g}s "
+                    "(denied: fail closed); retry",
+                    route="deadline",
+                )
             )
         except Exception:  # a bug must deny this one request, not take the server down
             self.metrics.errors.labels("internal").inc()
             log.exception("internal error judging request", extra={"uid": req.uid})
-            return Outcome(
-                False,
-                "mlgate hit an internal error judging this request (denied: fail closed)",
-                route="error",
+            return Answer(
+                Outcome(
+                    False,
+                    "mlgate hit an internal error judging this request (denied: fail closed)",
+                    route="error",
+                )
             )
 
     def _record(self, req: Request, outcome: Outcome) -> None:

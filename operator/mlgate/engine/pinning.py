@@ -1,0 +1,136 @@
+"""Digest pinning: which image fields to rewrite to the digest their signature was verified for.
+
+A tag is a movable pointer: verified at admission, it can be moved to an unsigned image before
+(or after) a node pulls it. Rewriting `repo:tag` to `repo:tag@sha256:<verified>` makes the image
+that was verified the image that runs, as sigstore's policy-controller and Kyverno's
+`mutateDigest` do. The engine decides what to pin; the webhook renders it as a JSONPatch.
+
+Only Enforce policies with `images.signatures` and `images.mutateDigest` (the default) pin, and
+only images that verified for every such policy covering them: an image that did not verify is
+never pinned and is reported, so the mutating webhook refuses it with the same message the
+validating webhook would give. Images already pinned by digest are left as they are (their
+digest is what gets verified), which also makes pinning idempotent.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from mlgate.engine.decisions import Mode, Violation, attribute
+from mlgate.engine.images import images_of, signature_entries, signature_findings
+from mlgate.engine.policy import CompiledPolicy, Facts, ImageRules
+from mlgate.engine.references import InvalidReference, Reference, parse
+from mlgate.engine.scope import governing
+from mlgate.engine.workloads import ContainerView, WorkloadView
+
+
+@dataclass(frozen=True, slots=True)
+class Pin:
+    path: str  # field path of the image, as ContainerView.image_path spells it
+    image: str  # as submitted
+    pinned: str  # the same reference with the verified digest appended
+
+
+@dataclass(frozen=True, slots=True)
+class Pinning:
+    pins: tuple[Pin, ...] = ()
+    # Images a pinning policy covers that did not verify: never pinned, always refused.
+    unverified: tuple[Violation, ...] = ()
+
+
+def pinning_rules(policy: CompiledPolicy) -> ImageRules | None:
+    """The image rules of a policy that pins verified tags, or None if it pins nothing."""
+    rules = policy.images
+    if policy.mode is not Mode.ENFORCE or rules is None:
+        return None
+    return rules if rules.signatures is not None and rules.mutate_digest else None
+
+
+def _tag_only(c: ContainerView) -> Reference | None:
+    try:
+        ref = parse(c.image or "")
+    except InvalidReference:
+        return None  # the registry rule refuses it
+    return ref if ref.digest is None else None
+
+
+def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts) -> Pinning:
+    """The pins for `view`; `facts.images` must hold the verification results (None: nothing
+    was verified, so nothing can be pinned)."""
+    if facts.images is None:
+        return Pinning()
+    governed = governing(policies, view.namespace, facts.namespace_labels, view.kind, view.labels)
+    pinners = [(p, rules) for p in governed if (rules := pinning_rules(p)) is not None]
+    pins: list[Pin] = []
+    unverified: list[Violation] = []
+    for c in images_of(view) if pinners else ():
+        ref = _tag_only(c)
+        if ref is None:
+            continue
+        covering = [
+            (p, r) for p, r in pinners if r.signatures and signature_entries(r.signatures, ref)
+        ]
+        problems = [
+            v
+            for p, rules in covering
+            for v in attribute(
+                p.name, p.mode, list(signature_findings(rules, ref, c, facts.images))
+            )
+        ]
+        fact = facts.images.get(c.image or "")
+        if problems or not covering or fact is None or fact.digest is None:
+            unverified += problems
+            continue
+        pins.append(Pin(c.image_path, c.image or "", f"{c.image}@{fact.digest}"))
+    return Pinning(tuple(pins), tuple(unverified))
+
+
+# ---------------------------------------------------------------------------------------------
+# Field paths as JSON pointers (RFC 6901)
+
+
+class InvalidPath(ValueError):
+    """A field path that workloads.field() cannot have produced."""
+
+
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_INDEX = re.compile(r"\[(\d+)\]")
+_DECODER = json.JSONDecoder()
+
+
+def _tokens(path: str) -> Iterator[str]:
+    """The keys and indices of a path such as `spec.x["a.b"].containers[0].image`."""
+    pos = 0
+    while pos < len(path):
+        if path.startswith('["', pos):
+            key, end = _DECODER.raw_decode(path, pos + 1)
+            if not isinstance(key, str) or not path.startswith("]", end):
+                raise InvalidPath(f"unterminated quoted key at {pos} in {path!r}")
+            yield key
+            pos = end + 1
+            continue
+        if index := _INDEX.match(path, pos):
+            yield index.group(1)
+            pos = index.end()
+            continue
+        start = pos + 1 if pos and path.startswith(".", pos) else pos
+        plain = _PLAIN_KEY.match(path, start)
+        if plain is None or (pos and start == pos):
+            raise InvalidPath(f"unexpected {path[pos : pos + 10]!r} at {pos} in {path!r}")
+        yield plain.group()
+        pos = plain.end()
+
+
+def json_pointer(path: str) -> str:
+    """The JSON pointer of a field path, e.g. `spec.containers[0].image` -> /spec/containers/0/
+    image; quoted keys are unquoted and `~` and `/` escaped as RFC 6901 requires."""
+    try:
+        tokens = list(_tokens(path))
+    except ValueError as exc:
+        raise InvalidPath(f"cannot read field path {path!r}: {exc}") from exc
+    if not tokens:
+        raise InvalidPath("empty field path")
+    return "".join("/" + t.replace("~", "~0").replace("/", "~1") for t in tokens)
