@@ -38,6 +38,7 @@ from mlgate.webhook.certs import (
     decode_key_pair,
     generate_ca,
     issue_serving,
+    mutating,
     needs_rotation,
     patch_ca_bundles,
     plan_secret,
@@ -500,6 +501,25 @@ async def test_sync_ca_bundle_with_conflict_and_missing(tmp_path: Path) -> None:
     assert base64.b64decode(bundle) == manager.ca_pem
     again = await manager.sync_ca_bundle(kube, ["mlgate"])  # type: ignore[arg-type]
     assert again.outcomes == {"mlgate": SyncOutcome.UNCHANGED} and again.in_step
+
+
+async def test_ca_rotation_reaches_the_mutating_configuration_too(tmp_path: Path) -> None:
+    """Validating and mutating configurations may share a name; each gets the new caBundle."""
+    kube = FakeKube()
+    mutating_path = CONFIG_PATH.replace("validating", "mutating")
+    kube.objects[CONFIG_PATH] = _webhook_config()
+    kube.objects[mutating_path] = _webhook_config("c3RhbGU=")
+    manager = _manager(tmp_path)
+    await manager.ensure(kube)  # type: ignore[arg-type]
+    configs = ["mlgate", mutating("mlgate")]
+    assert await manager.reconcile_once(kube, configs, lambda _: None)  # type: ignore[arg-type]
+    for path in (CONFIG_PATH, mutating_path):
+        bundle = kube.objects[path]["webhooks"][0]["clientConfig"]["caBundle"]
+        assert base64.b64decode(bundle) == manager.ca_pem, path
+    kube.fail("mutatingwebhookconfigurations", ApiError(403, "Forbidden", "no"))
+    result = await patch_ca_bundles(kube, configs, b"pem")  # type: ignore[arg-type]
+    assert result.names(SyncOutcome.FAILED) == [mutating("mlgate")]
+    assert result.names(SyncOutcome.UPDATED) == ["mlgate"]
 
 
 async def test_sync_reports_api_failures_without_raising() -> None:
