@@ -25,9 +25,11 @@ import yaml
 from mlgate import cli
 from mlgate.run import options
 from mlgate.webhook.config import (
+    IMAGES_MUTATING_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
+    mutating_webhook_configuration,
     network_policy_match_conditions,
     network_policy_rules,
     webhook_configuration,
@@ -106,8 +108,12 @@ def kinds(docs: list[dict[str, Any]]) -> set[str]:
 
 
 def webhooks(docs: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    config = one(docs, "ValidatingWebhookConfiguration")
-    return {w["name"]: w for w in config["webhooks"]}
+    """Every webhook of the validating and the mutating configuration, by name."""
+    return {
+        w["name"]: w
+        for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration")
+        for w in one(docs, kind)["webhooks"]
+    }
 
 
 def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -141,7 +147,7 @@ def test_every_object_is_labelled_and_namespaced_as_the_release(values: Path | N
     docs = render(*(["--values", str(values)] if values else []))
     cluster_scoped = {
         "ClusterRole", "ClusterRoleBinding", "ValidatingWebhookConfiguration",
-        "CustomResourceDefinition",
+        "MutatingWebhookConfiguration", "CustomResourceDefinition",
     }  # fmt: skip
     for doc in docs:
         meta = doc["metadata"]
@@ -173,17 +179,21 @@ def test_webhooks_equal_mlgate_generated_configuration() -> None:
     """With every ML group routed, the chart renders what `webhook_configuration()` builds,
     apart from how the apiserver reaches mlgate (a Service instead of a URL)."""
     docs = render(*ALL_ML)
-    expected = webhook_configuration("mlgate", {}, NAMESPACE, "Fail", 10)["webhooks"]
-    rendered = one(docs, "ValidatingWebhookConfiguration")["webhooks"]
 
     def routing_aside(hooks: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{k: v for k, v in h.items() if k != "clientConfig"} for h in hooks]
 
-    assert routing_aside(rendered) == routing_aside(expected)
-    for hook in rendered:
-        assert hook["clientConfig"] == {
-            "service": {"name": "mlgate", "namespace": NAMESPACE, "path": "/validate", "port": 443}
-        }
+    for build, kind, path in (
+        (webhook_configuration, "ValidatingWebhookConfiguration", "/validate"),
+        (mutating_webhook_configuration, "MutatingWebhookConfiguration", "/mutate"),
+    ):
+        expected = build("mlgate", {}, NAMESPACE, "Fail", 10)["webhooks"]
+        rendered = one(docs, kind)["webhooks"]
+        assert routing_aside(rendered) == routing_aside(expected), kind
+        for hook in rendered:
+            assert hook["clientConfig"] == {
+                "service": {"name": "mlgate", "namespace": NAMESPACE, "path": path, "port": 443}
+            }
 
 
 def test_workload_rules_are_mlgate_workload_rules() -> None:
@@ -217,9 +227,11 @@ def test_namespace_webhook_guards_relabelling() -> None:
 
 def test_webhook_settings_follow_values() -> None:
     docs = render("--set", "webhook.failurePolicy=Ignore", "--set", "webhook.timeoutSeconds=4")
-    for hook in webhooks(docs).values():
+    for name, hook in webhooks(docs).items():
         assert (hook["failurePolicy"], hook["timeoutSeconds"]) == ("Ignore", 4)
-        assert (hook["sideEffects"], hook["matchPolicy"]) == ("NoneOnDryRun", "Equivalent")
+        # Only validation has side effects (GPU reservations, Events), and never on dry runs.
+        side_effects = "None" if name == IMAGES_MUTATING_WEBHOOK else "NoneOnDryRun"
+        assert (hook["sideEffects"], hook["matchPolicy"]) == (side_effects, "Equivalent")
     args = container(docs)["args"]
     assert "--failure-policy=Ignore" in args and "--timeout-seconds=4" in args
     for hook in webhooks(render()).values():
@@ -281,6 +293,7 @@ def test_namespace_selector_always_excludes_kube_system_and_the_release_namespac
         ]
     governed = {"key": "mlgate.io/governed", "operator": "In", "values": ["true"]}
     assert governed in hooks[WORKLOADS_WEBHOOK]["namespaceSelector"]["matchExpressions"]
+    assert governed in hooks[IMAGES_MUTATING_WEBHOOK]["namespaceSelector"]["matchExpressions"]
     # Dropping the label must still reach the scope guard.
     assert governed not in hooks[NAMESPACES_WEBHOOK]["namespaceSelector"]["matchExpressions"]
 
@@ -314,7 +327,12 @@ def rule(groups: str, resources: str, verbs: str, names: str = "") -> tuple[Any,
 CLUSTER_RULES = [
     rule("-", "events", "create"),
     rule("-", "namespaces", "get list watch"),
-    rule("admissionregistration.k8s.io", "validatingwebhookconfigurations", "get patch", "mlgate"),
+    rule(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations mutatingwebhookconfigurations",
+        "get patch",
+        "mlgate",
+    ),
     rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch"),
     rule("mlgate.io", "clustermlpolicies mlpolicies approvedmodels", "list watch"),
     rule("mlgate.io", "clustermlpolicies/status mlpolicies/status approvedmodels/status", "patch"),
@@ -384,7 +402,8 @@ def test_rbac_follows_the_tls_mode_and_options() -> None:
     ] == [("Role", "mlgate-leader-election"), ("RoleBinding", "mlgate-leader-election")]
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     cluster = _rules(docs, "ClusterRole", "mlgate")
-    assert not [r for r in cluster if "validatingwebhookconfigurations" in r[1]]
+    assert not [r for r in cluster if {"validatingwebhookconfigurations"} & set(r[1])]
+    assert not [r for r in cluster if {"mutatingwebhookconfigurations"} & set(r[1])]
     assert not kinds(render("--set", "rbac.create=false")) & {
         "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"
     }  # fmt: skip
@@ -485,7 +504,7 @@ def test_container_args_are_flags_mlgate_run_accepts(values: Path | None) -> Non
         raise AssertionError(f"mlgate run rejects the chart's args {args}") from exc
     opts = options(parsed)
     assert opts.namespace == NAMESPACE
-    assert opts.webhook_configs == ("mlgate",)
+    assert opts.webhook_configs == opts.mutating_webhook_configs == ("mlgate",)
     assert opts.service_name == "mlgate"
     assert opts.service_account == "mlgate"
 
@@ -515,7 +534,7 @@ def test_tls_self_lets_mlgate_manage_one_shared_secret() -> None:
     docs = render()
     args = _run_args(docs)
     assert "--cert-mode=self" in args and "--tls-secret=mlgate-tls" in args
-    assert "--webhook-config=mlgate" in args
+    assert "--webhook-config=mlgate" in args and "--mutating-webhook-config=mlgate" in args
     assert "Secret" not in kinds(docs)  # mlgate creates and labels it itself
     for hook in webhooks(docs).values():
         assert "caBundle" not in hook["clientConfig"]  # mlgate fills it; upgrades leave it
@@ -529,10 +548,11 @@ def test_tls_cert_manager_mounts_the_certificate_and_injects_its_ca() -> None:
         "mlgate.mlgate-system.svc.cluster.local",
     }
     assert certificate["spec"]["issuerRef"]["name"] == one(docs, "Issuer")["metadata"]["name"]
-    config = one(docs, "ValidatingWebhookConfiguration")
-    assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
-        f"{NAMESPACE}/{certificate['metadata']['name']}"
-    )
+    for kind in ("ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"):
+        config = one(docs, kind)
+        assert config["metadata"]["annotations"]["cert-manager.io/inject-ca-from"] == (
+            f"{NAMESPACE}/{certificate['metadata']['name']}"
+        )
     _assert_files_mode(docs, certificate["spec"]["secretName"])
     issuer = render("--values", str(CHART / "ci" / "cert-manager-issuer-values.yaml"))
     assert "Issuer" not in kinds(issuer)

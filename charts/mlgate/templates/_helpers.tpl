@@ -152,20 +152,50 @@ true
 {{- $missing | sortAlpha | join ", " -}}
 {{- end -}}
 
-{{/* clientConfig and settings both webhooks share. */}}
-{{- define "mlgate.webhookCommon" -}}
+{{/* How the apiserver reaches mlgate: pass (dict "root" $ "path" "/validate"). */}}
+{{- define "mlgate.clientConfig" -}}
+{{- $root := .root -}}
 clientConfig:
   service:
-    name: {{ include "mlgate.fullname" . }}
-    namespace: {{ .Release.Namespace }}
-    path: /validate
-    port: {{ .Values.service.port }}
-  {{- if and (eq .Values.tls.mode "existingSecret") .Values.tls.existingSecret.caBundle }}
-  caBundle: {{ .Values.tls.existingSecret.caBundle }}
+    name: {{ include "mlgate.fullname" $root }}
+    namespace: {{ $root.Release.Namespace }}
+    path: {{ .path }}
+    port: {{ $root.Values.service.port }}
+  {{- if and (eq $root.Values.tls.mode "existingSecret") $root.Values.tls.existingSecret.caBundle }}
+  caBundle: {{ $root.Values.tls.existingSecret.caBundle }}
   {{- end }}
+{{- end -}}
+
+{{/* clientConfig and settings both webhooks share. */}}
+{{- define "mlgate.webhookCommon" -}}
+{{ include "mlgate.clientConfig" (dict "root" . "path" "/validate") }}
 admissionReviewVersions: [v1]
 sideEffects: NoneOnDryRun
 failurePolicy: {{ .Values.webhook.failurePolicy }}
 matchPolicy: Equivalent
 timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
+{{- end -}}
+
+{{/* The workload rules both webhook configurations route, from files/workload-rules.yaml. */}}
+{{- define "mlgate.workloadRules" -}}
+{{- $rules := list -}}
+{{- range $rule := .Files.Get "files/workload-rules.yaml" | fromYamlArray -}}
+{{- if include "mlgate.ruleEnabled" (dict "root" $ "rule" $rule) -}}
+{{- $rules = append $rules (dict "apiGroups" $rule.apiGroups "apiVersions" $rule.apiVersions "resources" $rule.resources "operations" (list "CREATE" "UPDATE") "scope" "Namespaced") -}}
+{{- end -}}
+{{- end -}}
+{{- toYaml $rules -}}
+{{- end -}}
+
+{{/* Annotations of both webhook configurations: the user's, and cert-manager's CA injection. */}}
+{{- define "mlgate.webhookAnnotations" -}}
+{{- $annotations := deepCopy .Values.webhook.annotations -}}
+{{- if eq .Values.tls.mode "certManager" -}}
+{{- $_ := set $annotations "cert-manager.io/inject-ca-from" (printf "%s/%s" .Release.Namespace (include "mlgate.fullname" .)) -}}
+{{- else if and (eq .Values.tls.mode "existingSecret") .Values.tls.existingSecret.injectCAFromSecret -}}
+{{- $_ := set $annotations "cert-manager.io/inject-ca-from-secret" .Values.tls.existingSecret.injectCAFromSecret -}}
+{{- end -}}
+{{- with $annotations -}}
+{{- toYaml . -}}
+{{- end -}}
 {{- end -}}
