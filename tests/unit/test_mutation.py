@@ -278,15 +278,32 @@ def test_container_shaped_fields_are_pinned() -> None:
     assert image_at(pinned, "/spec/predictor/my.framework/image") == f"{SIDECAR}@{SIDECAR_DIGEST}"
 
 
-def test_an_unverified_image_is_never_pinned_and_is_refused_with_the_reason() -> None:
+def test_an_unverified_image_is_never_pinned_and_validation_refuses_it() -> None:
     webhook = make_webhook(policy(images=signatures()))
     obj = deployment(image=UNSIGNED)
     obj["spec"]["template"]["spec"]["containers"].append({"name": "b", "image": SIGNED})
-    answer = mutate(webhook, obj)
-    assert answer["allowed"] is False and "patch" not in answer
+    patched = apply_patch(obj, mutate(webhook, obj))
+    images_ = [c["image"] for c in patched["spec"]["template"]["spec"]["containers"]]
+    assert images_ == [UNSIGNED, f"{SIGNED}@{SIGNED_DIGEST}"]
+    answer = run(webhook, "/validate", review(patched))
+    assert answer["allowed"] is False
     message = answer["status"]["message"]
     assert "images.signature at spec.template.spec.containers[0].image" in message
     assert "no signature by a trusted key" in message and "containers[1]" not in message
+
+
+def test_a_verified_tag_that_reaches_validation_unpinned_is_refused() -> None:
+    """A tag moved to a signed image between the mutating and the validating call, or a missing
+    MutatingWebhookConfiguration, must not let a tag through by tag."""
+    webhook = make_webhook(policy(images=signatures()))
+    answer = run(webhook, "/validate", review(deployment(image=SIGNED)))
+    assert answer["allowed"] is False
+    message = answer["status"]["message"]
+    assert "images.digest at spec.template.spec.containers[0].image" in message
+    assert f"pins it as {SIGNED}@{SIGNED_DIGEST}" in message
+    # A policy that does not pin (Warn never changes a workload) does not require it.
+    warn = make_webhook(policy(mode="Warn", images=signatures()))
+    assert run(warn, "/validate", review(deployment(image=SIGNED)))["allowed"] is True
 
 
 def test_policies_that_do_not_pin() -> None:

@@ -7,9 +7,13 @@ that was verified the image that runs, as sigstore's policy-controller and Kyver
 
 Only Enforce policies with `images.signatures` and `images.mutateDigest` (the default) pin, and
 only images that verified for every such policy covering them: an image that did not verify is
-never pinned and is reported, so the mutating webhook refuses it with the same message the
-validating webhook would give. Images already pinned by digest are left as they are (their
-digest is what gets verified), which also makes pinning idempotent.
+never pinned, and the validating webhook refuses it. Images already pinned by digest are left as
+they are (their digest is what gets verified), which also makes pinning idempotent.
+
+Validation runs after every mutating webhook, so a tag a pinning policy covers must not reach it
+unpinned: `unpinned` refuses one that verifies there. That closes the gap of a tag that failed
+to verify when the mutating webhook asked and verifies a moment later (moved back and forth, or a
+cache entry expiring in between), and of a mutating configuration that is missing.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from mlgate.engine.decisions import Mode, Violation, attribute
+from mlgate.engine.decisions import Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.images import images_of, signature_entries, signature_findings
 from mlgate.engine.policy import CompiledPolicy, Facts, ImageRules
 from mlgate.engine.references import InvalidReference, Reference, parse
@@ -32,13 +36,12 @@ class Pin:
     path: str  # field path of the image, as ContainerView.image_path spells it
     image: str  # as submitted
     pinned: str  # the same reference with the verified digest appended
+    policies: tuple[str, ...]  # the pinning policies covering it
 
 
-@dataclass(frozen=True, slots=True)
-class Pinning:
-    pins: tuple[Pin, ...] = ()
-    # Images a pinning policy covers that did not verify: never pinned, always refused.
-    unverified: tuple[Violation, ...] = ()
+# Requests whose object is the workload itself, so a patch of its images takes effect (a /scale
+# request carries a Scale; a /status write cannot change the spec).
+PINNED_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
 
 
 def pinning_rules(policy: CompiledPolicy) -> ImageRules | None:
@@ -57,35 +60,53 @@ def _tag_only(c: ContainerView) -> Reference | None:
     return ref if ref.digest is None else None
 
 
-def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts) -> Pinning:
+def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts) -> list[Pin]:
     """The pins for `view`; `facts.images` must hold the verification results (None: nothing
     was verified, so nothing can be pinned)."""
     if facts.images is None:
-        return Pinning()
+        return []
     governed = governing(policies, view.namespace, facts.namespace_labels, view.kind, view.labels)
     pinners = [(p, rules) for p in governed if (rules := pinning_rules(p)) is not None]
     pins: list[Pin] = []
-    unverified: list[Violation] = []
     for c in images_of(view) if pinners else ():
         ref = _tag_only(c)
         if ref is None:
             continue
         covering = [
-            (p, r) for p, r in pinners if r.signatures and signature_entries(r.signatures, ref)
-        ]
-        problems = [
-            v
-            for p, rules in covering
-            for v in attribute(
-                p.name, p.mode, list(signature_findings(rules, ref, c, facts.images))
-            )
+            (p.name, r) for p, r in pinners if r.signatures and signature_entries(r.signatures, ref)
         ]
         fact = facts.images.get(c.image or "")
-        if problems or not covering or fact is None or fact.digest is None:
-            unverified += problems
+        if not covering or fact is None or fact.digest is None:
             continue
-        pins.append(Pin(c.image_path, c.image or "", f"{c.image}@{fact.digest}"))
-    return Pinning(tuple(pins), tuple(unverified))
+        if any(next(signature_findings(r, ref, c, facts.images), None) for _, r in covering):
+            continue  # not verified: never pinned, and the validating webhook refuses it
+        names = tuple(name for name, _ in covering)
+        pins.append(Pin(c.image_path, c.image or "", f"{c.image}@{fact.digest}", names))
+    return pins
+
+
+def unpinned(
+    policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts
+) -> list[Violation]:
+    """At validation, after the mutating webhook: verified tags it should have pinned."""
+    return [
+        v
+        for pin in plan(policies, view, facts)
+        for name in pin.policies
+        for v in attribute(
+            name,
+            Mode.ENFORCE,
+            [
+                Finding(
+                    Rule.IMAGES_DIGEST,
+                    pin.path,
+                    f"image {pin.image!r} verified by tag but reached validation without its "
+                    f"digest; mlgate's mutating webhook pins it as {pin.pinned}: check that its "
+                    "MutatingWebhookConfiguration is installed, or reference the image by digest",
+                )
+            ],
+        )
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

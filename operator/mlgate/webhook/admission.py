@@ -23,6 +23,7 @@ from mlgate.engine.evaluate import (
     evaluate_view,
 )
 from mlgate.engine.gpu import workload_demand
+from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.updates import benign_update
@@ -204,9 +205,15 @@ class Admission:
             ),
         )
         decision = evaluate_view(snapshot.policies, item, facts)
-        if waiting:
+        # The mutating webhook ran just before: a verified tag must have been pinned.
+        late = (
+            unpinned(snapshot.policies, item, facts)
+            if req.sub_resource in PINNED_SUBRESOURCES
+            else []
+        )
+        if waiting or late:
             decision = decide(
-                [*decision.violations, *waiting], decision.matched_policies, decision.notes
+                [*decision.violations, *waiting, *late], decision.matched_policies, decision.notes
             )
         outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
         if outcome.allowed and not req.dry_run:

@@ -4,9 +4,9 @@ The engine (`engine.pinning`) decides which image fields to pin; this adapter ro
 gathers the same facts the validating webhook uses (the verifier's cache makes the second
 verification of an image free), and renders the pins as a JSONPatch.
 
-- Only images verified at this admission are pinned. When an image a pinning policy covers does
-  not verify, the request is refused here with the validating webhook's message: were it merely
-  left unpinned, a tag moved between this call and the validating call could be admitted by tag.
+- Only images verified at this admission are pinned. An image that does not verify gets no
+  patch, and the validating webhook denies it with the reason; a tag that verifies only there
+  (moved in between) is denied there too, unpinned (`engine.pinning.unpinned`).
 - The patch depends only on the object and the verification results, never on dryRun, and has
   no side effects (sideEffects: None): dry runs get the same patch.
 - Pinned images are not pinned again, so a reinvocation (reinvocationPolicy: IfNeeded) changes
@@ -22,16 +22,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlgate.engine.decisions import Decision
-from mlgate.engine.pinning import Pin, json_pointer, pinning_rules, plan
+from mlgate.engine.pinning import PINNED_SUBRESOURCES, Pin, json_pointer, pinning_rules, plan
 from mlgate.engine.policy import Facts
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, view
-from mlgate.webhook.admission import Admission, Outcome, render_denial, with_namespace
+from mlgate.webhook.admission import Admission, Outcome, with_namespace
 from mlgate.webhook.review import Request
-
-# Subresources whose object is the workload itself, so a patch of its images takes effect.
-_PATCHED_SUBRESOURCES = frozenset({"", "ephemeralcontainers"})
 
 
 @dataclass(frozen=True)
@@ -74,20 +70,16 @@ class Mutation:
         labels = await self.admission.namespace_labels(item.namespace)
         images = await self.admission.verify_images(policies, item)
         facts = Facts(now=self.admission.now(), namespace_labels=labels, images=images)
-        pinning = plan(policies, item, facts)
-        if pinning.unverified:
-            message = render_denial(item.kind, item.namespace, item.name, pinning.unverified)
-            decision = Decision(False, pinning.unverified)
-            return Answer(Outcome(False, message, (), decision, "unverified", item))
-        if not pinning.pins:
+        pins = tuple(plan(policies, item, facts))
+        if not pins:
             return Answer(Outcome(True, route="nothing-to-pin", workload=item))
-        return Answer(Outcome(True, route="pinned", workload=item), patch_operations(pinning.pins))
+        return Answer(Outcome(True, route="pinned", workload=item), patch_operations(pins))
 
     def _patchable(self, req: Request) -> Mapping[str, Any] | None:
         """The object whose images may need pinning, or None when this request has none."""
         if req.operation not in ("CREATE", "UPDATE") or req.obj is None:
             return None
-        if req.sub_resource not in _PATCHED_SUBRESOURCES or self.admission.exempt(req.namespace):
+        if req.sub_resource not in PINNED_SUBRESOURCES or self.admission.exempt(req.namespace):
             return None
         obj = with_namespace(req.obj, req.namespace)
         if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
