@@ -3,10 +3,12 @@ real distribution registry on loopback (plain HTTP, named with --insecure-regist
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -171,5 +173,122 @@ def test_key_from_a_secret(
                 break
             time.sleep(1)
         assert out.returncode == 0, out.stderr
+    finally:
+        control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+# ---------------------------------------------------------------------------------------------
+# Digest pinning: the mutating webhook stores the digest the signature was verified for
+
+
+def stored(cp: Cluster, kind: str, name: str, namespace: str) -> dict[str, Any]:
+    out = cp.kubectl("-n", namespace, "get", kind, name, "-o", "json", check=True)
+    found: dict[str, Any] = json.loads(out.stdout)
+    return found
+
+
+def test_verified_tags_are_stored_pinned_and_reapplying_is_stable(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    tools, registry = lab
+    signed = tools.push(registry, "ml/pinned")
+    tools.sign(registry, signed, key)
+    pinned = f"{signed.by_tag}@{signed.digest}"
+
+    deployment = workload("Deployment", "pinned", namespace, signed.by_tag)
+    dry = control_plane.kubectl(
+        "apply", "--dry-run=server", "-o", "json", "-f", "-", input=json.dumps(deployment)
+    )
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    apply(control_plane, deployment).check_returncode()
+    first = stored(control_plane, "deployment", "pinned", namespace)
+    assert first["spec"]["template"]["spec"]["containers"][0]["image"] == pinned
+    # Re-applying the same manifest (kubectl re-sends the tag, as it differs from the live
+    # object) changes nothing: the same pin, no new generation, no rollout.
+    again = apply(control_plane, deployment)
+    assert again.returncode == 0, again.stderr
+    later = stored(control_plane, "deployment", "pinned", namespace)
+    assert later["metadata"]["generation"] == first["metadata"]["generation"]
+    assert later["spec"] == first["spec"]
+    # Server-side apply re-sends the tag: pinned again to the same value, nothing else changes.
+    ssa = control_plane.kubectl(
+        "apply", "--server-side", "--force-conflicts", "-f", "-", input=json.dumps(deployment)
+    )
+    assert ssa.returncode == 0, ssa.stderr
+    assert stored(control_plane, "deployment", "pinned", namespace)["spec"] == first["spec"]
+
+    # Moving the tag to an unsigned image afterwards changes nothing that runs: the stored
+    # reference names the signed digest, which still verifies.
+    tools.push(registry, "ml/pinned", tag=signed.tag)
+    apply(control_plane, workload("Pod", "pinned-pod", namespace, pinned)).check_returncode()
+    pod = stored(control_plane, "pod", "pinned-pod", namespace)
+    assert pod["spec"]["containers"][0]["image"] == pinned
+
+
+def test_every_role_of_a_workload_is_pinned_at_its_own_path(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    tools, registry = lab
+    signed = tools.push(registry, "ml/trainer")
+    tools.sign(registry, signed, key)
+    spec = {"containers": [{"name": "pytorch", "image": signed.by_tag}]}
+    job = {
+        "apiVersion": "kubeflow.org/v1",
+        "kind": "PyTorchJob",
+        "metadata": {"name": "train", "namespace": namespace},
+        "spec": {
+            "pytorchReplicaSpecs": {
+                "Master": {"replicas": 1, "template": {"spec": spec}},
+                "Worker.x/y~z": {"replicas": 2, "template": {"spec": spec}},
+            }
+        },
+    }
+    apply(control_plane, job).check_returncode()
+    roles = stored(control_plane, "pytorchjob", "train", namespace)["spec"]["pytorchReplicaSpecs"]
+    for role in ("Master", "Worker.x/y~z"):
+        image = roles[role]["template"]["spec"]["containers"][0]["image"]
+        assert image == f"{signed.by_tag}@{signed.digest}", role
+
+
+def test_unsigned_tags_are_not_pinned_and_mutation_can_be_turned_off(
+    control_plane: Cluster,
+    mlgate: MlgateProcess,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    namespace: str,
+) -> None:
+    tools, registry = lab
+    unsigned = tools.push(registry, "ml/never-signed")
+    signed = tools.push(registry, "ml/unpinned")
+    tools.sign(registry, signed, key)
+    name = f"no-pin-{uuid.uuid4().hex[:8]}"
+    signatures = [{"images": [f"{registry.host}/ml/*"], "keys": [{"publicKey": key.public_pem}]}]
+    images = {"signatures": signatures, "mutateDigest": False}
+    apply(control_plane, policy_doc(name, namespace, images=images)).check_returncode()
+    try:
+        wait_policy(control_plane, name)
+        out = apply(control_plane, workload("Deployment", "unsigned", namespace, unsigned.by_tag))
+        assert out.returncode != 0
+        assert 'admission webhook "workloads.mlgate.io" denied the request' in out.stderr
+        assert "images.signature" in out.stderr, out.stderr
+        out = apply(control_plane, workload("Deployment", "by-tag", namespace, signed.by_tag))
+        assert out.returncode != 0
+        assert "images.digest" in out.stderr and "mutateDigest: false" in out.stderr, out.stderr
+        assert signed.digest in out.stderr, out.stderr
+        out = apply(control_plane, workload("Deployment", "by-digest", namespace, signed.by_digest))
+        assert out.returncode == 0, out.stderr
+        image = stored(control_plane, "deployment", "by-digest", namespace)["spec"]["template"][
+            "spec"
+        ]["containers"][0]["image"]
+        assert image == signed.by_digest
     finally:
         control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
