@@ -33,6 +33,7 @@ from mlgate.api.compile import parse_resource
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess, stand_in_crds
 from mlgate.webhook.config import (
+    IMAGES_MUTATING_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
@@ -258,25 +259,34 @@ def test_install_upgrade_uninstall(
                 "operator": "NotIn",
                 "values": ["kube-system", namespace],
             } in expressions
+        mutating = kubectl_json(cp, "get", "mutatingwebhookconfiguration", release)
+        (pin,) = mutating["webhooks"]
+        assert pin["name"] == IMAGES_MUTATING_WEBHOOK and pin["rules"] == workload_rules()
+        assert pin["clientConfig"]["service"]["path"] == "/mutate"
+        assert (pin["sideEffects"], pin["reinvocationPolicy"]) == ("None", "IfNeeded")
+        assert pin["namespaceSelector"] == hooks[WORKLOADS_WEBHOOK]["namespaceSelector"]
 
         # mlgate (self mode) writes the caBundle; an upgrade must leave it alone.
         ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
-        patch = [
-            {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": ca.decode()}
-            for i in range(len(hooks))
-        ]
-        cp.kubectl(
-            "patch", "validatingwebhookconfiguration", release, "--type=json",
-            "-p", json.dumps(patch), check=True,
-        )  # fmt: skip
+        for kind, count in (
+            ("validatingwebhookconfiguration", len(hooks)),
+            ("mutatingwebhookconfiguration", 1),
+        ):
+            patch = [
+                {"op": "add", "path": f"/webhooks/{i}/clientConfig/caBundle", "value": ca.decode()}
+                for i in range(count)
+            ]
+            cp.kubectl(
+                "patch", kind, release, "--type=json", "-p", json.dumps(patch), check=True
+            )  # fmt: skip
         helm(
             "upgrade", release, str(CHART), "--namespace", namespace, "--reuse-values",
             "--set", "replicaCount=3", "--set", "webhook.timeoutSeconds=3",
         )  # fmt: skip
-        config = kubectl_json(cp, "get", "validatingwebhookconfiguration", release)
-        for hook in config["webhooks"]:
-            assert hook["timeoutSeconds"] == 3
-            assert hook["clientConfig"]["caBundle"] == ca.decode()
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            for hook in kubectl_json(cp, "get", kind, release)["webhooks"]:
+                assert hook["timeoutSeconds"] == 3
+                assert hook["clientConfig"]["caBundle"] == ca.decode()
         deployment = kubectl_json(cp, "-n", namespace, "get", "deployment", release)
         assert deployment["spec"]["replicas"] == 3
         assert (
@@ -288,6 +298,7 @@ def test_install_upgrade_uninstall(
         uninstalled = helm("uninstall", release, "--namespace", namespace, "--wait")
         assert "uninstalled" in uninstalled.stdout
         assert not exists(cp, "validatingwebhookconfiguration", release)
+        assert not exists(cp, "mutatingwebhookconfiguration", release)
         assert not exists(cp, "clusterrole", release)
         assert not exists(cp, "clusterrolebinding", release)
         for kind in ("deployment", "service", "serviceaccount", "poddisruptionbudget"):
@@ -440,9 +451,9 @@ def test_chart_rbac_is_enough_for_mlgate_run(
         secret = kubectl_json(cp, "-n", rel.namespace, "get", "secret", rel.tls_secret)
         assert secret["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "mlgate"
         ca_pem = base64.b64decode(secret["data"]["ca.crt"])
-        config = kubectl_json(cp, "get", "validatingwebhookconfiguration", rel.name)
-        for hook in config["webhooks"]:
-            assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem
+        for kind in ("validatingwebhookconfiguration", "mutatingwebhookconfiguration"):
+            for hook in kubectl_json(cp, "get", kind, rel.name)["webhooks"]:
+                assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca_pem, kind
 
         # Leader election: this replica creates the chart's Lease and holds it.
         def lease_holder() -> str | None:
@@ -576,6 +587,8 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("get", "secrets/cosign-keys", rel.keys_namespace),
         ("get", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
         ("patch", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
+        ("get", f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
+        ("patch", f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
         ("create", "networkpolicies.networking.k8s.io", rel.governed),
         ("watch", "networkpolicies.networking.k8s.io", ""),
         ("patch", "networkpolicies.networking.k8s.io/mlgate-egress", rel.governed),
@@ -616,6 +629,7 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("create", "validatingwebhookconfigurations.admissionregistration.k8s.io", ""),
         ("delete", f"validatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
         ("patch", "mutatingwebhookconfigurations.admissionregistration.k8s.io/x", ""),
+        ("delete", f"mutatingwebhookconfigurations.admissionregistration.k8s.io/{rel.name}", ""),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io", ""),
         ("escalate", "clusterroles.rbac.authorization.k8s.io/x", ""),
         ("update", "namespaces/default", ""),
