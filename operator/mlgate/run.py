@@ -378,7 +378,7 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         action="append",
         default=[],
         help="MutatingWebhookConfiguration (digest pinning) whose caBundle mlgate keeps in step "
-        "(repeatable; default mlgate)",
+        "(repeatable; default: the --webhook-config names)",
     )
     add(
         "--register-webhook-url",
@@ -466,7 +466,10 @@ def options(args: argparse.Namespace) -> RunOptions:
         tls_key_file=args.tls_key_file,
         tls_ca_file=args.tls_ca_file,
         webhook_configs=tuple(args.webhook_config) or ("mlgate",),
-        mutating_webhook_configs=tuple(args.mutating_webhook_config) or ("mlgate",),
+        # The two kinds may share a name: default to the validating configurations' names.
+        mutating_webhook_configs=tuple(args.mutating_webhook_config)
+        or tuple(args.webhook_config)
+        or ("mlgate",),
         register_webhook_url=args.register_webhook_url,
         failure_policy=args.failure_policy,
         timeout_seconds=args.timeout_seconds,
