@@ -382,3 +382,11 @@ def test_mutation_off_is_judged_offline_too_and_never_reported_twice() -> None:
     assert rule is Rule.IMAGES_DIGEST and "referenced by tag only" in message
     assert [r for r, _ in findings(mutateDigest=False, requireDigest=True)] == [Rule.IMAGES_DIGEST]
     assert findings() == []
+
+
+def test_mutation_fails_closed_before_policies_are_loaded() -> None:
+    webhook = make_webhook(policy(images=signatures()))
+    webhook.ready.clear()
+    answer = mutate(webhook, deployment(image=SIGNED))
+    assert answer["allowed"] is False and "patch" not in answer
+    assert "has not loaded its policies" in answer["status"]["message"]
