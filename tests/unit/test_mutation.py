@@ -390,3 +390,32 @@ def test_mutation_fails_closed_before_policies_are_loaded() -> None:
     answer = mutate(webhook, deployment(image=SIGNED))
     assert answer["allowed"] is False and "patch" not in answer
     assert "has not loaded its policies" in answer["status"]["message"]
+
+
+def test_debugging_a_legacy_pod_holds_only_the_new_container_to_its_pin() -> None:
+    """On pods/ephemeralcontainers the apiserver keeps the old containers whatever was patched:
+    a tag-only container admitted before the policy does not block `kubectl debug`."""
+    webhook = make_webhook(policy(images=signatures()))
+    legacy = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "legacy", "namespace": "ml-prod"},
+        "spec": {"containers": [{"name": "app", "image": SIGNED}]},
+    }
+    debug = copy.deepcopy(legacy)
+    debug["spec"]["ephemeralContainers"] = [{"name": "debugger", "image": SIDECAR}]
+    kwargs: dict[str, Any] = {
+        "operation": "UPDATE",
+        "old": legacy,
+        "resource": "pods",
+        "sub_resource": "ephemeralcontainers",
+    }
+    patched = apply_patch(debug, mutate(webhook, debug, **kwargs))
+    assert patched["spec"]["ephemeralContainers"][0]["image"] == f"{SIDECAR}@{SIDECAR_DIGEST}"
+    stored = copy.deepcopy(legacy)  # what the apiserver keeps: old containers, new debugger
+    stored["spec"]["ephemeralContainers"] = patched["spec"]["ephemeralContainers"]
+    assert run(webhook, "/validate", review(stored, **kwargs))["allowed"] is True
+    unpinned = run(webhook, "/validate", review(debug, **kwargs))
+    assert unpinned["allowed"] is False
+    assert "spec.ephemeralContainers[0].image" in unpinned["status"]["message"]
+    assert "spec.containers[0]" not in unpinned["status"]["message"]

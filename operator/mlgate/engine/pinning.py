@@ -86,12 +86,22 @@ def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts)
 
 
 def unpinned(
-    policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts
+    policies: tuple[CompiledPolicy, ...],
+    view: WorkloadView,
+    facts: Facts,
+    before: WorkloadView | None = None,
 ) -> list[Violation]:
-    """At validation, after the mutating webhook: verified tags it should have pinned."""
+    """At validation, after the mutating webhook: verified tags it should have pinned.
+
+    An image an UPDATE leaves where it was (`before`: the old object) is not new: it was judged
+    when it came in, and on a subresource such as pods/ephemeralcontainers the apiserver keeps
+    the old containers whatever the mutating webhook patched.
+    """
+    kept = {(c.image_path, c.image) for c in images_of(before)} if before else set()
     return [
         v
         for pin in plan(policies, view, facts)
+        if (pin.path, pin.image) not in kept
         for name in pin.policies
         for v in attribute(
             name,

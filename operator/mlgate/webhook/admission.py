@@ -205,12 +205,7 @@ class Admission:
             ),
         )
         decision = evaluate_view(snapshot.policies, item, facts)
-        # The mutating webhook ran just before: a verified tag must have been pinned.
-        late = (
-            unpinned(snapshot.policies, item, facts)
-            if req.sub_resource in PINNED_SUBRESOURCES
-            else []
-        )
+        late = self._unpinned(req, snapshot.policies, item, facts)
         if waiting or late:
             decision = decide(
                 [*decision.violations, *waiting, *late], decision.matched_policies, decision.notes
@@ -219,6 +214,16 @@ class Admission:
         if outcome.allowed and not req.dry_run:
             self._reserve(item)
         return outcome
+
+    def _unpinned(
+        self, req: Request, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
+    ) -> list[Violation]:
+        """Verified tags the mutating webhook, which ran just before, should have pinned."""
+        if req.sub_resource not in PINNED_SUBRESOURCES:
+            return []  # a Scale carries no images; the parent's were judged when they came in
+        before = view(req.old_obj) if req.old_obj is not None else None
+        old = before if isinstance(before, WorkloadView) else None
+        return unpinned(policies, item, facts, old)
 
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
