@@ -43,6 +43,7 @@ SIDECAR = "registry.example.com/ml/proxy:2"
 SIDECAR_DIGEST = "sha256:" + "9a0b" * 16
 UNSIGNED = "registry.example.com/ml/unsigned:1"
 PINNED = f"registry.example.com/ml/serve@{SIGNED_DIGEST}"
+IMPLICIT_LATEST = "registry.example.com/ml/serve"
 
 
 def _pem() -> str:
@@ -59,6 +60,8 @@ REGISTRY = {
     f"{SIGNED}@{SIGNED_DIGEST}": ImageFact(SIGNED_DIGEST, frozenset({TRUSTED})),
     SIDECAR: ImageFact(SIDECAR_DIGEST, frozenset({TRUSTED})),
     f"{SIDECAR}@{SIDECAR_DIGEST}": ImageFact(SIDECAR_DIGEST, frozenset({TRUSTED})),
+    IMPLICIT_LATEST: ImageFact(SIGNED_DIGEST, frozenset({TRUSTED})),
+    f"{IMPLICIT_LATEST}:latest@{SIGNED_DIGEST}": ImageFact(SIGNED_DIGEST, frozenset({TRUSTED})),
     UNSIGNED: ImageFact(
         "sha256:" + "0" * 64, error="no signature by a trusted key was found on sha256:000..."
     ),
@@ -419,3 +422,27 @@ def test_debugging_a_legacy_pod_holds_only_the_new_container_to_its_pin() -> Non
     assert unpinned["allowed"] is False
     assert "spec.ephemeralContainers[0].image" in unpinned["status"]["message"]
     assert "spec.containers[0]" not in unpinned["status"]["message"]
+
+
+def test_pinning_never_changes_another_rules_verdict() -> None:
+    """`mlgate check` judges the manifest as written; the cluster must judge it alike."""
+    implicit = IMPLICIT_LATEST
+    no_latest = make_webhook(policy(images=signatures(disallowTags=["latest"])))
+    obj = deployment(image=implicit)
+    pinned = apply_patch(obj, mutate(no_latest, obj))
+    image = pinned["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert image == f"{implicit}:latest@{SIGNED_DIGEST}"
+    answer = run(no_latest, "/validate", review(pinned))
+    assert answer["allowed"] is False and "images.tag" in answer["status"]["message"]
+    # Under an Enforce requireDigest a tag is refused as submitted, not pinned into compliance.
+    digest_only = make_webhook(policy(images=signatures(requireDigest=True)))
+    assert "patch" not in mutate(digest_only, deployment(image=SIGNED))
+    answer = run(digest_only, "/validate", review(deployment(image=SIGNED)))
+    assert answer["allowed"] is False
+    assert "is not pinned by digest" in answer["status"]["message"]
+    # A Warn requireDigest does not stop an Enforce policy from pinning.
+    both = make_webhook(
+        policy(images=signatures()),
+        policy("digests-wanted", mode="Warn", images={"requireDigest": True}),
+    )
+    assert "patch" in mutate(both, deployment(image=SIGNED))

@@ -10,6 +10,10 @@ only images that verified for every such policy covering them: an image that did
 never pinned, and the validating webhook refuses it. Images already pinned by digest are left as
 they are (their digest is what gets verified), which also makes pinning idempotent.
 
+Pinning never changes another rule's verdict, so `mlgate check` and the cluster agree: under an
+Enforce `requireDigest` a tag is refused as submitted, not pinned; and the tag stays in the
+pinned reference (`latest` when none was given), so `disallowTags` judges what was asked for.
+
 Validation runs after every mutating webhook, so a tag a pinning policy covers must not reach it
 unpinned: `unpinned` refuses one that verifies there. That closes the gap of a tag that failed
 to verify when the mutating webhook asked and verifies a moment later (moved back and forth, or a
@@ -66,6 +70,8 @@ def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts)
     if facts.images is None:
         return []
     governed = governing(policies, view.namespace, facts.namespace_labels, view.kind, view.labels)
+    if any(p.mode is Mode.ENFORCE and p.images and p.images.require_digest for p in governed):
+        return []  # every tag is refused as submitted (images.digest)
     pinners = [(p, rules) for p in governed if (rules := pinning_rules(p)) is not None]
     pins: list[Pin] = []
     for c in images_of(view) if pinners else ():
@@ -81,7 +87,8 @@ def plan(policies: tuple[CompiledPolicy, ...], view: WorkloadView, facts: Facts)
         if any(next(signature_findings(r, ref, c, facts.images), None) for _, r in covering):
             continue  # not verified: never pinned, and the validating webhook refuses it
         names = tuple(name for name, _ in covering)
-        pins.append(Pin(c.image_path, c.image or "", f"{c.image}@{fact.digest}", names))
+        tag = "" if ref.tag else f":{ref.effective_tag}"
+        pins.append(Pin(c.image_path, c.image or "", f"{c.image}{tag}@{fact.digest}", names))
     return pins
 
 
