@@ -26,6 +26,9 @@ class ContainerKind(StrEnum):
     INIT = "initContainer"
     SIDECAR = "sidecar"  # an init container with restartPolicy: Always: it runs alongside the app
     EPHEMERAL = "ephemeralContainer"
+    # An OCI image volume (`volumes[].image.reference`): an image like any other, never run, so
+    # it carries no resources or env and is judged only by the image rules.
+    IMAGE_VOLUME = "imageVolume"
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +267,25 @@ def _pod_containers(spec: Mapping[str, Any], path: str) -> Iterator[ContainerVie
                 yield _container(c, f"{path}.{key}[{i}]", kind)
 
 
+def _image_volumes(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
+    for i, volume in enumerate(_list(spec.get("volumes"))):
+        source = _map(volume).get("image")
+        if not isinstance(source, Mapping):
+            continue
+        reference = source.get("reference")
+        volume_path = f"{path}.volumes[{i}]"
+        yield ContainerView(
+            path=volume_path,
+            name=_str(_map(volume).get("name")),
+            kind=ContainerKind.IMAGE_VOLUME,
+            image=reference if isinstance(reference, str) else None,
+            image_path=f"{volume_path}.image.reference",
+            resources=_EMPTY,
+            resources_path=f"{volume_path}.image",
+            env=(),
+        )
+
+
 def _pod(
     spec: Any,
     path: str,
@@ -276,7 +298,7 @@ def _pod(
     """The view of the pod spec `spec` at `path`, if it is one; `extra` adds operator fields."""
     if not isinstance(spec, Mapping):
         return
-    containers = tuple(_pod_containers(spec, path))
+    containers = tuple(_pod_containers(spec, path)) + tuple(_image_volumes(spec, path))
     if extra is not None:
         containers += tuple(extra(spec, path))
     yield PodView(path, spec, containers, count, role, _strings(annotations))
