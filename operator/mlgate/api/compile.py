@@ -123,6 +123,8 @@ def _models(models: api.Models | None) -> engine.ModelRules | None:
         require_reference=models.require_reference,
         annotations=tuple(models.sources.annotations),
         env=tuple(models.sources.env),
+        allow_indirect_references=models.allow_indirect_references,
+        allowed_endpoints=frozenset(e.strip().rstrip("/") for e in models.allowed_endpoints),
     )
 
 

@@ -185,6 +185,16 @@ class Models(Spec):
     require_reference: StrictBool = Field(
         False, description="Workloads must name at least one model."
     )
+    allow_indirect_references: StrictBool = Field(
+        False,
+        description="Accept model env names and endpoint variables set through envFrom or "
+        "valueFrom, which mlgate cannot read at admission.",
+    )
+    allowed_endpoints: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
+        [],
+        description="Values endpoint variables (HF_ENDPOINT, AWS_ENDPOINT_URL, ...) may take; "
+        "compared literally, ignoring a trailing slash.",
+    )
     sources: ModelSources = Field(default_factory=ModelSources)
 
 

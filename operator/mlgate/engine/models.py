@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from mlgate.engine import model_env
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
@@ -29,6 +30,7 @@ class Source(Enum):
     ANNOTATION = "annotation"  # URI or name@version
     LOCATION = "location"  # URI only
     HF_LOCATION = "hf-location"  # URI or bare Hugging Face id
+    INDIRECT = "indirect"  # valueFrom: unknown at admission, judged by model_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,9 +87,12 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
         for container in pod.containers:
             for env in container.env:
                 if env.name in rules.env:
-                    value = env.value if env.value is not None else ""
-                    source = Source.HF_LOCATION if env.name in _HF_ENV else Source.LOCATION
-                    yield ModelRef(value, env.path), source
+                    if env.value is None:
+                        yield ModelRef("", env.path), Source.INDIRECT
+                    elif env.name in _HF_ENV:
+                        yield ModelRef(env.value, env.path), Source.HF_LOCATION
+                    else:
+                        yield ModelRef(env.value, env.path), Source.LOCATION
 
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:
@@ -134,12 +139,13 @@ def _unrecognised(value: str, source: Source) -> str:
 def _judge(
     ref: ModelRef, source: Source, approvals: tuple[Approval, ...], namespace: str, now: datetime
 ) -> Finding | None:
+    if source is Source.INDIRECT:
+        return None  # model_env reports it, or the policy accepts indirect references
     if not ref.value.strip():
         return Finding(
             Rule.MODELS_APPROVAL,
             ref.path,
-            "model reference is set from valueFrom or left empty, so it cannot be checked; "
-            "set the approved model URI literally",
+            "model reference is empty, so it cannot be checked; set the approved model URI",
         )
     wanted = normalise(
         ref.value,
@@ -179,4 +185,5 @@ def check(
             finding = _judge(ref, source, approvals, view.namespace, now)
             if finding is not None:
                 findings.append(finding)
+        findings += model_env.check(rules, view)
     return findings

@@ -73,6 +73,10 @@ class ModelRules:
     require_reference: bool = False
     annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
     env: tuple[str, ...] = ("MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI")
+    # Accept model env and endpoint variables mlgate cannot read (envFrom, valueFrom).
+    allow_indirect_references: bool = False
+    # Values endpoint variables (HF_ENDPOINT, AWS_ENDPOINT_URL, ...) may take; no trailing "/".
+    allowed_endpoints: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

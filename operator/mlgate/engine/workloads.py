@@ -39,6 +39,15 @@ class EnvVar:
 
 
 @dataclass(frozen=True, slots=True)
+class EnvSource:
+    """An `envFrom` entry: every key of a ConfigMap or Secret, unknown at admission, becomes an
+    env var named `prefix` + key."""
+
+    prefix: str
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerView:
     path: str  # of the container object, e.g. spec.template.spec.containers[1]
     name: str
@@ -48,6 +57,7 @@ class ContainerView:
     resources: Mapping[str, Any]
     resources_path: str
     env: tuple[EnvVar, ...]
+    env_from: tuple[EnvSource, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,6 +245,14 @@ def _env(value: Any, path: str) -> tuple[EnvVar, ...]:
     )
 
 
+def _env_from(value: Any, path: str) -> tuple[EnvSource, ...]:
+    # A prefix that is not a string (an unvalidated CRD) counts as none: the widest reading.
+    return tuple(
+        EnvSource(_str(_map(entry).get("prefix")), f"{path}[{i}]")
+        for i, entry in enumerate(_list(value))
+    )
+
+
 def _container(
     c: Mapping[str, Any],
     path: str,
@@ -253,6 +271,7 @@ def _container(
         resources=_map(c.get(resources_key)),
         resources_path=f"{path}.{resources_key}",
         env=_env(c.get("env"), f"{path}.env"),
+        env_from=_env_from(c.get("envFrom"), f"{path}.envFrom"),
     )
 
 
