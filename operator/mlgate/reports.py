@@ -40,6 +40,11 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.GPU_NAMESPACE_QUOTA: "A namespace must stay within its GPU quota.",
     Rule.GPU_PRODUCT: "GPU pods must select an allowed GPU product.",
     Rule.EGRESS_HOST_NETWORK: "Pods must not use the node's network (hostNetwork).",
+    Rule.EGRESS_HOST_PID: "Pods must not share the node's process namespace (hostPID).",
+    Rule.EGRESS_HOST_IPC: "Pods must not share the node's IPC namespace (hostIPC).",
+    Rule.EGRESS_PRIVILEGED: "Containers must not be privileged under egress limits.",
+    Rule.EGRESS_CAPABILITIES: "Containers must not add NET_ADMIN, NET_RAW or SYS_ADMIN.",
+    Rule.EGRESS_SECONDARY_NETWORK: "Pods must not attach Multus secondary networks.",
     Rule.EGRESS_NETWORK_POLICY: "NetworkPolicies must not widen the managed egress limits.",
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
 }

@@ -134,6 +134,11 @@ def _egress(egress: api.Egress | None) -> engine.EgressRules | None:
     np = egress.network_policy
     return engine.EgressRules(
         allow_host_network=egress.allow_host_network,
+        allow_host_pid=egress.allow_host_pid,
+        allow_host_ipc=egress.allow_host_ipc,
+        allow_privileged=egress.allow_privileged,
+        allow_network_capabilities=egress.allow_network_capabilities,
+        allow_secondary_networks=egress.allow_secondary_networks,
         network_policy=None
         if np is None
         else engine.NetworkPolicyRules(

@@ -30,6 +30,11 @@ class Rule(StrEnum):
     GPU_NAMESPACE_QUOTA = "gpu.namespaceQuota"
     GPU_PRODUCT = "gpu.product"
     EGRESS_HOST_NETWORK = "egress.hostNetwork"
+    EGRESS_HOST_PID = "egress.hostPID"
+    EGRESS_HOST_IPC = "egress.hostIPC"
+    EGRESS_PRIVILEGED = "egress.privileged"
+    EGRESS_CAPABILITIES = "egress.capabilities"
+    EGRESS_SECONDARY_NETWORK = "egress.secondaryNetwork"
     EGRESS_NETWORK_POLICY = "egress.networkPolicy"
     WORKLOAD_UNSUPPORTED = "workload.unsupported"
 
@@ -49,6 +54,11 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.GPU_NAMESPACE_QUOTA: ("AML.T0029", "AML.T0034"),
     Rule.GPU_PRODUCT: ("AML.T0029", "AML.T0034"),
     Rule.EGRESS_HOST_NETWORK: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_HOST_PID: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_HOST_IPC: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_PRIVILEGED: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_CAPABILITIES: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_SECONDARY_NETWORK: ("AML.T0025", "AML.T0024.002"),
     Rule.EGRESS_NETWORK_POLICY: ("AML.T0025", "AML.T0024.002"),
     Rule.WORKLOAD_UNSUPPORTED: ("AML.T0010",),
 }

@@ -11,7 +11,7 @@ from enum import Enum
 from mlgate.engine import model_env
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
+from mlgate.engine.workloads import ModelRef, WorkloadView, metadata_path
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
@@ -56,16 +56,8 @@ def normalise(value: str, hf_id: bool = False, name_version: bool = False) -> Wa
     return None
 
 
-def _annotation_path(metadata_path: str, key: str) -> str:
-    return f'{metadata_path}.annotations["{key}"]'
-
-
-def _pod_annotations_path(pod: PodView) -> str:
-    """Where a pod's annotations are: a PodTemplateSpec's metadata, else the component itself
-    (KServe's `spec.predictor.annotations`)."""
-    if pod.path.endswith(".spec"):
-        return pod.path[: -len(".spec")] + ".metadata"
-    return pod.path
+def _annotation_path(metadata: str, key: str) -> str:
+    return f'{metadata}.annotations["{key}"]'
 
 
 def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
@@ -79,7 +71,7 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
     for pod in view.pods:
         # A bare Pod's annotations are the workload's, judged above.
         if pod.path != "spec" and pod.annotations is not view.annotations:
-            meta = _pod_annotations_path(pod)
+            meta = metadata_path(pod)
             for key in rules.annotations:
                 if key in pod.annotations:
                     ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))

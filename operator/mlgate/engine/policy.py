@@ -91,6 +91,11 @@ class NetworkPolicyRules:
 @dataclass(frozen=True, slots=True)
 class EgressRules:
     allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    allow_privileged: bool = False
+    allow_network_capabilities: bool = False
+    allow_secondary_networks: bool = False
     network_policy: NetworkPolicyRules | None = None
 
 

@@ -11,6 +11,7 @@ a malformed field yields fewer views or a conservative count, never an exception
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -58,6 +59,7 @@ class ContainerView:
     resources_path: str
     env: tuple[EnvVar, ...]
     env_from: tuple[EnvSource, ...] = ()
+    security_context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,16 @@ class PodView:
     count: int  # pods this template yields for the whole workload
     role: str  # e.g. "predictor", "Worker", "head"; "" when the kind has one template
     annotations: Mapping[str, str]  # of the pod template's metadata
+
+
+def metadata_path(pod: PodView) -> str:
+    """Where a pod's annotations are: a bare Pod's or a PodTemplateSpec's metadata, else the
+    component itself (KServe's `spec.predictor.annotations`)."""
+    if pod.path == "spec":
+        return "metadata"
+    if pod.path.endswith(".spec"):
+        return pod.path[: -len(".spec")] + ".metadata"
+    return pod.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +284,7 @@ def _container(
         resources_path=f"{path}.{resources_key}",
         env=_env(c.get("env"), f"{path}.env"),
         env_from=_env_from(c.get("envFrom"), f"{path}.envFrom"),
+        security_context=_map(c.get("securityContext")),
     )
 
 
