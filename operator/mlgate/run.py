@@ -203,6 +203,7 @@ def _admission(
         namespace_lookup=partial(_namespace_labels, client),
         object_lookup=partial(_object, client),
         egress_present=egress.has_managed_policy,
+        network_policies=egress.network_policies,
         verify_images=verify_images,
     )
 
