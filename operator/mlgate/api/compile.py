@@ -62,6 +62,11 @@ def name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(fnmatch.translate(g)) for g in globs)
 
 
+# The GPUs a namespace quota counts: every extended resource any default policy counts as a GPU.
+# The webhook's ledger and `mlgate check` count the same, so cluster and CI agree.
+QUOTA_GPU_RULES = engine.GpuRules(resources=name_globs(api.DEFAULT_GPU_RESOURCES))
+
+
 def _selector(sel: api.LabelSelector | None) -> engine.LabelSelector | None:
     if sel is None:
         return None
