@@ -10,6 +10,7 @@ from mlgate.engine.decisions import Rule
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import CompiledPolicy, Facts, ImageFact
 from mlgate.engine.workloads import ContainerKind, WorkloadView, view
+from mlgate.registry.verifier import VerifierOptions, make_verifier
 from tests.unit.test_rules_images import TRUSTED_PEM
 
 NOW = datetime(2026, 3, 1, tzinfo=UTC)
@@ -141,3 +142,18 @@ def test_image_volumes_of_a_bare_pod_and_of_an_inference_service_are_judged() ->
         "spec": {"predictor": {"model": {"image": GOOD}, "volumes": [volume]}},
     }
     assert judged(isvc, p) == {(Rule.IMAGES_REGISTRY, "spec.predictor.volumes[0].image.reference")}
+
+
+def test_the_signature_verifier_plans_image_volumes_too() -> None:
+    p = policy(
+        images={
+            "signatures": [
+                {"images": ["registry.example.com/ml/*"], "keys": [{"publicKey": TRUSTED_PEM}]}
+            ]
+        }
+    )
+    reference = f"registry.example.com/ml/weights@{DIGEST}"
+    w = view(deployment(reference))
+    assert isinstance(w, WorkloadView)
+    verifier = make_verifier(VerifierOptions())
+    assert set(verifier.plan((p,), w)) == {GOOD, reference}
