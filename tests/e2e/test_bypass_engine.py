@@ -19,29 +19,13 @@ import yaml
 from mlgate import kubeyaml
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess
+from tests.e2e import test_egress
 from tests.e2e.test_admission import wait_policy
 
-REPO = Path(__file__).resolve().parents[2]
-WEBHOOK_CONFIG = "mlgate-bypass-e2e"
 GOOD = "registry.example.com/ml/serve@sha256:" + "a" * 64
 DENIED = 'admission webhook "workloads.mlgate.io" denied the request'
-
-
-@pytest.fixture(scope="module")
-def mlgate(
-    control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-    )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate-bypass") / "mlgate.log"
-    with MlgateProcess(control_plane.kubeconfig, log, webhook_config=WEBHOOK_CONFIG) as process:
-        yield process
-    control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found"
-    )
+# The same mlgate process fixture as the egress tests (one per module: webhook, reconciler).
+mlgate = test_egress.mlgate
 
 
 # What the built-in `edit` role grants on the resources these tests use. `edit` itself is an
