@@ -144,8 +144,20 @@ class KubectlLoader(_BASE):  # type: ignore[misc, valid-type]
         would otherwise be one key, where kubectl sees "true" and "1"."""
         self.flatten_mapping(node)
         mapping: dict[str, Any] = {}
+        originals: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self._key(self.construct_object(key_node, deep=deep), key_node)
+            original = self.construct_object(key_node, deep=deep)
+            key = self._key(original, key_node)
+            if key in originals and type(originals[key]) is not type(original):
+                # Go keeps both in its map and converts them in random order: either may win.
+                raise ConstructorError(
+                    None,
+                    None,
+                    f"map keys {originals[key]!r} and {original!r} both become {key!r} in JSON, "
+                    "and kubectl keeps either one at random",
+                    key_node.start_mark,
+                )
+            originals[key] = original
             mapping[key] = self.construct_object(value_node, deep=deep)
         return mapping
 

@@ -68,6 +68,13 @@ def test_map_keys_become_strings_as_sigs_yaml_makes_them() -> None:
     }
 
 
+def test_keys_that_become_the_same_json_key_are_ambiguous() -> None:
+    with pytest.raises(Exception, match="both become 'true' in JSON"):
+        kubeyaml.load("on: a\n'true': b\n")
+    # The same key twice is YAML's last-one-wins in go-yaml v2 as in PyYAML: no ambiguity.
+    assert kubeyaml.load("a: 1\na: 2\n")[0] == {"a": 2}
+
+
 @pytest.mark.parametrize("key", ["~", "[1, 2]", "{a: 1}", ".nan"])
 def test_map_keys_without_a_json_form_are_errors(key: str) -> None:
     with pytest.raises(Exception, match="has no JSON form"):
