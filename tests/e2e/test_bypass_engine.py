@@ -5,6 +5,7 @@ reading, compared with `mlgate check`'s."""
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import time
@@ -19,6 +20,7 @@ import yaml
 from mlgate import kubeyaml
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess
+from mlgate.manifests import Document, documents, expand_paths
 from tests.e2e import test_egress
 from tests.e2e.test_admission import wait_policy
 
@@ -331,3 +333,39 @@ def test_kubectl_reads_yaml_scalars_as_mlgate_check_does(
     # kubectl prints every number through float64 or int64: compare numbers as floats.
     assert _numbers_as_floats(mine["data"]) == _numbers_as_floats(by_kubectl["data"])
     assert sorted(mine["binaryData"]) == sorted(by_kubectl["binaryData"])
+
+
+def test_kubectl_reads_dot_files_of_a_directory_as_mlgate_check_does(
+    control_plane: Cluster, tmp_path: Path
+) -> None:
+    def config_map(name: str) -> str:
+        return f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n"
+
+    for path, name in [
+        ("visible.yaml", "visible"),
+        (".hidden.yaml", "hidden"),
+        (".dir/nested.yml", "nested"),
+        ("notes.txt", "ignored"),
+    ]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(config_map(name))
+
+    def kubectl_reads(*flags: str) -> set[str]:
+        out = control_plane.kubectl(
+            "create", "--dry-run=client", "-o", "name", *flags, "-f", str(tmp_path)
+        )
+        assert out.returncode == 0, out.stderr
+        return set(out.stdout.split())
+
+    assert kubectl_reads() == {"configmap/visible", "configmap/hidden"}
+    recursive = kubectl_reads("-R")
+    assert recursive == {"configmap/visible", "configmap/hidden", "configmap/nested"}
+    sources, errors = expand_paths([str(tmp_path)], io.StringIO())
+    assert errors == []
+    names = {
+        f"configmap/{doc.obj['metadata']['name']}"
+        for source in sources
+        for doc in documents(source)
+        if isinstance(doc, Document)
+    }
+    assert names == recursive  # mlgate check reads directories as `kubectl apply -R -f DIR`
