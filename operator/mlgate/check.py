@@ -16,10 +16,16 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from mlgate.api import models as api
-from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.api.compile import (
+    QUOTA_GPU_RULES,
+    compile_approval,
+    compile_policy,
+    parse_resource,
+)
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
+from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
 from mlgate.engine.workloads import WorkloadView, lookup, view
 from mlgate.manifests import (
@@ -250,6 +256,27 @@ def judge(
     )
 
 
+@dataclass(slots=True)
+class _QuotaLedger:
+    """GPUs the workloads admitted so far in this run hold per namespace: one run is judged
+    against a namespace quota together, as the webhook's ledger reserves each admitted workload,
+    so seven 16-GPU workloads in one file do not each pass a 32-GPU quota on their own."""
+
+    used: dict[str, int] = field(default_factory=dict)
+
+    def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
+        return replace(facts, gpu_usage=self.used.get(_meta(obj, "namespace"), 0))
+
+    def admit(self, obj: Mapping[str, Any], result: Result | InputError) -> None:
+        if isinstance(result, InputError) or not result.decision.allowed:
+            return
+        item = view(obj)
+        if isinstance(item, WorkloadView):
+            demand, _ = workload_demand(QUOTA_GPU_RULES, item)
+            namespace = item.namespace
+            self.used[namespace] = self.used.get(namespace, 0) + demand
+
+
 def judge_all(
     sources: Iterable[Source],
     found: Resources,
@@ -262,6 +289,7 @@ def judge_all(
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
     policies, facts = tuple(found.policies.values()), found.facts(now)
+    quota = _QuotaLedger()
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
@@ -272,12 +300,10 @@ def judge_all(
                 if doc.ref not in found.read:  # its text escaped the first pass's filter
                     yield doc.ref.error(f"{_title(doc.obj)}: apiVersion must be {api.API_VERSION}")
             elif not read_only:
-                yield judge(
-                    Document(doc.ref, _with_namespace(doc.obj, namespace)),
-                    policies,
-                    facts,
-                    verify_images,
-                )
+                placed = Document(doc.ref, _with_namespace(doc.obj, namespace))
+                result = judge(placed, policies, quota.facts(placed.obj, facts), verify_images)
+                quota.admit(placed.obj, result)
+                yield result
 
 
 def _first_pass(request: CheckRequest, stdin: TextIO) -> tuple[list[Source], Resources, list[str]]:

@@ -19,8 +19,7 @@ from typing import Any, TextIO
 
 import yaml
 
-# libyaml is many times faster; the pure-Python loader accepts the same documents.
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+from mlgate import kubeyaml
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -138,21 +137,16 @@ def decode(data: bytes, name: str) -> str:
 # Paths -> sources
 
 
-def _is_hidden(name: str) -> bool:
-    return name.startswith(".")
-
-
 def _directory_files(root: Path) -> list[Path]:
-    """Manifest files under `root`, recursively, sorted; dot-directories and dot-files skipped
-    (`.git`, `.github`, editor and CI files are never manifests)."""
+    """Manifest files under `root`, recursively, sorted.
+
+    Files and directories whose names start with a dot are read too: `kubectl apply -f DIR`
+    applies `.hidden.yaml` (cli-runtime's visitor filters by extension only), and with `-R` it
+    descends into dot-directories, so skipping them would hide manifests the cluster receives.
+    """
     found: list[Path] = []
-    for current, dirs, files in os.walk(root):
-        dirs[:] = [d for d in dirs if not _is_hidden(d)]
-        found.extend(
-            Path(current, f)
-            for f in files
-            if not _is_hidden(f) and Path(f).suffix.lower() in MANIFEST_SUFFIXES
-        )
+    for current, _, files in os.walk(root):
+        found.extend(Path(current, f) for f in files if Path(f).suffix.lower() in MANIFEST_SUFFIXES)
     return sorted(found, key=lambda p: p.relative_to(root).parts)
 
 
@@ -285,13 +279,23 @@ def _yaml_problem(exc: yaml.YAMLError, first_line: int) -> tuple[str, int | None
 
 
 def _load_yaml(chunk: _Chunk, ref: DocRef) -> Any:
+    """The document as kubectl reads it (see `kubeyaml`); a value JSON cannot carry is an
+    error naming its field, as kubectl could not send the object either."""
     try:
-        return yaml.load(chunk.text, Loader=_LOADER)  # noqa: S506 - a SafeLoader subclass
+        value, no_json = kubeyaml.load(chunk.text)
     except yaml.YAMLError as exc:
         message, line = _yaml_problem(exc, chunk.first_line)
         raise ref.error(message, line) from None
     except RecursionError:
         raise ref.error("document nests too deeply to be a Kubernetes object") from None
+    if no_json:
+        path, item = no_json[0]
+        raise ref.error(
+            f"{path}: {item.what} has no JSON form, so kubectl cannot send it; write it as a "
+            "plain string or number",
+            chunk.first_line + item.line,
+        )
+    return value
 
 
 def _list_items(value: Any) -> list[Any] | None:
@@ -357,12 +361,17 @@ def _yaml_documents(
         yield from _objects(value, ref)
 
 
+def _not_json(constant: str) -> None:
+    # Python's json reads NaN and Infinity, which are not JSON: kubectl rejects them.
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def _json_values(text: str, name: str) -> Iterator[tuple[DocRef, Any]]:
     """Each top-level value: one object, an array, or a stream of them (as `jq` prints).
 
     Raises InputError at the first malformed value: unlike YAML, JSON cannot resynchronise.
     """
-    decoder = json.JSONDecoder()
+    decoder = json.JSONDecoder(parse_constant=_not_json)
     pos, line, number = 0, 1, 0
     while True:
         space = _JSON_SPACE.match(text, pos)
@@ -377,6 +386,8 @@ def _json_values(text: str, name: str) -> Iterator[tuple[DocRef, Any]]:
         except json.JSONDecodeError as exc:
             message = f"malformed JSON: {exc.msg} at column {exc.colno}"
             raise ref.error(message, exc.lineno) from None
+        except ValueError as exc:
+            raise ref.error(f"malformed JSON: {exc}") from None
         except RecursionError:
             raise ref.error("document nests too deeply to be a Kubernetes object") from None
         yield ref, value

@@ -22,8 +22,7 @@ import uvloop
 from aiohttp import web
 
 from mlgate import logs
-from mlgate.api.compile import name_globs
-from mlgate.api.models import DEFAULT_GPU_RESOURCES
+from mlgate.api.compile import QUOTA_GPU_RULES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
@@ -34,7 +33,6 @@ from mlgate.controller.leader import LeaderElection
 from mlgate.controller.state import PolicyState
 from mlgate.controller.status import settle_quota_conditions, write_all_statuses
 from mlgate.controller.sync import initial_sync
-from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
 from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
@@ -51,7 +49,7 @@ from mlgate.webhook.server import Webhook
 
 log = logging.getLogger("mlgate.run")
 # Quota accounting counts every extended resource any default policy would count as a GPU.
-LEDGER_GPU_RULES = GpuRules(resources=name_globs(DEFAULT_GPU_RESOURCES))
+LEDGER_GPU_RULES = QUOTA_GPU_RULES
 
 
 @dataclass(frozen=True)
@@ -225,6 +223,7 @@ def _admission(
         namespace_lookup=partial(_namespace_labels, client),
         object_lookup=partial(_object, client),
         egress_present=egress.has_managed_policy,
+        network_policies=egress.network_policies,
         verify_images=verify_images,
     )
 

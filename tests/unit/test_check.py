@@ -213,6 +213,7 @@ def test_directories_are_read_recursively_in_sorted_order(
     assert [
         (Path(r["file"]).relative_to(root).as_posix(), r["name"]) for r in run.json["results"]
     ] == [
+        (".git/hidden.yaml", "hidden"),  # kubectl applies dot-files too
         ("a/d.json", "d"),
         ("a/nested/c.yml", "c"),
         ("b.yaml", "b"),

@@ -313,7 +313,7 @@ def test_host_network_is_denied() -> None:
             Rule.EGRESS_HOST_NETWORK,
             "spec.template.spec.hostNetwork",
             "hostNetwork: true puts the pod on the node's network, outside every NetworkPolicy; "
-            "remove it",
+            "remove it (or a policy may set egress.allowHostNetwork: true)",
             ("AML.T0025", "AML.T0024.002"),
         ),
     )

@@ -187,7 +187,7 @@ def test_stdin_is_read_as_json_or_yaml_by_its_first_characters(text: str, expect
 # Paths
 
 
-def test_directories_are_read_recursively_sorted_skipping_hidden_and_other_files(
+def test_directories_are_read_recursively_sorted_with_hidden_files_skipping_other_files(
     tmp_path: Path,
 ) -> None:
     for name in (
@@ -202,7 +202,11 @@ def test_directories_are_read_recursively_sorted_skipping_hidden_and_other_files
         write(tmp_path, name, "{}")
     sources, errors = expand_paths([str(tmp_path)], io.StringIO())
     assert errors == []
+    # As `kubectl apply -R -f DIR` reads them: by extension only, dot-files and -dirs included.
     assert [Path(s.name).relative_to(tmp_path).as_posix() for s in sources] == [
+        ".git/x.yaml",
+        ".hidden.yaml",
+        "a/.d/x.yaml",
         "a/y.json",
         "a/z.yml",
         "b.yaml",

@@ -334,10 +334,12 @@ def test_env_value_from() -> None:
     ]
     assert check(deployment(env=env)) == [
         Finding(
-            Rule.MODELS_APPROVAL,
-            ENV_1,
-            "model reference is set from valueFrom or left empty, so it cannot be checked; "
-            "set the approved model URI literally",
+            Rule.MODELS_INDIRECT_REFERENCE,
+            f"{ENV_1}.valueFrom",
+            "MODEL_URI is set from valueFrom, which mlgate cannot read at admission, so the "
+            "model reference cannot be verified; set the approved model URI literally in "
+            "`env[].value` of the container (or a policy may set "
+            "models.allowIndirectReferences: true)",
         )
     ]
 

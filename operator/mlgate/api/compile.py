@@ -62,6 +62,11 @@ def name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(fnmatch.translate(g)) for g in globs)
 
 
+# The GPUs a namespace quota counts: every extended resource any default policy counts as a GPU.
+# The webhook's ledger and `mlgate check` count the same, so cluster and CI agree.
+QUOTA_GPU_RULES = engine.GpuRules(resources=name_globs(api.DEFAULT_GPU_RESOURCES))
+
+
 def _selector(sel: api.LabelSelector | None) -> engine.LabelSelector | None:
     if sel is None:
         return None
@@ -124,6 +129,8 @@ def _models(models: api.Models | None) -> engine.ModelRules | None:
         require_reference=models.require_reference,
         annotations=tuple(models.sources.annotations),
         env=tuple(models.sources.env),
+        allow_indirect_references=models.allow_indirect_references,
+        allowed_endpoints=frozenset(e.strip().rstrip("/") for e in models.allowed_endpoints),
     )
 
 
@@ -133,6 +140,11 @@ def _egress(egress: api.Egress | None) -> engine.EgressRules | None:
     np = egress.network_policy
     return engine.EgressRules(
         allow_host_network=egress.allow_host_network,
+        allow_host_pid=egress.allow_host_pid,
+        allow_host_ipc=egress.allow_host_ipc,
+        allow_privileged=egress.allow_privileged,
+        allow_network_capabilities=egress.allow_network_capabilities,
+        allow_secondary_networks=egress.allow_secondary_networks,
         network_policy=None
         if np is None
         else engine.NetworkPolicyRules(

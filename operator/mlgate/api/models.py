@@ -191,6 +191,16 @@ class Models(Spec):
     require_reference: StrictBool = Field(
         False, description="Workloads must name at least one model."
     )
+    allow_indirect_references: StrictBool = Field(
+        False,
+        description="Accept model env names and endpoint variables set through envFrom or "
+        "valueFrom, which mlgate cannot read at admission.",
+    )
+    allowed_endpoints: list[Annotated[str, Field(min_length=1, max_length=2048)]] = Field(
+        [],
+        description="Values endpoint variables (HF_ENDPOINT, AWS_ENDPOINT_URL, ...) may take; "
+        "compared literally, ignoring a trailing slash.",
+    )
     sources: ModelSources = Field(default_factory=ModelSources)
 
 
@@ -215,7 +225,21 @@ class NetworkPolicySpec(Spec):
 
 
 class Egress(Spec):
+    """Under an egress policy every way out of the pod's network namespace is denied unless
+    allowed here (docs/rules.md, egress side doors)."""
+
     allow_host_network: StrictBool = False
+    allow_host_pid: StrictBool = Field(False, alias="allowHostPID")
+    allow_host_ipc: StrictBool = Field(False, alias="allowHostIPC")
+    allow_privileged: StrictBool = Field(
+        False, description="Privileged and Windows HostProcess containers."
+    )
+    allow_network_capabilities: StrictBool = Field(
+        False, description="Capabilities NET_ADMIN, NET_RAW, SYS_ADMIN or ALL."
+    )
+    allow_secondary_networks: StrictBool = Field(
+        False, description="Multus annotations k8s.v1.cni.cncf.io/networks, default-network."
+    )
     network_policy: NetworkPolicySpec | None = None
 
 

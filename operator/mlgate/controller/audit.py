@@ -21,6 +21,7 @@ from typing import Any
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.controller.state import PolicyState
+from mlgate.engine.egress import NETWORKING_API_VERSION
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import CompiledPolicy, Facts
 from mlgate.engine.workloads import SUPPORTED, KindSpec
@@ -67,15 +68,18 @@ class Auditor:
 
     async def _items(self, spec: KindSpec) -> list[dict[str, Any]]:
         api_version = f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
+        return await self._list(api_version, spec.plural, spec.kind)
+
+    async def _list(self, api_version: str, plural: str, kind: str) -> list[dict[str, Any]]:
         try:
-            items = await self.client.list(resource_path(api_version, spec.plural))
+            items = await self.client.list(resource_path(api_version, plural))
         except ApiError as exc:
             if exc.status == 404:  # that ML operator is not installed here
                 return []
             raise
         for item in items:
             item.setdefault("apiVersion", api_version)
-            item.setdefault("kind", spec.kind)
+            item.setdefault("kind", kind)
         return items
 
     def _facts(self, namespace: str) -> Facts:
@@ -88,6 +92,8 @@ class Auditor:
     async def audit_once(self) -> Counter[str]:
         policies = self.state.snapshot().policies
         workloads = [item for spec in SUPPORTED for item in await self._items(spec)]
+        # NetworkPolicies admitted while their namespace was out of scope may widen egress now.
+        workloads += await self._list(NETWORKING_API_VERSION, "networkpolicies", "NetworkPolicy")
         exempt = frozenset({"kube-system", self.own_namespace})
         counts = count_violations(policies, iter(workloads), self._facts, exempt)
         for name, count in counts.items():

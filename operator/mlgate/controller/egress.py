@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -31,7 +31,7 @@ import kopf
 from mlgate.api.models import API_VERSION, GROUP, VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.controller.state import PolicyState
-from mlgate.engine import egress
+from mlgate.engine import egress, widened
 from mlgate.engine.egress import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -145,9 +145,11 @@ def egress_condition(
     manages: bool,
     desired: Mapping[str, EffectiveEgress],
     failed: Mapping[str, str],
+    widened_by: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Condition EgressNetworkPolicy of one policy: where its allowlist shapes mlgate-egress
-    and which other policies' allowlists were intersected with it there."""
+    and which other policies' allowlists were intersected with it there; or why it cannot:
+    writes failing, or NetworkPolicies (`widened_by`, "namespace/name") widening it."""
     mine = sorted(ns for ns, effective in desired.items() if key in effective.policies)
     broken = [ns for ns in mine if ns in failed]
     if broken:
@@ -157,6 +159,17 @@ def egress_condition(
             "status": "False",
             "reason": "ApplyFailed",
             "message": f"cannot keep {MANAGED_NAME} in {len(broken)} namespace(s): {details}",
+        }
+    if widened_by:
+        listed = ", ".join(widened_by[:_MAX_LISTED])
+        more = f" and {len(widened_by) - _MAX_LISTED} more" if len(widened_by) > _MAX_LISTED else ""
+        return {
+            "type": CONDITION,
+            "status": "False",
+            "reason": "WidenedByNetworkPolicy",
+            "message": f"{len(widened_by)} NetworkPolicy(ies) widen egress beyond this policy's "
+            f"allowlist: {listed}{more}; remove or narrow them (new workloads in their "
+            "namespaces are held back until then)",
         }
     if not mine:
         return {
@@ -216,6 +229,8 @@ class EgressReconciler:
     # The live mlgate-egress per namespace as last seen: None when it does not exist.
     _observed: dict[str, Mapping[str, Any] | None] = field(default_factory=dict)
     _policies: dict[str, _Policy] = field(default_factory=dict)
+    # Every NetworkPolicy per namespace and name, to find those that widen an allowlist.
+    _netpols: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
     _desired: dict[str, EffectiveEgress] = field(default_factory=dict)
     _failed: dict[str, str] = field(default_factory=dict)
     _retry_delay: dict[str, float] = field(default_factory=dict)
@@ -248,6 +263,20 @@ class EgressReconciler:
     def observe_network_policy(self, namespace: str, body: Mapping[str, Any] | None) -> None:
         self._observed[namespace] = None if body is None else dict(body)
         self.kick(namespace)
+
+    def observe_any_network_policy(
+        self, namespace: str, name: str, body: Mapping[str, Any] | None
+    ) -> None:
+        known = self._netpols.setdefault(namespace, {})
+        if body is None:
+            known.pop(name, None)
+        else:
+            known[name] = dict(body)
+        self.kick(namespace)
+
+    def network_policies(self, namespace: str) -> tuple[Mapping[str, Any], ...]:
+        """The NetworkPolicies of `namespace` as last seen by the watch."""
+        return tuple(self._netpols.get(namespace, {}).values())
 
     def observe_policy(self, body: Mapping[str, Any], deleted: bool) -> None:
         policy = _policy(body)
@@ -414,14 +443,33 @@ class EgressReconciler:
         )
         asyncio.get_running_loop().call_later(delay, self.kick, namespace)
 
+    def _widened_by(self) -> dict[str, list[str]]:
+        """Per policy, the NetworkPolicies ("namespace/name") that widen its allowlist."""
+        policies = self.state.snapshot().policies
+        found: dict[str, list[str]] = {}
+        for namespace, netpols in sorted(self._netpols.items()):
+            info = self._namespaces.get(namespace)
+            if not netpols or info is None or namespace in ALWAYS_EXEMPT:
+                continue
+            if namespace == self.own_namespace:
+                continue
+            for w in widened.widenings(policies, netpols.values(), namespace, info.labels):
+                found.setdefault(w.policy.name, []).append(f"{namespace}/{w.name}")
+        return found
+
     async def _write_statuses(self) -> None:
         compiled = {p.name: p for p in self.state.snapshot().policies}
+        widened_by = self._widened_by()
         for key, policy in list(self._policies.items()):
             rules = compiled.get(key)
             wanted = None
             if rules is not None and egress.allowlist(rules) is not None:
                 wanted = egress_condition(
-                    key, egress.manages_egress(rules), self._desired, self._failed
+                    key,
+                    egress.manages_egress(rules),
+                    self._desired,
+                    self._failed,
+                    widened_by.get(key, ()),
                 )
                 wanted["observedGeneration"] = policy.generation
             current = next((c for c in policy.conditions if c.get("type") == CONDITION), None)
@@ -476,3 +524,14 @@ class EgressReconciler:
         ) -> None:
             if namespace:
                 self.observe_network_policy(namespace, None if type == "DELETED" else body)
+
+        @kopf.on.event(
+            "networking.k8s.io", "v1", "networkpolicies", registry=registry, id="egress-widening"
+        )
+        async def on_any_network_policy(
+            type: str | None, namespace: str | None, name: str | None, body: kopf.Body, **_: Any
+        ) -> None:
+            if namespace and name:
+                self.observe_any_network_policy(
+                    namespace, name, None if type == "DELETED" else body
+                )

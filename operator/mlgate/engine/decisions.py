@@ -23,11 +23,18 @@ class Rule(StrEnum):
     IMAGES_SIGNATURE = "images.signature"
     MODELS_APPROVAL = "models.approval"
     MODELS_REFERENCE = "models.reference"
+    MODELS_INDIRECT_REFERENCE = "models.indirectReference"
+    MODELS_ENDPOINT = "models.endpoint"
     GPU_MAX_PER_POD = "gpu.maxPerPod"
     GPU_MAX_PER_WORKLOAD = "gpu.maxPerWorkload"
     GPU_NAMESPACE_QUOTA = "gpu.namespaceQuota"
     GPU_PRODUCT = "gpu.product"
     EGRESS_HOST_NETWORK = "egress.hostNetwork"
+    EGRESS_HOST_PID = "egress.hostPID"
+    EGRESS_HOST_IPC = "egress.hostIPC"
+    EGRESS_PRIVILEGED = "egress.privileged"
+    EGRESS_CAPABILITIES = "egress.capabilities"
+    EGRESS_SECONDARY_NETWORK = "egress.secondaryNetwork"
     EGRESS_NETWORK_POLICY = "egress.networkPolicy"
     WORKLOAD_UNSUPPORTED = "workload.unsupported"
 
@@ -40,11 +47,18 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.IMAGES_SIGNATURE: ("AML.T0010", "AML.T0010.004"),
     Rule.MODELS_APPROVAL: ("AML.T0010.003", "AML.T0058"),
     Rule.MODELS_REFERENCE: ("AML.T0010.003", "AML.T0058"),
+    Rule.MODELS_INDIRECT_REFERENCE: ("AML.T0010.003", "AML.T0058"),
+    Rule.MODELS_ENDPOINT: ("AML.T0010.003", "AML.T0058"),
     Rule.GPU_MAX_PER_POD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_MAX_PER_WORKLOAD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_NAMESPACE_QUOTA: ("AML.T0029", "AML.T0034"),
     Rule.GPU_PRODUCT: ("AML.T0029", "AML.T0034"),
     Rule.EGRESS_HOST_NETWORK: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_HOST_PID: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_HOST_IPC: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_PRIVILEGED: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_CAPABILITIES: ("AML.T0025", "AML.T0024.002"),
+    Rule.EGRESS_SECONDARY_NETWORK: ("AML.T0025", "AML.T0024.002"),
     Rule.EGRESS_NETWORK_POLICY: ("AML.T0025", "AML.T0024.002"),
     Rule.WORKLOAD_UNSUPPORTED: ("AML.T0010",),
 }

@@ -21,9 +21,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import CompiledPolicy, EgressRules, NetworkPolicyRules
+from mlgate.engine.policy import CompiledPolicy, NetworkPolicyRules
 from mlgate.engine.scope import namespace_in_scope
-from mlgate.engine.workloads import WorkloadView
 
 MANAGED_NAME = "mlgate-egress"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
@@ -36,22 +35,6 @@ DNS_POD_LABELS: Mapping[str, str] = {"k8s-app": "kube-dns"}
 DNS_PORTS = (("UDP", 53), ("TCP", 53))
 # allowedPorts are plain numbers; like a NetworkPolicy port without `protocol`, they mean TCP.
 ALLOWED_PORT_PROTOCOL = "TCP"
-
-
-def check(rules: EgressRules, view: WorkloadView) -> list[Finding]:
-    """Workloads: host networking puts a pod outside every NetworkPolicy."""
-    if rules.allow_host_network:
-        return []
-    return [
-        Finding(
-            Rule.EGRESS_HOST_NETWORK,
-            f"{pod.path}.hostNetwork",
-            "hostNetwork: true puts the pod on the node's network, outside every NetworkPolicy; "
-            "remove it",
-        )
-        for pod in view.pods
-        if pod.spec.get("hostNetwork") is True
-    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mlgate.engine import egress, gpu, images, models
+from mlgate.engine import egress, gpu, images, models, side_doors
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.policy import CompiledPolicy, Facts
 from mlgate.engine.scope import governing, namespace_in_scope
@@ -22,7 +22,7 @@ def _findings(policy: CompiledPolicy, workload: WorkloadView, facts: Facts) -> l
     if policy.models is not None:
         found += models.check(policy.models, workload, facts.approvals, facts.now)
     if policy.egress is not None:
-        found += egress.check(policy.egress, workload)
+        found += side_doors.check(policy.egress, workload)
     if policy.gpu is not None:
         found += gpu.check(policy.gpu, workload, facts.gpu_usage)
     return found
@@ -104,8 +104,30 @@ def evaluate_view(
     violations = [
         v for p in matched for v in attribute(p.name, p.mode, _findings(p, workload, facts))
     ]
+    fenced = _fenced(policies, matched, workload.namespace, facts)
+    violations += [
+        v
+        for p in fenced
+        if p.egress is not None
+        for v in attribute(p.name, p.mode, side_doors.check(p.egress, workload))
+    ]
     notes = tuple(_offline_notes(matched, workload)) if facts.images is None else ()
-    return decide(violations, tuple(p.name for p in matched), notes)
+    return decide(violations, tuple(p.name for p in (*matched, *fenced)), notes)
+
+
+def _fenced(
+    policies: tuple[CompiledPolicy, ...],
+    matched: tuple[CompiledPolicy, ...],
+    namespace: str,
+    facts: Facts,
+) -> tuple[CompiledPolicy, ...]:
+    """Egress policies that do not select the workload but whose allowlist shapes the namespace's
+    mlgate-egress, which covers every pod there: their side-door rules must cover the same pods,
+    or a pod outside the selector could step around the NetworkPolicy."""
+    effective = egress.namespace_egress(policies, namespace, facts.namespace_labels)
+    if effective is None:
+        return ()
+    return tuple(p for p in policies if p.name in effective.policies and p not in matched)
 
 
 def evaluate_network_policy(

@@ -8,9 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from mlgate.engine import model_env
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
+from mlgate.engine.workloads import ModelRef, WorkloadView, metadata_path
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
@@ -29,6 +30,7 @@ class Source(Enum):
     ANNOTATION = "annotation"  # URI or name@version
     LOCATION = "location"  # URI only
     HF_LOCATION = "hf-location"  # URI or bare Hugging Face id
+    INDIRECT = "indirect"  # valueFrom: unknown at admission, judged by model_env
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +56,8 @@ def normalise(value: str, hf_id: bool = False, name_version: bool = False) -> Wa
     return None
 
 
-def _annotation_path(metadata_path: str, key: str) -> str:
-    return f'{metadata_path}.annotations["{key}"]'
-
-
-def _pod_annotations_path(pod: PodView) -> str:
-    """Where a pod's annotations are: a PodTemplateSpec's metadata, else the component itself
-    (KServe's `spec.predictor.annotations`)."""
-    if pod.path.endswith(".spec"):
-        return pod.path[: -len(".spec")] + ".metadata"
-    return pod.path
+def _annotation_path(metadata: str, key: str) -> str:
+    return f'{metadata}.annotations["{key}"]'
 
 
 def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
@@ -77,7 +71,7 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
     for pod in view.pods:
         # A bare Pod's annotations are the workload's, judged above.
         if pod.path != "spec" and pod.annotations is not view.annotations:
-            meta = _pod_annotations_path(pod)
+            meta = metadata_path(pod)
             for key in rules.annotations:
                 if key in pod.annotations:
                     ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))
@@ -85,9 +79,12 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
         for container in pod.containers:
             for env in container.env:
                 if env.name in rules.env:
-                    value = env.value if env.value is not None else ""
-                    source = Source.HF_LOCATION if env.name in _HF_ENV else Source.LOCATION
-                    yield ModelRef(value, env.path), source
+                    if env.value is None:
+                        yield ModelRef("", env.path), Source.INDIRECT
+                    elif env.name in _HF_ENV:
+                        yield ModelRef(env.value, env.path), Source.HF_LOCATION
+                    else:
+                        yield ModelRef(env.value, env.path), Source.LOCATION
 
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:
@@ -134,12 +131,13 @@ def _unrecognised(value: str, source: Source) -> str:
 def _judge(
     ref: ModelRef, source: Source, approvals: tuple[Approval, ...], namespace: str, now: datetime
 ) -> Finding | None:
+    if source is Source.INDIRECT:
+        return None  # model_env reports it, or the policy accepts indirect references
     if not ref.value.strip():
         return Finding(
             Rule.MODELS_APPROVAL,
             ref.path,
-            "model reference is set from valueFrom or left empty, so it cannot be checked; "
-            "set the approved model URI literally",
+            "model reference is empty, so it cannot be checked; set the approved model URI",
         )
     wanted = normalise(
         ref.value,
@@ -179,4 +177,5 @@ def check(
             finding = _judge(ref, source, approvals, view.namespace, now)
             if finding is not None:
                 findings.append(finding)
+        findings += model_env.check(rules, view)
     return findings

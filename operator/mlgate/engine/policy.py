@@ -76,6 +76,10 @@ class ModelRules:
     require_reference: bool = False
     annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
     env: tuple[str, ...] = ("MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI")
+    # Accept model env and endpoint variables mlgate cannot read (envFrom, valueFrom).
+    allow_indirect_references: bool = False
+    # Values endpoint variables (HF_ENDPOINT, AWS_ENDPOINT_URL, ...) may take; no trailing "/".
+    allowed_endpoints: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +94,11 @@ class NetworkPolicyRules:
 @dataclass(frozen=True, slots=True)
 class EgressRules:
     allow_host_network: bool = False
+    allow_host_pid: bool = False
+    allow_host_ipc: bool = False
+    allow_privileged: bool = False
+    allow_network_capabilities: bool = False
+    allow_secondary_networks: bool = False
     network_policy: NetworkPolicyRules | None = None
 
 

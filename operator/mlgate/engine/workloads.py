@@ -11,6 +11,7 @@ a malformed field yields fewer views or a conservative count, never an exception
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -26,12 +27,24 @@ class ContainerKind(StrEnum):
     INIT = "initContainer"
     SIDECAR = "sidecar"  # an init container with restartPolicy: Always: it runs alongside the app
     EPHEMERAL = "ephemeralContainer"
+    # An OCI image volume (`volumes[].image.reference`): an image like any other, never run, so
+    # it carries no resources or env and is judged only by the image rules.
+    IMAGE_VOLUME = "imageVolume"
 
 
 @dataclass(frozen=True, slots=True)
 class EnvVar:
     name: str
     value: str | None  # None when the value comes from valueFrom and cannot be known here
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSource:
+    """An `envFrom` entry: every key of a ConfigMap or Secret, unknown at admission, becomes an
+    env var named `prefix` + key."""
+
+    prefix: str
     path: str
 
 
@@ -45,6 +58,8 @@ class ContainerView:
     resources: Mapping[str, Any]
     resources_path: str
     env: tuple[EnvVar, ...]
+    env_from: tuple[EnvSource, ...] = ()
+    security_context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +70,16 @@ class PodView:
     count: int  # pods this template yields for the whole workload
     role: str  # e.g. "predictor", "Worker", "head"; "" when the kind has one template
     annotations: Mapping[str, str]  # of the pod template's metadata
+
+
+def metadata_path(pod: PodView) -> str:
+    """Where a pod's annotations are: a bare Pod's or a PodTemplateSpec's metadata, else the
+    component itself (KServe's `spec.predictor.annotations`)."""
+    if pod.path == "spec":
+        return "metadata"
+    if pod.path.endswith(".spec"):
+        return pod.path[: -len(".spec")] + ".metadata"
+    return pod.path
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,6 +257,14 @@ def _env(value: Any, path: str) -> tuple[EnvVar, ...]:
     )
 
 
+def _env_from(value: Any, path: str) -> tuple[EnvSource, ...]:
+    # A prefix that is not a string (an unvalidated CRD) counts as none: the widest reading.
+    return tuple(
+        EnvSource(_str(_map(entry).get("prefix")), f"{path}[{i}]")
+        for i, entry in enumerate(_list(value))
+    )
+
+
 def _container(
     c: Mapping[str, Any],
     path: str,
@@ -250,6 +283,8 @@ def _container(
         resources=_map(c.get(resources_key)),
         resources_path=f"{path}.{resources_key}",
         env=_env(c.get("env"), f"{path}.env"),
+        env_from=_env_from(c.get("envFrom"), f"{path}.envFrom"),
+        security_context=_map(c.get("securityContext")),
     )
 
 
@@ -264,6 +299,25 @@ def _pod_containers(spec: Mapping[str, Any], path: str) -> Iterator[ContainerVie
                 yield _container(c, f"{path}.{key}[{i}]", kind)
 
 
+def _image_volumes(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
+    for i, volume in enumerate(_list(spec.get("volumes"))):
+        source = _map(volume).get("image")
+        if not isinstance(source, Mapping):
+            continue
+        reference = source.get("reference")
+        volume_path = f"{path}.volumes[{i}]"
+        yield ContainerView(
+            path=volume_path,
+            name=_str(_map(volume).get("name")),
+            kind=ContainerKind.IMAGE_VOLUME,
+            image=reference if isinstance(reference, str) else None,
+            image_path=f"{volume_path}.image.reference",
+            resources=_EMPTY,
+            resources_path=f"{volume_path}.image",
+            env=(),
+        )
+
+
 def _pod(
     spec: Any,
     path: str,
@@ -276,7 +330,7 @@ def _pod(
     """The view of the pod spec `spec` at `path`, if it is one; `extra` adds operator fields."""
     if not isinstance(spec, Mapping):
         return
-    containers = tuple(_pod_containers(spec, path))
+    containers = tuple(_pod_containers(spec, path)) + tuple(_image_volumes(spec, path))
     if extra is not None:
         containers += tuple(extra(spec, path))
     yield PodView(path, spec, containers, count, role, _strings(annotations))

@@ -7,14 +7,14 @@ one deadline around it and answer fail-closed when it is exceeded.
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
-from mlgate.engine import egress
+from mlgate.engine import egress, widened
 from mlgate.engine.decisions import Decision, Violation, attribute
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
@@ -25,7 +25,7 @@ from mlgate.engine.evaluate import (
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
-from mlgate.engine.scope import governing, namespace_in_scope
+from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
 from mlgate.webhook.review import Request
@@ -38,6 +38,8 @@ ImageVerifier = Callable[
 ]
 # namespace -> whether NetworkPolicy mlgate-egress exists there
 EgressLookup = Callable[[str], Awaitable[bool]]
+# namespace -> the NetworkPolicies there (as last seen by a watch)
+NetworkPolicyLookup = Callable[[str], Sequence[Mapping[str, Any]]]
 
 # Cluster components that delete a namespace's objects with it (namespace controller) or an
 # owned object with its owners (garbage collector); whoever can act as them owns the cluster.
@@ -56,6 +58,10 @@ async def no_object_lookup(*_: str) -> Mapping[str, Any] | None:
 async def no_egress_lookup(_: str) -> bool:
     """Without a reconciler nothing creates mlgate-egress: workloads that need it wait."""
     return False
+
+
+def no_network_policies(_: str) -> Sequence[Mapping[str, Any]]:
+    return ()
 
 
 async def no_image_verifier(
@@ -117,6 +123,7 @@ class Admission:
     verify_images: ImageVerifier = no_image_verifier
     object_lookup: ObjectLookup = no_object_lookup
     egress_present: EgressLookup = no_egress_lookup
+    network_policies: NetworkPolicyLookup = no_network_policies
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -228,18 +235,26 @@ class Admission:
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
     ) -> list[Violation]:
-        """Violations holding a workload back while its namespace lacks mlgate-egress."""
+        """Violations holding a workload back while its namespace's egress limits are not in
+        force: mlgate-egress does not exist yet, or a NetworkPolicy there widens them.
+
+        Both concern every pod of the namespace, as mlgate-egress does, whatever the
+        policies' kinds and selectors."""
+        netpols = self.network_policies(item.namespace)
+        held = [
+            widened.held_back(w)
+            for w in widened.widenings(policies, netpols, item.namespace, facts.namespace_labels)
+        ]
         managing = [
             p
-            for p in governing(
-                policies, item.namespace, facts.namespace_labels, item.kind, item.labels
-            )
+            for p in policies
             if egress.manages_egress(p)
+            and namespace_in_scope(p.match, item.namespace, facts.namespace_labels)
         ]
         if not managing or await self.egress_present(item.namespace):
-            return []
+            return held
         finding = egress.awaiting_network_policy(item.namespace)
-        return [v for p in managing for v in attribute(p.name, p.mode, [finding])]
+        return held + [v for p in managing for v in attribute(p.name, p.mode, [finding])]
 
     async def _network_policy(self, req: Request) -> Outcome:
         """User NetworkPolicies must not widen egress; mlgate-egress is mlgate's alone."""
