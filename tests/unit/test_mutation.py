@@ -247,6 +247,22 @@ def test_every_container_kind_is_pinned_by_its_own_path() -> None:
     assert spec["ephemeralContainers"][0]["image"] == f"{SIGNED}@{SIGNED_DIGEST}"
 
 
+def test_image_volumes_are_pinned_like_containers() -> None:
+    """An OCI image volume is an image: a tag verified at admission must not move afterwards."""
+    webhook = make_webhook(policy(images=signatures()))
+    obj = deployment(image=PINNED)
+    obj["spec"]["template"]["spec"]["volumes"] = [
+        {"name": "weights", "image": {"reference": SIGNED, "pullPolicy": "IfNotPresent"}}
+    ]
+    pinned = apply_patch(obj, mutate(webhook, obj))
+    volume = pinned["spec"]["template"]["spec"]["volumes"][0]
+    assert volume == {
+        "name": "weights",
+        "image": {"reference": f"{SIGNED}@{SIGNED_DIGEST}", "pullPolicy": "IfNotPresent"},
+    }
+    assert pinned["spec"]["template"]["spec"]["containers"][0]["image"] == PINNED
+
+
 def test_roles_with_quoted_keys_are_patched_where_they_are() -> None:
     webhook = make_webhook(policy(images=signatures()))
     template = {"spec": {"containers": [{"name": "pytorch", "image": SIGNED}]}}
