@@ -8,14 +8,20 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
+from mlgate.engine import servers
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
+from mlgate.engine.workloads import ContainerView, PodView, WorkloadView
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
 # Env vars whose bare values are Hugging Face repository ids.
 _HF_ENV = frozenset({"HF_MODEL_ID", "MODEL_ID"})
+# Kubeflow Trainer's dataset initializer: its STORAGE_URI names a dataset, not a model. Only
+# where Trainer puts it (a container and replicated job both so named), so that naming an
+# ordinary container after it hides nothing.
+DATASET_CONTAINERS = frozenset({"dataset-initializer"})
 
 
 class Source(Enum):
@@ -69,7 +75,7 @@ def _pod_annotations_path(pod: PodView) -> str:
 def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
     """Every model reference with what its value may be."""
     for ref in view.model_refs:
-        yield ref, Source.LOCATION
+        yield ref, _location(ref)
     for key in rules.annotations:
         if key in view.annotations:
             ref = ModelRef(view.annotations[key], _annotation_path("metadata", key))
@@ -83,11 +89,38 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
                     ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))
                     yield ref, Source.ANNOTATION
         for container in pod.containers:
-            for env in container.env:
-                if env.name in rules.env:
-                    value = env.value if env.value is not None else ""
-                    source = Source.HF_LOCATION if env.name in _HF_ENV else Source.LOCATION
-                    yield ModelRef(value, env.path), source
+            if not (container.name in DATASET_CONTAINERS and pod.role in DATASET_CONTAINERS):
+                yield from _env_references(rules, container)
+            yield from _server_references(view, pod, container)
+
+
+def _env_references(
+    rules: ModelRules, container: ContainerView
+) -> Iterator[tuple[ModelRef, Source]]:
+    for env in container.env:
+        if env.name in rules.env:
+            value = env.value if env.value is not None else ""
+            source = Source.HF_LOCATION if env.name in _HF_ENV else Source.LOCATION
+            yield ModelRef(value, env.path), source
+
+
+def _server_references(
+    view: WorkloadView, pod: PodView, container: ContainerView
+) -> Iterator[tuple[ModelRef, Source]]:
+    """The models an LLM server in the container is told to load (engine/servers.py)."""
+    env = {e.name: e.value for e in container.env if e.value is not None}
+    spec = container.spec
+    found = servers.command_refs(
+        spec.get("command"), spec.get("args"), container.path, env, container.image
+    )
+    for ref in found:
+        value = servers.local_model(ref.value, spec, pod.spec, view.kind)
+        if value is not None:
+            yield ModelRef(value, ref.path), _location(ref)
+
+
+def _location(ref: ModelRef) -> Source:
+    return Source.HF_LOCATION if ref.hf_ids else Source.LOCATION
 
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:

@@ -11,6 +11,7 @@ a malformed field yields fewer views or a conservative count, never an exception
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import re
@@ -19,6 +20,9 @@ from dataclasses import dataclass
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
+
+from mlgate.engine.modelrefs import ModelRef, kserve_storage_refs
+from mlgate.engine.servers import ray_serve_refs
 
 
 class ContainerKind(StrEnum):
@@ -45,6 +49,8 @@ class ContainerView:
     resources: Mapping[str, Any]
     resources_path: str
     env: tuple[EnvVar, ...]
+    # The container as submitted: command, args and volumeMounts, where LLM servers name models.
+    spec: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +61,6 @@ class PodView:
     count: int  # pods this template yields for the whole workload
     role: str  # e.g. "predictor", "Worker", "head"; "" when the kind has one template
     annotations: Mapping[str, str]  # of the pod template's metadata
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    value: str
-    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +250,7 @@ def _container(
         resources=_map(c.get(resources_key)),
         resources_path=f"{path}.{resources_key}",
         env=_env(c.get("env"), f"{path}.env"),
+        spec=c,
     )
 
 
@@ -503,6 +504,7 @@ def _inference_service_models(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
         yield from _storage_refs(component, path)
         for key, container in _kserve_container_fields(component):
             yield from _storage_refs(container, field(path, key))
+            yield from kserve_storage_refs(container, field(path, key))
 
 
 # --- KServe LLMInferenceService --------------------------------------------------------------
@@ -675,7 +677,10 @@ SUPPORTED: tuple[KindSpec, ...] = (
         _RAY, "RayJob", "rayjobs", _RAY_VERSIONS,
         _ray(("spec", "rayClusterSpec"), "submitterPodTemplate"),
     ),
-    KindSpec(_RAY, "RayService", "rayservices", _RAY_VERSIONS, _ray(("spec", "rayClusterConfig"))),
+    KindSpec(
+        _RAY, "RayService", "rayservices", _RAY_VERSIONS, _ray(("spec", "rayClusterConfig")),
+        ray_serve_refs,
+    ),
     KindSpec("jobset.x-k8s.io", "JobSet", "jobsets", ("v1alpha2",), _jobset),
     KindSpec(
         "leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", ("v1",),

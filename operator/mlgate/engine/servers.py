@@ -1,0 +1,487 @@
+"""Model references where LLM servers read them: their command lines and config fields.
+
+One table, SERVERS, says which server reads its model from which flag; the code below only
+finds the server's invocation in a container's `command` + `args` (also inside `sh -c` scripts,
+tokenised as a shell would) and reads those flags. RAY_SERVE_LLM says the same for Ray Serve
+LLM's config. Values are returned as written (after variable expansion); `models` judges them.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from fnmatch import fnmatchcase
+from typing import Any
+
+import yaml
+
+from mlgate.engine.modelrefs import ModelRef
+
+
+class Form(Enum):
+    """How a flag's value names models."""
+
+    PLAIN = "plain"  # the value is a model
+    ADAPTERS = "adapters"  # one or more `name=path`, bare paths, or JSON objects with a path
+    JSON = "json"  # a JSON object whose "model" key is a model
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    name: str
+    programs: tuple[tuple[str, ...], ...]  # executables, with their subcommand
+    modules: tuple[str, ...]  # `python -m <module>`
+    images: tuple[str, ...]  # images whose entrypoint is the server (args-only containers)
+    flags: Mapping[str, Form]
+    positional: bool = False  # the first bare argument is the model (`vllm serve <model>`)
+    hf_ids: bool = True  # a bare `org/name` value is a Hugging Face repository
+
+
+def _flags(
+    plain: Sequence[str], adapters: Sequence[str] = (), json_: Sequence[str] = ()
+) -> dict[str, Form]:
+    table = dict.fromkeys(plain, Form.PLAIN)
+    table |= dict.fromkeys(adapters, Form.ADAPTERS)
+    return table | dict.fromkeys(json_, Form.JSON)
+
+
+# Flag spellings from each project's documented CLI. `--served-model-name` / `--model_name` only
+# name the endpoint and are deliberately absent.
+SERVERS: tuple[Server, ...] = (
+    Server(
+        "vLLM",
+        programs=(("vllm", "serve"),),
+        modules=("vllm.entrypoints.openai.api_server", "vllm.entrypoints.api_server"),
+        images=("*vllm-openai*", "*vllm/vllm-tpu*", "*vllm-cpu*"),
+        flags=_flags(
+            ["--model", "--tokenizer", "--speculative-model"],
+            adapters=["--lora-modules"],
+            json_=["--speculative-config"],
+        ),
+        positional=True,
+    ),
+    Server(
+        "SGLang",
+        programs=(("sglang", "serve"),),
+        modules=("sglang.launch_server",),
+        images=("*lmsysorg/sglang*",),
+        flags=_flags(
+            ["--model-path", "--model", "--tokenizer-path", "--speculative-draft-model-path"],
+            adapters=["--lora-paths"],
+        ),
+    ),
+    Server(
+        "TGI",
+        programs=(("text-generation-launcher",),),
+        modules=(),
+        images=("*huggingface/text-generation-inference*",),
+        flags=_flags(["--model-id"], adapters=["--lora-adapters"]),
+    ),
+    Server(
+        "KServe huggingfaceserver",
+        programs=(),
+        modules=("huggingfaceserver",),
+        images=("*kserve/huggingfaceserver*",),
+        flags=_flags(["--model_id", "--model_dir"]),
+    ),
+    Server(
+        "Triton",
+        programs=(("tritonserver",),),
+        modules=(),
+        images=("*tritonserver*",),
+        flags=_flags(["--model-repository", "--model-store"]),
+        hf_ids=False,
+    ),
+)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokens: words with the field path they came from
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str
+    path: str
+
+
+_K8S_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
+_SHELL_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
+_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
+_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
+_PYTHON = re.compile(r"python[0-9.]*")
+# Commands that run the rest of their words as a command.
+_WRAPPERS = frozenset({"exec", "env", "nohup", "time", "command", "nice", "tini", "dumb-init"})
+_SEPARATORS = frozenset({";", "&&", "||", "|", "&", ";;", "|&"})
+
+
+def expand_k8s(text: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' `$(VAR)` expansion of command and args: defined variables are replaced, `$$`
+    escapes a dollar, anything else stays as written."""
+
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name is None:
+            return "$"
+        return env.get(name, match.group(0))
+
+    return _K8S_VAR.sub(sub, text)
+
+
+def _expand_shell(text: str, variables: Mapping[str, str]) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name = match.group(1) or match.group(2)
+        return variables.get(name, match.group(0))
+
+    return _SHELL_VAR.sub(sub, text)
+
+
+def _basename(word: str) -> str:
+    return word.rsplit("/", 1)[-1]
+
+
+def _shell_words(script: str) -> list[str] | None:
+    """A script's words and operators as a POSIX shell splits them; None when it cannot be."""
+    text = script.replace("\\\n", " ").replace("\n", " ; ")
+    # Parentheses stay inside words: `$(VAR)` that Kubernetes left unexpanded is one word.
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    lexer.commenters = "#"
+    try:
+        return list(lexer)
+    except ValueError:  # unbalanced quotes: the shell would refuse to run it
+        return None
+
+
+def _script_commands(
+    script: _Token, params: Sequence[_Token], env: Mapping[str, str]
+) -> Iterator[list[_Token]]:
+    """The simple commands of an `sh -c` script. `params` are the words after the script: `$0`
+    and then `"$@"`. Variables assigned in the script, or from the container's env, are expanded.
+    """
+    words = _shell_words(script.text)
+    if words is None:
+        return
+    variables = dict(env)
+    command: list[_Token] = []
+    for word in [*words, ";"]:
+        if word in _SEPARATORS:
+            if command:
+                yield command
+            command = []
+        elif word in ("$@", "$*"):
+            command.extend(params[1:])
+        elif not command and _ASSIGNMENT.match(word) and "=" in word:
+            name, _, value = word.partition("=")
+            variables[name] = _expand_shell(value, variables)
+        elif not command and word == "export":
+            continue
+        else:
+            command.append(_Token(_expand_shell(word, variables), script.path))
+
+
+def _is_shell_c(words: Sequence[_Token], i: int) -> bool:
+    """`sh -c`, `bash -ec`, `/bin/bash -lc` ... at `words[i]`."""
+    if _basename(words[i].text) not in _SHELLS or i + 1 >= len(words):
+        return False
+    option = words[i + 1].text
+    return option.startswith("-") and not option.startswith("--") and "c" in option
+
+
+def commands(
+    words: Sequence[_Token], env: Mapping[str, str], depth: int = 0
+) -> Iterator[list[_Token]]:
+    """The simple commands a container runs: its words, or each command of a shell script."""
+    for i in range(len(words)):
+        if _is_shell_c(words, i) and i + 2 < len(words) and depth < 3:
+            params = words[i + 3 :]
+            for command in _script_commands(words[i + 2], params, env):
+                yield from commands(command, env, depth + 1)
+            return
+    yield list(words)
+
+
+def _program(command: Sequence[_Token]) -> tuple[str, int]:
+    """The program a simple command runs (a python module as `-m module`), and the index of its
+    first argument; wrappers such as `exec`, `env A=b` and their options are looked through."""
+    wrapped = False
+    for i, token in enumerate(command):
+        word, name = token.text, _basename(token.text)
+        if _ASSIGNMENT.match(word) or name in _WRAPPERS or word == "--":
+            wrapped = wrapped or name in _WRAPPERS
+            continue
+        if wrapped and word.startswith("-"):
+            continue
+        if _PYTHON.fullmatch(name):
+            return _python_module(command, i + 1)
+        return name, i + 1
+    return "", len(command)
+
+
+def _python_module(command: Sequence[_Token], i: int) -> tuple[str, int]:
+    while i < len(command):
+        word = command[i].text
+        if word == "-m" and i + 1 < len(command):
+            return f"-m {command[i + 1].text}", i + 2
+        if word.startswith("-m") and len(word) > 2:
+            return f"-m {word[2:]}", i + 1
+        if not word.startswith("-"):
+            return "", i  # a script, not a module
+        i += 1
+    return "", i
+
+
+def _server_of(command: Sequence[_Token]) -> tuple[Server, int] | None:
+    program, start = _program(command)
+    for server in SERVERS:
+        if program.startswith("-m ") and program[3:] in server.modules:
+            return server, start
+        for prog in server.programs:
+            words = [program, *(t.text for t in command[start : start + len(prog) - 1])]
+            if tuple(words) == prog:
+                return server, start + len(prog) - 1
+    return None
+
+
+def _image_server(image: str | None) -> Server | None:
+    if not image:
+        return None
+    for server in SERVERS:
+        if any(fnmatchcase(image, pattern) for pattern in server.images):
+            return server
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Flags
+
+
+def _flag_form(server: Server, flag: str) -> Form | None:
+    """The form of `flag` for `server`. Dashes and underscores are interchangeable (vLLM accepts
+    both), and a unique prefix of a model flag counts as it, as argparse and getopt accept
+    abbreviations: an ambiguous one would make the server refuse to start anyway."""
+    given = flag.replace("_", "-")
+    exact = {f.replace("_", "-"): form for f, form in server.flags.items()}
+    if given in exact:
+        return exact[given]
+    if len(given) > 3:
+        for name, form in exact.items():
+            if name.startswith(given):
+                return form
+    return None
+
+
+def _adapter_paths(text: str) -> Iterator[str]:
+    value = text.strip()
+    if value.startswith("{"):
+        try:
+            obj = json.loads(value)
+        except ValueError:
+            yield value
+            return
+        path = obj.get("path", obj.get("lora_path")) if isinstance(obj, dict) else None
+        if isinstance(path, str):
+            yield path
+        return
+    yield value.partition("=")[2] if "=" in value else value
+
+
+def _values(form: Form, token: _Token, hf_ids: bool) -> Iterator[ModelRef]:
+    if form is Form.PLAIN:
+        yield ModelRef(token.text, token.path, hf_ids)
+    elif form is Form.ADAPTERS:
+        for path in _adapter_paths(token.text):
+            yield ModelRef(path, token.path, hf_ids)
+    else:
+        try:
+            obj = json.loads(token.text)
+        except ValueError:
+            obj = None
+        model = obj.get("model") if isinstance(obj, dict) else None
+        if isinstance(model, str):
+            yield ModelRef(model, token.path, hf_ids)
+
+
+_BOOLEAN_PREFIXES = ("--enable-", "--disable-", "--no-", "--trust-remote-code", "--enforce-eager")
+
+
+def _server_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+    positional_done = not server.positional
+    i = 0
+    while i < len(words):
+        word = words[i].text
+        if not word.startswith("-") or word in ("-", "--"):
+            follows_value_flag = i > 0 and _takes_value(words[i - 1].text)
+            if not positional_done and not follows_value_flag and word not in ("-", "--"):
+                yield ModelRef(word, words[i].path, server.hf_ids)
+                positional_done = True
+            i += 1
+            continue
+        flag, eq, inline = word.partition("=")
+        form = _flag_form(server, flag) if flag.startswith("--") else None
+        i += 1
+        if form is None:
+            continue
+        if eq:
+            yield from _values(form, _Token(inline, words[i - 1].path), server.hf_ids)
+            continue
+        # ADAPTERS flags take several values (argparse nargs='+'); the others one.
+        while i < len(words) and not words[i].text.startswith("-"):
+            yield from _values(form, words[i], server.hf_ids)
+            i += 1
+            if form is not Form.ADAPTERS:
+                break
+
+
+def _takes_value(word: str) -> bool:
+    """Whether a flag without `=` takes the next word as its value, as far as can be told."""
+    return word.startswith("-") and "=" not in word and not word.startswith(_BOOLEAN_PREFIXES)
+
+
+def command_refs(
+    command: Any, args: Any, path: str, env: Mapping[str, str], image: str | None = None
+) -> Iterator[ModelRef]:
+    """Model references in a container's command and args (paths `<path>.command[i]`,
+    `<path>.args[i]`). With no command the image's entrypoint runs the args: a server image's
+    entrypoint is that server."""
+    words = _words(command, f"{path}.command", env) + _words(args, f"{path}.args", env)
+    for simple in commands(words, env):
+        found = _server_of(simple)
+        if found is not None:
+            server, start = found
+            yield from _server_refs(server, simple[start:])
+    if not isinstance(command, list) or not command:
+        entry = _image_server(image)
+        if entry is not None and _server_of(words) is None:
+            yield from _server_refs(entry, words)
+
+
+def _words(value: Any, path: str, env: Mapping[str, str]) -> list[_Token]:
+    if not isinstance(value, list):
+        return []
+    return [
+        _Token(expand_k8s(word, env), f"{path}[{i}]")
+        for i, word in enumerate(value)
+        if isinstance(word, str)
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# Ray Serve LLM: serveConfigV2 applications built by ray.serve.llm
+
+RAY_SERVE_LLM_IMPORTS = ("ray.serve.llm",)
+# Where an LLMConfig names model weights (the second field replaces the first when absent:
+# Ray loads `model_id` from Hugging Face when `model_source` is unset).
+RAY_SERVE_LLM_FIELDS: tuple[tuple[str, ...], ...] = (
+    ("model_loading_config", "model_source"),
+    ("model_loading_config", "tokenizer_source"),
+    ("lora_config", "dynamic_lora_loading_path"),
+)
+
+
+def ray_serve_refs(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
+    """Model references of a RayService's `spec.serveConfigV2` (a YAML string)."""
+    spec = obj.get("spec")
+    text = spec.get("serveConfigV2") if isinstance(spec, Mapping) else None
+    if not isinstance(text, str) or "ray.serve.llm" not in text:
+        return
+    base = "spec.serveConfigV2"
+    try:
+        config = yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError):
+        yield ModelRef(text, base)  # unreadable, so no model can be shown approved
+        return
+    apps = config.get("applications") if isinstance(config, Mapping) else None
+    for i, app in enumerate(apps if isinstance(apps, list) else []):
+        if not isinstance(app, Mapping):
+            continue
+        where = str(app.get("import_path", ""))
+        if not where.startswith(RAY_SERVE_LLM_IMPORTS):
+            continue
+        args = app.get("args")
+        configs = args.get("llm_configs") if isinstance(args, Mapping) else None
+        for j, config in enumerate(configs if isinstance(configs, list) else []):
+            yield from _llm_config_refs(config, f"{base}(applications[{i}].args.llm_configs[{j}]")
+
+
+def _llm_config_refs(config: Any, path: str) -> Iterator[ModelRef]:
+    if isinstance(config, str):  # a file in the image: its model cannot be read here
+        yield ModelRef(config, f"{path})", hf_ids=True)
+        return
+    if not isinstance(config, Mapping):
+        return
+    loading = config.get("model_loading_config")
+    loading = loading if isinstance(loading, Mapping) else {}
+    if loading.get("model_source") is None and isinstance(loading.get("model_id"), str):
+        yield ModelRef(loading["model_id"], f"{path}.model_loading_config.model_id)", True)
+    for keys in RAY_SERVE_LLM_FIELDS:
+        section = config.get(keys[0])
+        value = section.get(keys[1]) if isinstance(section, Mapping) else None
+        if isinstance(value, Mapping):  # a cloud mirror config
+            value = value.get("bucket_uri")
+        if isinstance(value, str):
+            yield ModelRef(value, f"{path}.{'.'.join(keys)})", hf_ids=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Local paths
+
+# Mounts an operator fills from a model reference it reads elsewhere (KServe's storage
+# initializer downloads storageUri / model.uri there): a server reading them loads that model.
+OPERATOR_MODEL_MOUNTS: Mapping[str, str] = {
+    "InferenceService": "/mnt/models",
+    "ServingRuntime": "/mnt/models",
+    "ClusterServingRuntime": "/mnt/models",
+    "LLMInferenceService": "/mnt/models",
+    "LLMInferenceServiceConfig": "/mnt/models",
+}
+
+
+def _under(path: str, directory: str) -> str | None:
+    """`path` relative to `directory`, or None when it is not inside it."""
+    directory = directory.rstrip("/") or "/"
+    if path == directory:
+        return ""
+    prefix = directory if directory.endswith("/") else directory + "/"
+    return path[len(prefix) :] if path.startswith(prefix) else None
+
+
+def local_model(
+    value: str, container: Mapping[str, Any], pod: Mapping[str, Any], kind: str
+) -> str | None:
+    """What a local model path refers to: `pvc://claim/sub/path` when a PersistentVolumeClaim is
+    mounted there; None when it is the operator's model mount (its source is judged where it is
+    declared); otherwise the path itself, which no approval can match."""
+    if not value.startswith("/"):
+        return value
+    best: tuple[int, str, str] | None = None
+    mounts = container.get("volumeMounts")
+    for mount in mounts if isinstance(mounts, list) else []:
+        if not isinstance(mount, Mapping) or not isinstance(mount.get("mountPath"), str):
+            continue
+        rest = _under(value, mount["mountPath"])
+        if rest is not None and (best is None or len(mount["mountPath"]) > best[0]):
+            sub = mount.get("subPath")
+            rest = "/".join(p for p in (sub if isinstance(sub, str) else "", rest) if p)
+            best = (len(mount["mountPath"]), str(mount.get("name")), rest)
+    if best is not None:
+        claim = _claim(pod, best[1])
+        return f"pvc://{claim}/{best[2]}".rstrip("/") if claim else value
+    managed = OPERATOR_MODEL_MOUNTS.get(kind)
+    if managed is not None and _under(value, managed) is not None:
+        return None
+    return value
+
+
+def _claim(pod: Mapping[str, Any], volume: str) -> str | None:
+    volumes = pod.get("volumes")
+    for entry in volumes if isinstance(volumes, list) else []:
+        if isinstance(entry, Mapping) and entry.get("name") == volume:
+            pvc = entry.get("persistentVolumeClaim")
+            claim = pvc.get("claimName") if isinstance(pvc, Mapping) else None
+            return claim if isinstance(claim, str) else None
+    return None
