@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from mlgate.api.compile import compile_approval, parse_resource
 from mlgate.engine import models
 from mlgate.engine.decisions import Rule
 from mlgate.engine.modelrefs import kserve_storage_refs, storage_uri_refs
@@ -366,3 +367,23 @@ def test_upstream_llm_servers_models_are_found(relative: str, expected: list[str
     assert {f.rule for f in unapproved} == {Rule.MODELS_APPROVAL}
     approval = Approval("ok", "m", "1", uris=frozenset(f"hf://{m}" for m in expected))
     assert models.check(ModelRules(), item, (approval,), NOW) == []
+
+
+def test_an_approved_model_can_list_a_kserve_storage_reference() -> None:
+    doc = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": "sk"},
+        "spec": {"model": "sk", "version": "1", "uris": ["kserve-storage://s3/sk/model.joblib"]},
+    }
+    approval = compile_approval(parse_resource(doc))  # type: ignore[arg-type]
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "m"},
+        "spec": {"predictor": {"sklearn": {"storage": {"key": "s3", "path": "sk/model.joblib"}}}},
+    }
+    item = view(isvc)
+    assert isinstance(item, WorkloadView)
+    assert models.check(ModelRules(), item, (approval,), NOW) == []
+    assert models.check(ModelRules(), item, (), NOW) != []
