@@ -15,7 +15,7 @@ from mlgate.engine import models
 from mlgate.engine.decisions import Rule
 from mlgate.engine.modelrefs import kserve_storage_refs, storage_uri_refs
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.servers import command_refs, expand_k8s, ray_serve_refs
+from mlgate.engine.servers import command_refs, entrypoint, expand_k8s, ray_serve_refs
 from mlgate.engine.workloads import WorkloadView, view
 from mlgate.manifests import Document, Source, documents
 
@@ -24,7 +24,7 @@ C = "spec.template.spec.containers[0]"
 
 
 def refs(command: Any = None, args: Any = None, image: str = "", **env: str) -> list[str]:
-    return [r.value for r in command_refs(command, args, "c", env, image)]
+    return [r.value for r in command_refs(command, args, "c", env, entrypoint(image, {}, "c"))]
 
 
 def deployment(container: dict[str, Any], kind: str = "Deployment", **pod: Any) -> dict[str, Any]:
@@ -159,6 +159,37 @@ def test_args_alone_run_the_images_entrypoint() -> None:
     # An unknown program's --model is its own business.
     assert refs(None, ["--model", "resnet50"], image="registry.example.com/train:1") == []
     assert refs(["python", "train.py", "--model", "resnet50"]) == []
+
+
+def test_a_settings_file_instead_of_a_model_cannot_be_approved() -> None:
+    assert refs(["vllm", "serve", "--config", "/etc/vllm.yaml"]) == ["--config /etc/vllm.yaml"]
+    assert refs(["python", "-m", "sglang.launch_server", "--config=c.yaml"]) == ["--config c.yaml"]
+    # Flags on the command line override the file's.
+    assert refs(["vllm", "serve", "org/m", "--config", "/etc/vllm.yaml"]) == ["org/m"]
+
+
+def _isvc(model: dict[str, Any], key: str = "model") -> dict[str, Any]:
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "llm", "namespace": "team-a"},
+        "spec": {"predictor": {key: model}},
+    }
+
+
+def test_kserve_args_go_to_the_runtime_of_the_model_format() -> None:
+    args = ["--model_name=llama3", "--model_id=meta-llama/meta-llama-3-8b-instruct"]
+    hf = {"modelFormat": {"name": "huggingface"}, "args": args}
+    expected = [("meta-llama/meta-llama-3-8b-instruct", "spec.predictor.model.args[1]")]
+    assert found(_isvc(hf)) == expected
+    assert found(_isvc({"args": args}, key="huggingface")) == [
+        (expected[0][0], "spec.predictor.huggingface.args[1]")
+    ]
+    vllm = {"modelFormat": {"name": "vLLM"}, "args": ["--model", "org/m"]}
+    assert found(_isvc(vllm)) == [("org/m", "spec.predictor.model.args[1]")]
+    # A format served by no recognised LLM server: its args are its own.
+    sklearn = {"modelFormat": {"name": "sklearn"}, "args": ["--model_id=x/y"]}
+    assert found(_isvc(sklearn)) == []
 
 
 def test_triton_takes_no_hugging_face_ids() -> None:

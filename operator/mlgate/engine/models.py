@@ -110,9 +110,8 @@ def _server_references(
     """The models an LLM server in the container is told to load (engine/servers.py)."""
     env = {e.name: e.value for e in container.env if e.value is not None}
     spec = container.spec
-    found = servers.command_refs(
-        spec.get("command"), spec.get("args"), container.path, env, container.image
-    )
+    entry = servers.entrypoint(container.image, spec, container.path)
+    found = servers.command_refs(spec.get("command"), spec.get("args"), container.path, env, entry)
     for ref in found:
         value = servers.local_model(ref.value, spec, pod.spec, view.kind)
         if value is not None:

@@ -39,6 +39,12 @@ class Server:
     flags: Mapping[str, Form]
     positional: bool = False  # the first bare argument is the model (`vllm serve <model>`)
     hf_ids: bool = True  # a bare `org/name` value is a Hugging Face repository
+    # KServe model formats whose runtime is this server: an InferenceService's args-only
+    # container for that format is appended to the server's command line.
+    kserve_formats: tuple[str, ...] = ()
+    # Flags naming a file of settings that may hold the model; CLI flags override it. With no
+    # model on the command line, the file's is loaded, and mlgate cannot read it.
+    config_flags: tuple[str, ...] = ()
 
 
 def _flags(
@@ -63,6 +69,8 @@ SERVERS: tuple[Server, ...] = (
             json_=["--speculative-config"],
         ),
         positional=True,
+        kserve_formats=("vllm",),
+        config_flags=("--config",),
     ),
     Server(
         "SGLang",
@@ -73,6 +81,7 @@ SERVERS: tuple[Server, ...] = (
             ["--model-path", "--model", "--tokenizer-path", "--speculative-draft-model-path"],
             adapters=["--lora-paths"],
         ),
+        config_flags=("--config",),
     ),
     Server(
         "TGI",
@@ -87,6 +96,7 @@ SERVERS: tuple[Server, ...] = (
         modules=("huggingfaceserver",),
         images=("*kserve/huggingfaceserver*",),
         flags=_flags(["--model_id", "--model_dir"]),
+        kserve_formats=("huggingface",),
     ),
     Server(
         "Triton",
@@ -95,6 +105,7 @@ SERVERS: tuple[Server, ...] = (
         images=("*tritonserver*",),
         flags=_flags(["--model-repository", "--model-store"]),
         hf_ids=False,
+        kserve_formats=("triton",),
     ),
 )
 
@@ -247,15 +258,6 @@ def _server_of(command: Sequence[_Token]) -> tuple[Server, int] | None:
     return None
 
 
-def _image_server(image: str | None) -> Server | None:
-    if not image:
-        return None
-    for server in SERVERS:
-        if any(fnmatchcase(image, pattern) for pattern in server.images):
-            return server
-    return None
-
-
 # ---------------------------------------------------------------------------------------------
 # Flags
 
@@ -310,6 +312,24 @@ _BOOLEAN_PREFIXES = ("--enable-", "--disable-", "--no-", "--trust-remote-code", 
 
 
 def _server_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+    refs = list(_flag_refs(server, words))
+    yield from refs
+    if not refs:
+        yield from _config_refs(server, words)
+
+
+def _config_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+    """A settings file given instead of a model: reported as it is written (`--config x.yaml`),
+    which names no model, so no approval matches it."""
+    for i, token in enumerate(words):
+        flag, eq, value = token.text.partition("=")
+        if flag in server.config_flags:
+            if not eq and i + 1 < len(words):
+                value = words[i + 1].text
+            yield ModelRef(f"{flag} {value}".strip(), token.path, server.hf_ids)
+
+
+def _flag_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
     positional_done = not server.positional
     i = 0
     while i < len(words):
@@ -343,21 +363,32 @@ def _takes_value(word: str) -> bool:
 
 
 def command_refs(
-    command: Any, args: Any, path: str, env: Mapping[str, str], image: str | None = None
+    command: Any, args: Any, path: str, env: Mapping[str, str], entrypoint: Server | None = None
 ) -> Iterator[ModelRef]:
     """Model references in a container's command and args (paths `<path>.command[i]`,
-    `<path>.args[i]`). With no command the image's entrypoint runs the args: a server image's
-    entrypoint is that server."""
+    `<path>.args[i]`). With no command the image's `entrypoint` (see `entrypoint`) runs the args.
+    """
     words = _words(command, f"{path}.command", env) + _words(args, f"{path}.args", env)
     for simple in commands(words, env):
         found = _server_of(simple)
         if found is not None:
             server, start = found
             yield from _server_refs(server, simple[start:])
-    if not isinstance(command, list) or not command:
-        entry = _image_server(image)
-        if entry is not None and _server_of(words) is None:
-            yield from _server_refs(entry, words)
+    has_command = isinstance(command, list) and bool(command)
+    if entrypoint is not None and not has_command and _server_of(words) is None:
+        yield from _server_refs(entrypoint, words)
+
+
+def entrypoint(image: str | None, container: Mapping[str, Any], path: str) -> Server | None:
+    """The server an args-only container runs: its image's, or for a KServe model container
+    without an image, the runtime's for its model format (`modelFormat.name`, or the framework
+    field the container is, as in `spec.predictor.huggingface`)."""
+    if image:
+        return next((s for s in SERVERS if any(fnmatchcase(image, p) for p in s.images)), None)
+    model_format = container.get("modelFormat")
+    name = model_format.get("name") if isinstance(model_format, Mapping) else None
+    name = name if isinstance(name, str) else path.rpartition(".")[2]
+    return next((s for s in SERVERS if name.lower() in s.kserve_formats), None)
 
 
 def _words(value: Any, path: str, env: Mapping[str, str]) -> list[_Token]:
