@@ -65,6 +65,10 @@ def judged(obj: dict[str, Any], *uris: str) -> list[str]:
             ["--model=org/model"],
         ),
         (["python", "-mvllm.entrypoints.api_server", "--model", "org/model"], None),
+        (
+            ["python3", "-X", "dev", "-W", "ignore", "-m", "vllm.entrypoints.api_server"],
+            ["--model", "org/model"],
+        ),
         (["vllm", "serve", "--trust-remote-code", "org/model"], None),
         (["vllm", "serve", "--model_path_is_not_a_flag", "x", "--mod", "org/model"], None),
     ],
@@ -115,6 +119,8 @@ def test_each_reference_names_the_word_it_came_from() -> None:
         (["sh", "-c", "vllm serve ${MODEL}"], None),
         (["sh", "-c", 'exec vllm serve "$@"', "--"], ["org/model", "--port", "80"]),
         (["sh", "-c", "vllm serve $(MODEL)"], None),
+        (["bash", "-o", "pipefail", "-e", "-c", "exec vllm serve org/model"], None),
+        (["tini", "--", "/bin/sh", "-xc", "vllm serve org/model | tee /tmp/log"], None),
     ],
 )
 def test_shell_scripts_are_tokenised_as_a_shell_would(command: Any, args: Any) -> None:
@@ -418,3 +424,21 @@ def test_an_approved_model_can_list_a_kserve_storage_reference() -> None:
     assert isinstance(item, WorkloadView)
     assert models.check(ModelRules(), item, (approval,), NOW) == []
     assert models.check(ModelRules(), item, (), NOW) != []
+
+
+def test_kserves_model_variables_in_its_runtimes_are_the_operators() -> None:
+    script = "python -m huggingfaceserver ${MODEL_DIR_ARG} $0 $@"
+    container = {
+        "name": "kserve-container",
+        "command": ["bash", "-c", "export MODEL_DIR_ARG=--model_dir=${MODEL_DIR}\n" + script],
+        "args": ["--model_name={{.Name}}"],
+    }
+    isvc = {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": "m"},
+        "spec": {"predictor": {"containers": [container]}},
+    }
+    assert found(isvc) == []
+    # Elsewhere nobody sets MODEL_DIR from a judged reference.
+    assert judged(deployment(container)) == [f"{C}.command[2]"]

@@ -195,12 +195,22 @@ def _script_commands(
             command.append(_Token(_expand_shell(word, variables), script.path))
 
 
-def _is_shell_c(words: Sequence[_Token], i: int) -> bool:
-    """`sh -c`, `bash -ec`, `/bin/bash -lc` ... at `words[i]`."""
-    if _basename(words[i].text) not in _SHELLS or i + 1 >= len(words):
-        return False
-    option = words[i + 1].text
-    return option.startswith("-") and not option.startswith("--") and "c" in option
+def _shell_script(words: Sequence[_Token], i: int) -> int | None:
+    """Where the script of `sh -c`, `bash -ec`, `bash -o pipefail -c` ... at `words[i]` is: the
+    first operand after the options, when `c` is among them."""
+    if _basename(words[i].text) not in _SHELLS:
+        return None
+    has_c, j = False, i + 1
+    while j < len(words):
+        option = words[j].text
+        if option == "--":
+            j += 1
+            break
+        if option[:1] not in ("-", "+") or option.startswith("--"):
+            break
+        has_c = has_c or "c" in option[1:]
+        j += 2 if option in ("-o", "+o", "-O", "+O") else 1
+    return j if has_c and j < len(words) else None
 
 
 def commands(
@@ -208,9 +218,9 @@ def commands(
 ) -> Iterator[list[_Token]]:
     """The simple commands a container runs: its words, or each command of a shell script."""
     for i in range(len(words)):
-        if _is_shell_c(words, i) and i + 2 < len(words) and depth < 3:
-            params = words[i + 3 :]
-            for command in _script_commands(words[i + 2], params, env):
+        script = _shell_script(words, i) if depth < 3 else None
+        if script is not None:
+            for command in _script_commands(words[script], words[script + 1 :], env):
                 yield from commands(command, env, depth + 1)
             return
     yield list(words)
@@ -233,6 +243,10 @@ def _program(command: Sequence[_Token]) -> tuple[str, int]:
     return "", len(command)
 
 
+# Interpreter options that take the next word as their value.
+_PYTHON_VALUED = frozenset({"-X", "-W", "-Q"})
+
+
 def _python_module(command: Sequence[_Token], i: int) -> tuple[str, int]:
     while i < len(command):
         word = command[i].text
@@ -242,7 +256,7 @@ def _python_module(command: Sequence[_Token], i: int) -> tuple[str, int]:
             return f"-m {word[2:]}", i + 1
         if not word.startswith("-"):
             return "", i  # a script, not a module
-        i += 1
+        i += 2 if word in _PYTHON_VALUED else 1
     return "", i
 
 
@@ -472,6 +486,17 @@ OPERATOR_MODEL_MOUNTS: Mapping[str, str] = {
 }
 
 
+# Env vars KServe sets in the model containers it builds from a storageUri (multi-node
+# runtimes pass `--model_dir=${MODEL_DIR}`): unset in the manifest, they are the operator's.
+OPERATOR_MODEL_VARIABLES = frozenset({"MODEL_DIR", "MODEL_ID"})
+_WHOLE_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|\((\w+)\)|(\w+))")
+
+
+def _operator_variable(value: str) -> bool:
+    match = _WHOLE_VARIABLE.fullmatch(value)
+    return match is not None and max(match.groups(), key=bool) in OPERATOR_MODEL_VARIABLES
+
+
 def _under(path: str, directory: str) -> str | None:
     """`path` relative to `directory`, or None when it is not inside it."""
     directory = directory.rstrip("/") or "/"
@@ -485,27 +510,36 @@ def local_model(
     value: str, container: Mapping[str, Any], pod: Mapping[str, Any], kind: str
 ) -> str | None:
     """What a local model path refers to: `pvc://claim/sub/path` when a PersistentVolumeClaim is
-    mounted there; None when it is the operator's model mount (its source is judged where it is
-    declared); otherwise the path itself, which no approval can match."""
+    mounted there; None when it is the operator's model mount or variable (its source is judged
+    where it is declared); otherwise the value itself, which no approval can match."""
+    managed = OPERATOR_MODEL_MOUNTS.get(kind)
+    if managed is not None and _operator_variable(value):
+        return None
     if not value.startswith("/"):
         return value
-    best: tuple[int, str, str] | None = None
-    mounts = container.get("volumeMounts")
-    for mount in mounts if isinstance(mounts, list) else []:
-        if not isinstance(mount, Mapping) or not isinstance(mount.get("mountPath"), str):
-            continue
-        rest = _under(value, mount["mountPath"])
-        if rest is not None and (best is None or len(mount["mountPath"]) > best[0]):
-            sub = mount.get("subPath")
-            rest = "/".join(p for p in (sub if isinstance(sub, str) else "", rest) if p)
-            best = (len(mount["mountPath"]), str(mount.get("name")), rest)
-    if best is not None:
-        claim = _claim(pod, best[1])
-        return f"pvc://{claim}/{best[2]}".rstrip("/") if claim else value
-    managed = OPERATOR_MODEL_MOUNTS.get(kind)
+    mount = _mount_of(value, container)
+    if mount is not None:
+        volume, rest = mount
+        claim = _claim(pod, volume)
+        return f"pvc://{claim}/{rest}".rstrip("/") if claim else value
     if managed is not None and _under(value, managed) is not None:
         return None
     return value
+
+
+def _mount_of(path: str, container: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The volume mounted deepest above `path`, and the path within that volume."""
+    best: tuple[int, str, str] | None = None
+    mounts = container.get("volumeMounts")
+    for mount in mounts if isinstance(mounts, list) else []:
+        where = mount.get("mountPath") if isinstance(mount, Mapping) else None
+        rest = _under(path, where) if isinstance(where, str) else None
+        if rest is None or (best is not None and len(where or "") <= best[0]):
+            continue
+        sub = mount.get("subPath")
+        rest = "/".join(p for p in (sub if isinstance(sub, str) else "", rest) if p)
+        best = (len(where or ""), str(mount.get("name")), rest)
+    return None if best is None else (best[1], best[2])
 
 
 def _claim(pod: Mapping[str, Any], volume: str) -> str | None:
