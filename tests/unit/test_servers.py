@@ -12,10 +12,11 @@ import pytest
 
 from mlgate.api.compile import compile_approval, parse_resource
 from mlgate.engine import models
+from mlgate.engine.commandline import expand_k8s
 from mlgate.engine.decisions import Rule
 from mlgate.engine.modelrefs import kserve_storage_refs, storage_uri_refs
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.servers import command_refs, entrypoint, expand_k8s, ray_serve_refs
+from mlgate.engine.servers import command_refs, entrypoint, ray_serve_refs
 from mlgate.engine.workloads import WorkloadView, view
 from mlgate.manifests import Document, Source, documents
 

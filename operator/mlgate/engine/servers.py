@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -19,6 +18,7 @@ from typing import Any
 
 import yaml
 
+from mlgate.engine.commandline import Token, commands, container_words, program
 from mlgate.engine.modelrefs import ModelRef
 
 
@@ -110,163 +110,13 @@ SERVERS: tuple[Server, ...] = (
 )
 
 
-# ---------------------------------------------------------------------------------------------
-# Tokens: words with the field path they came from
-
-
-@dataclass(frozen=True, slots=True)
-class _Token:
-    text: str
-    path: str
-
-
-_K8S_VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-_SHELL_VAR = re.compile(r"\$(?:\{([A-Za-z_][A-Za-z0-9_]*)\}|([A-Za-z_][A-Za-z0-9_]*))")
-_ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
-_SHELLS = frozenset({"sh", "bash", "dash", "ash", "zsh", "ksh"})
-_PYTHON = re.compile(r"python[0-9.]*")
-# Commands that run the rest of their words as a command.
-_WRAPPERS = frozenset({"exec", "env", "nohup", "time", "command", "nice", "tini", "dumb-init"})
-_SEPARATORS = frozenset({";", "&&", "||", "|", "&", ";;", "|&"})
-
-
-def expand_k8s(text: str, env: Mapping[str, str]) -> str:
-    """Kubernetes' `$(VAR)` expansion of command and args: defined variables are replaced, `$$`
-    escapes a dollar, anything else stays as written."""
-
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name is None:
-            return "$"
-        return env.get(name, match.group(0))
-
-    return _K8S_VAR.sub(sub, text)
-
-
-def _expand_shell(text: str, variables: Mapping[str, str]) -> str:
-    def sub(match: re.Match[str]) -> str:
-        name = match.group(1) or match.group(2)
-        return variables.get(name, match.group(0))
-
-    return _SHELL_VAR.sub(sub, text)
-
-
-def _basename(word: str) -> str:
-    return word.rsplit("/", 1)[-1]
-
-
-def _shell_words(script: str) -> list[str] | None:
-    """A script's words and operators as a POSIX shell splits them; None when it cannot be."""
-    text = script.replace("\\\n", " ").replace("\n", " ; ")
-    # Parentheses stay inside words: `$(VAR)` that Kubernetes left unexpanded is one word.
-    lexer = shlex.shlex(text, posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    lexer.commenters = "#"
-    try:
-        return list(lexer)
-    except ValueError:  # unbalanced quotes: the shell would refuse to run it
-        return None
-
-
-def _script_commands(
-    script: _Token, params: Sequence[_Token], env: Mapping[str, str]
-) -> Iterator[list[_Token]]:
-    """The simple commands of an `sh -c` script. `params` are the words after the script: `$0`
-    and then `"$@"`. Variables assigned in the script, or from the container's env, are expanded.
-    """
-    words = _shell_words(script.text)
-    if words is None:
-        return
-    variables = dict(env)
-    command: list[_Token] = []
-    for word in [*words, ";"]:
-        if word in _SEPARATORS:
-            if command:
-                yield command
-            command = []
-        elif word in ("$@", "$*"):
-            command.extend(params[1:])
-        elif not command and _ASSIGNMENT.match(word) and "=" in word:
-            name, _, value = word.partition("=")
-            variables[name] = _expand_shell(value, variables)
-        elif not command and word == "export":
-            continue
-        else:
-            command.append(_Token(_expand_shell(word, variables), script.path))
-
-
-def _shell_script(words: Sequence[_Token], i: int) -> int | None:
-    """Where the script of `sh -c`, `bash -ec`, `bash -o pipefail -c` ... at `words[i]` is: the
-    first operand after the options, when `c` is among them."""
-    if _basename(words[i].text) not in _SHELLS:
-        return None
-    has_c, j = False, i + 1
-    while j < len(words):
-        option = words[j].text
-        if option == "--":
-            j += 1
-            break
-        if option[:1] not in ("-", "+") or option.startswith("--"):
-            break
-        has_c = has_c or "c" in option[1:]
-        j += 2 if option in ("-o", "+o", "-O", "+O") else 1
-    return j if has_c and j < len(words) else None
-
-
-def commands(
-    words: Sequence[_Token], env: Mapping[str, str], depth: int = 0
-) -> Iterator[list[_Token]]:
-    """The simple commands a container runs: its words, or each command of a shell script."""
-    for i in range(len(words)):
-        script = _shell_script(words, i) if depth < 3 else None
-        if script is not None:
-            for command in _script_commands(words[script], words[script + 1 :], env):
-                yield from commands(command, env, depth + 1)
-            return
-    yield list(words)
-
-
-def _program(command: Sequence[_Token]) -> tuple[str, int]:
-    """The program a simple command runs (a python module as `-m module`), and the index of its
-    first argument; wrappers such as `exec`, `env A=b` and their options are looked through."""
-    wrapped = False
-    for i, token in enumerate(command):
-        word, name = token.text, _basename(token.text)
-        if _ASSIGNMENT.match(word) or name in _WRAPPERS or word == "--":
-            wrapped = wrapped or name in _WRAPPERS
-            continue
-        if wrapped and word.startswith("-"):
-            continue
-        if _PYTHON.fullmatch(name):
-            return _python_module(command, i + 1)
-        return name, i + 1
-    return "", len(command)
-
-
-# Interpreter options that take the next word as their value.
-_PYTHON_VALUED = frozenset({"-X", "-W", "-Q"})
-
-
-def _python_module(command: Sequence[_Token], i: int) -> tuple[str, int]:
-    while i < len(command):
-        word = command[i].text
-        if word == "-m" and i + 1 < len(command):
-            return f"-m {command[i + 1].text}", i + 2
-        if word.startswith("-m") and len(word) > 2:
-            return f"-m {word[2:]}", i + 1
-        if not word.startswith("-"):
-            return "", i  # a script, not a module
-        i += 2 if word in _PYTHON_VALUED else 1
-    return "", i
-
-
-def _server_of(command: Sequence[_Token]) -> tuple[Server, int] | None:
-    program, start = _program(command)
+def _server_of(command: Sequence[Token]) -> tuple[Server, int] | None:
+    name, start = program(command)
     for server in SERVERS:
-        if program.startswith("-m ") and program[3:] in server.modules:
+        if name.startswith("-m ") and name[3:] in server.modules:
             return server, start
         for prog in server.programs:
-            words = [program, *(t.text for t in command[start : start + len(prog) - 1])]
+            words = [name, *(t.text for t in command[start : start + len(prog) - 1])]
             if tuple(words) == prog:
                 return server, start + len(prog) - 1
     return None
@@ -306,7 +156,7 @@ def _adapter_paths(text: str) -> Iterator[str]:
     yield value.partition("=")[2] if "=" in value else value
 
 
-def _values(form: Form, token: _Token, hf_ids: bool) -> Iterator[ModelRef]:
+def _values(form: Form, token: Token, hf_ids: bool) -> Iterator[ModelRef]:
     if form is Form.PLAIN:
         yield ModelRef(token.text, token.path, hf_ids)
     elif form is Form.ADAPTERS:
@@ -325,14 +175,14 @@ def _values(form: Form, token: _Token, hf_ids: bool) -> Iterator[ModelRef]:
 _BOOLEAN_PREFIXES = ("--enable-", "--disable-", "--no-", "--trust-remote-code", "--enforce-eager")
 
 
-def _server_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+def _server_refs(server: Server, words: Sequence[Token]) -> Iterator[ModelRef]:
     refs = list(_flag_refs(server, words))
     yield from refs
     if not refs:
         yield from _config_refs(server, words)
 
 
-def _config_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+def _config_refs(server: Server, words: Sequence[Token]) -> Iterator[ModelRef]:
     """A settings file given instead of a model: reported as it is written (`--config x.yaml`),
     which names no model, so no approval matches it."""
     for i, token in enumerate(words):
@@ -343,7 +193,7 @@ def _config_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
             yield ModelRef(f"{flag} {value}".strip(), token.path, server.hf_ids)
 
 
-def _flag_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
+def _flag_refs(server: Server, words: Sequence[Token]) -> Iterator[ModelRef]:
     positional_done = not server.positional
     i = 0
     while i < len(words):
@@ -361,7 +211,7 @@ def _flag_refs(server: Server, words: Sequence[_Token]) -> Iterator[ModelRef]:
         if form is None:
             continue
         if eq:
-            yield from _values(form, _Token(inline, words[i - 1].path), server.hf_ids)
+            yield from _values(form, Token(inline, words[i - 1].path), server.hf_ids)
             continue
         # ADAPTERS flags take several values (argparse nargs='+'); the others one.
         while i < len(words) and not words[i].text.startswith("-"):
@@ -382,7 +232,9 @@ def command_refs(
     """Model references in a container's command and args (paths `<path>.command[i]`,
     `<path>.args[i]`). With no command the image's `entrypoint` (see `entrypoint`) runs the args.
     """
-    words = _words(command, f"{path}.command", env) + _words(args, f"{path}.args", env)
+    words = container_words(command, f"{path}.command", env) + container_words(
+        args, f"{path}.args", env
+    )
     for simple in commands(words, env):
         found = _server_of(simple)
         if found is not None:
@@ -403,16 +255,6 @@ def entrypoint(image: str | None, container: Mapping[str, Any], path: str) -> Se
     name = model_format.get("name") if isinstance(model_format, Mapping) else None
     name = name if isinstance(name, str) else path.rpartition(".")[2]
     return next((s for s in SERVERS if name.lower() in s.kserve_formats), None)
-
-
-def _words(value: Any, path: str, env: Mapping[str, str]) -> list[_Token]:
-    if not isinstance(value, list):
-        return []
-    return [
-        _Token(expand_k8s(word, env), f"{path}[{i}]")
-        for i, word in enumerate(value)
-        if isinstance(word, str)
-    ]
 
 
 # ---------------------------------------------------------------------------------------------
