@@ -333,9 +333,12 @@ applications:
     - model_loading_config: {model_id: org/only-id}
     - model_loading_config: {model_id: m, model_source: {bucket_uri: gs://b/m}}
     - configs/llama.yaml
-- name: other
+- name: own-builder
   import_path: my.app:build
-  args: {llm_configs: [{model_loading_config: {model_id: ignored/x}}]}
+  args: {llm_config: {model_loading_config: {model_id: own/x}}}
+- name: plain
+  import_path: my.app:app
+  args: {greeting: hello}
 """
     got = [(r.value, r.path) for r in ray_serve_refs(_ray_service(config))]
     base = "spec.serveConfigV2(applications[0].args.llm_configs"
@@ -345,12 +348,16 @@ applications:
         ("org/only-id", f"{base}[1].model_loading_config.model_id)"),
         ("gs://b/m", f"{base}[2].model_loading_config.model_source)"),
         ("configs/llama.yaml", f"{base}[3])"),
+        (
+            "own/x",
+            "spec.serveConfigV2(applications[1].args.llm_config.model_loading_config.model_id)",
+        ),
     ]
 
 
 def test_unreadable_ray_serve_llm_config_fails_closed() -> None:
-    (ref,) = ray_serve_refs(_ray_service("ray.serve.llm: [unclosed"))
-    assert ref.path == "spec.serveConfigV2"
+    (ref,) = ray_serve_refs(_ray_service("applications: [unclosed"))
+    assert (ref.value, ref.path) == ("(unreadable YAML)", "spec.serveConfigV2")
 
 
 # --- real upstream manifests -----------------------------------------------------------------

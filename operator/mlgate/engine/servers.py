@@ -2,8 +2,8 @@
 
 One table, SERVERS, says which server reads its model from which flag; the code below only
 finds the server's invocation in a container's `command` + `args` (also inside `sh -c` scripts,
-tokenised as a shell would) and reads those flags. RAY_SERVE_LLM says the same for Ray Serve
-LLM's config. Values are returned as written (after variable expansion); `models` judges them.
+tokenised as a shell would) and reads those flags. RAY_SERVE_LLM_FIELDS says the same for Ray
+Serve LLM's config. Values are returned as written (after variable expansion); `models` judges them.
 """
 
 from __future__ import annotations
@@ -260,7 +260,7 @@ def entrypoint(image: str | None, container: Mapping[str, Any], path: str) -> Se
 # ---------------------------------------------------------------------------------------------
 # Ray Serve LLM: serveConfigV2 applications built by ray.serve.llm
 
-RAY_SERVE_LLM_IMPORTS = ("ray.serve.llm",)
+_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # Where an LLMConfig names model weights (the second field replaces the first when absent:
 # Ray loads `model_id` from Hugging Face when `model_source` is unset).
 RAY_SERVE_LLM_FIELDS: tuple[tuple[str, ...], ...] = (
@@ -271,28 +271,30 @@ RAY_SERVE_LLM_FIELDS: tuple[tuple[str, ...], ...] = (
 
 
 def ray_serve_refs(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
-    """Model references of a RayService's `spec.serveConfigV2` (a YAML string)."""
+    """Model references of a RayService's `spec.serveConfigV2` (a YAML string): the LLMConfigs
+    in any application's `args.llm_configs` (or `args.llm_config`), whatever its import_path, as
+    an application of one's own may hand them to Ray Serve LLM."""
     spec = obj.get("spec")
     text = spec.get("serveConfigV2") if isinstance(spec, Mapping) else None
-    if not isinstance(text, str) or "ray.serve.llm" not in text:
+    if not isinstance(text, str):
         return
     base = "spec.serveConfigV2"
     try:
-        config = yaml.safe_load(text)
+        config = yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader
     except (yaml.YAMLError, RecursionError):
-        yield ModelRef(text, base)  # unreadable, so no model can be shown approved
+        yield ModelRef("(unreadable YAML)", base)  # KubeRay cannot read it either
         return
     apps = config.get("applications") if isinstance(config, Mapping) else None
     for i, app in enumerate(apps if isinstance(apps, list) else []):
-        if not isinstance(app, Mapping):
+        args = app.get("args") if isinstance(app, Mapping) else None
+        if not isinstance(args, Mapping):
             continue
-        where = str(app.get("import_path", ""))
-        if not where.startswith(RAY_SERVE_LLM_IMPORTS):
-            continue
-        args = app.get("args")
-        configs = args.get("llm_configs") if isinstance(args, Mapping) else None
+        where = f"{base}(applications[{i}].args"
+        if "llm_config" in args:
+            yield from _llm_config_refs(args["llm_config"], f"{where}.llm_config")
+        configs = args.get("llm_configs")
         for j, config in enumerate(configs if isinstance(configs, list) else []):
-            yield from _llm_config_refs(config, f"{base}(applications[{i}].args.llm_configs[{j}]")
+            yield from _llm_config_refs(config, f"{where}.llm_configs[{j}]")
 
 
 def _llm_config_refs(config: Any, path: str) -> Iterator[ModelRef]:
