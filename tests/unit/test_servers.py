@@ -12,7 +12,7 @@ import pytest
 
 from mlgate.api.compile import compile_approval, parse_resource
 from mlgate.engine import models
-from mlgate.engine.commandline import expand_k8s
+from mlgate.engine.commandline import container_env, expand_k8s
 from mlgate.engine.decisions import Rule
 from mlgate.engine.modelrefs import kserve_storage_refs, storage_uri_refs
 from mlgate.engine.policy import Approval, ModelRules
@@ -134,6 +134,12 @@ def test_a_script_with_unbalanced_quotes_is_not_run_so_yields_nothing() -> None:
 
 def test_kubernetes_expansion_leaves_unknown_variables_and_unescapes_dollars() -> None:
     assert expand_k8s("$(A)-$(B)-$$(A)", {"A": "x"}) == "x-$(B)-$(A)"
+
+
+def test_env_values_build_on_earlier_ones_and_unknown_ones_override() -> None:
+    env = [("ORG", "org"), ("MODEL", "$(ORG)/m"), ("LATER", "$(NEXT)"), ("NEXT", "n")]
+    assert container_env(env) == {"ORG": "org", "MODEL": "org/m", "LATER": "$(NEXT)", "NEXT": "n"}
+    assert container_env([("MODEL", "org/m"), ("MODEL", None)]) == {}
 
 
 # --- the other servers -----------------------------------------------------------------------

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import shlex
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +41,18 @@ def expand_k8s(text: str, env: Mapping[str, str]) -> str:
         return env.get(name, match.group(0))
 
     return _K8S_VAR.sub(sub, text)
+
+
+def container_env(variables: Iterable[tuple[str, str | None]]) -> dict[str, str]:
+    """A container's env as its processes see it: each value expanded with the variables before
+    it, as the kubelet does; one set from valueFrom (None) is unknown here, and left out."""
+    env: dict[str, str] = {}
+    for name, value in variables:
+        if value is None:
+            env.pop(name, None)  # the last definition wins, and this one cannot be read
+        else:
+            env[name] = expand_k8s(value, env)
+    return env
 
 
 def _expand_shell(text: str, variables: Mapping[str, str]) -> str:

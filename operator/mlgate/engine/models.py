@@ -9,6 +9,7 @@ from datetime import datetime
 from enum import Enum
 
 from mlgate.engine import servers
+from mlgate.engine.commandline import container_env
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
@@ -108,7 +109,7 @@ def _server_references(
     view: WorkloadView, pod: PodView, container: ContainerView
 ) -> Iterator[tuple[ModelRef, Source]]:
     """The models an LLM server in the container is told to load (engine/servers.py)."""
-    env = {e.name: e.value for e in container.env if e.value is not None}
+    env = container_env((e.name, e.value) for e in container.env)
     spec = container.spec
     entry = servers.entrypoint(container.image, spec, container.path)
     found = servers.command_refs(spec.get("command"), spec.get("args"), container.path, env, entry)
