@@ -153,7 +153,8 @@ def _adapter_paths(text: str) -> Iterator[str]:
         if isinstance(path, str):
             yield path
         return
-    yield value.partition("=")[2] if "=" in value else value
+    for item in value.split(","):  # TGI takes a comma-separated list
+        yield item.partition("=")[2] if "=" in item else item
 
 
 def _values(form: Form, token: Token, hf_ids: bool) -> Iterator[ModelRef]:
