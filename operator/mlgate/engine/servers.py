@@ -173,6 +173,7 @@ def _values(form: Form, token: Token, hf_ids: bool) -> Iterator[ModelRef]:
             yield ModelRef(model, token.path, hf_ids)
 
 
+# Flags that take no value (vLLM's switches): a bare word after one can be the positional model.
 _BOOLEAN_PREFIXES = ("--enable-", "--disable-", "--no-", "--trust-remote-code", "--enforce-eager")
 
 
