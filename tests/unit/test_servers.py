@@ -14,7 +14,7 @@ from mlgate.api.compile import compile_approval, parse_resource
 from mlgate.engine import models
 from mlgate.engine.commandline import container_env, expand_k8s
 from mlgate.engine.decisions import Rule
-from mlgate.engine.modelrefs import kserve_storage_refs, storage_uri_refs
+from mlgate.engine.modelrefs import field_refs, kserve_storage_refs, storage_uri_refs
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.servers import command_refs, entrypoint, ray_serve_refs
 from mlgate.engine.workloads import WorkloadView, view
@@ -305,6 +305,10 @@ def test_storage_uri_fields_of_trained_model_and_seldon_model() -> None:
     ]
     seldon = {"spec": {"storageUri": "gs://b/iris", "requirements": ["sklearn"]}}
     assert [r.value for r in storage_uri_refs("spec")(seldon)] == ["gs://b/iris"]
+    runtime = {"spec": {"model": {"modelURL": "org/m"}}}
+    (ref,) = field_refs("spec", "model", "modelURL", hf_ids=True)(runtime)
+    assert (ref.value, ref.path, ref.hf_ids) == ("org/m", "spec.model.modelURL", True)
+    assert list(field_refs("spec", "model", "modelURL")({"spec": {"model": 3}})) == []
 
 
 def _jobset(container_name: str, job_name: str) -> dict[str, Any]:

@@ -37,17 +37,24 @@ def _dig(obj: Any, keys: tuple[str, ...]) -> Any:
     return obj
 
 
-def storage_uri_refs(*keys: str) -> ModelFields:
-    """The `storageUri` string at `keys` (e.g. `spec.model` for KServe TrainedModel, `spec` for
-    Seldon Model): plug into a kind's model layout."""
-    path = ".".join((*keys, "storageUri"))
+def field_refs(*keys: str, hf_ids: bool = False) -> ModelFields:
+    """The string at `keys` as a model reference (`hf_ids`: its reader takes a bare `org/name` as
+    a Hugging Face repository, as production-stack's VLLMRuntime `spec.model.modelURL` does).
+    Plug into a kind's model layout, or build one from a declared field path."""
+    path = ".".join(keys)
 
     def refs(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
-        uri = _map(_dig(obj, keys)).get("storageUri")
-        if isinstance(uri, str):
-            yield ModelRef(uri, path)
+        value = _dig(obj, keys)
+        if isinstance(value, str):
+            yield ModelRef(value, path, hf_ids)
 
     return refs
+
+
+def storage_uri_refs(*keys: str) -> ModelFields:
+    """The `storageUri` string under `keys` (`spec.model` for KServe TrainedModel, `spec` for
+    Seldon Model)."""
+    return field_refs(*keys, "storageUri")
 
 
 def kserve_storage_refs(holder: Mapping[str, Any], path: str) -> Iterator[ModelRef]:
