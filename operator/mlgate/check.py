@@ -76,7 +76,10 @@ class Result:
     namespace: str
     name: str
     decision: Decision
-    supported: bool  # a workload kind mlgate knows
+    supported: bool  # a workload kind mlgate knows, or another document it judges
+    # A workload kind, as opposed to another judged document (a NetworkPolicy, an unknown kind
+    # that carries containers): the summary counts them apart.
+    workload: bool = True
 
     @property
     def status(self) -> Status:
@@ -147,7 +150,7 @@ class Resources:
     policies: dict[tuple[str, str, str], CompiledPolicy] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
-    errors: list[str] = field(default_factory=list)
+    errors: list[InputError] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
 
     def add(self, doc: Document) -> None:
@@ -164,7 +167,7 @@ class Resources:
             elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
                 self.policies[key] = compile_policy(resource)
         except ValueError as exc:  # InvalidResource, and anything compiling finds
-            self.errors.append(str(doc.ref.error(f"{_title(doc.obj)}: {exc}")))
+            self.errors.append(doc.ref.error(f"{_title(doc.obj)}: {exc}"))
 
     def _first_definition(
         self, key: tuple[str, str, str], ref: DocRef, resource: api.Resource
@@ -219,9 +222,31 @@ def _only_mlgate(doc: Document | InputError) -> Document | InputError:
 
 def _collect(found: Resources, doc: Document | InputError, namespace: str | None) -> None:
     if isinstance(doc, InputError):
-        found.errors.append(str(doc))
+        found.errors.append(doc)
     else:
         found.add(Document(doc.ref, _with_namespace(doc.obj, namespace)))
+
+
+def one_per_file(errors: Iterable[InputError]) -> tuple[str, ...]:
+    """One line per bad file: its first problem, and how many more it has. A rendered chart or a
+    generated List can break the same way in every document; a line each would bury the cause.
+    Errors about no file (a missing path) keep a line each; a problem both passes found is one.
+    """
+    first: dict[str | InputError, str] = {}  # by file, or the error itself when it has none
+    more: dict[str | InputError, set[str]] = {}
+    for error in errors:
+        key = error if error.source is None else error.source
+        if key not in first:
+            first[key], more[key] = str(error), set()
+        elif str(error) != first[key]:
+            more[key].add(str(error))
+    return tuple(_with_count(first[key], len(more[key])) for key in first)
+
+
+def _with_count(message: str, more: int) -> str:
+    if not more:
+        return message
+    return f"{message} (and {more} more problem{'s' if more > 1 else ''} in this file)"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -253,6 +278,7 @@ def judge(
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
         supported=lookup(api_version, kind) is not None or egress.is_network_policy(obj),
+        workload=lookup(api_version, kind) is not None,
     )
 
 
@@ -306,14 +332,16 @@ def judge_all(
                 yield result
 
 
-def _first_pass(request: CheckRequest, stdin: TextIO) -> tuple[list[Source], Resources, list[str]]:
+def _first_pass(
+    request: CheckRequest, stdin: TextIO
+) -> tuple[list[Source], Resources, list[InputError]]:
     """The manifest sources, every mlgate resource, and the input errors found so far."""
     seen: set[str] = set()
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
     )
     manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
-    problems = [str(e) for e in (*errors, *more_errors)]
+    problems = [*errors, *more_errors]
     found = collect_resources(resource_sources, manifest_sources, request.namespace)
     return manifest_sources, found, problems + found.errors
 
@@ -332,11 +360,11 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         verify_images=request.verify_images,
     ):
         if isinstance(item, InputError):
-            problems.append(str(item))
+            problems.append(item)
         elif not problems:
             results.append(item)
     if problems:
-        return Outcome(errors=tuple(problems))
+        return Outcome(errors=one_per_file(problems))
     return Outcome(
         results=tuple(results),
         policies=tuple(p.name for p in found.policies.values()),
@@ -355,14 +383,14 @@ class EgressOutcome:
     errors: tuple[str, ...] = ()
 
 
-def _namespaces(sources: Iterable[Source], found: Resources) -> tuple[set[str], list[str]]:
+def _namespaces(sources: Iterable[Source], found: Resources) -> tuple[set[str], list[InputError]]:
     """Namespaces the inputs name: the manifests' and the MLPolicies'."""
     names = {key[1] for key in found.policies if key[1]}
-    errors: list[str] = []
+    errors: list[InputError] = []
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
-                errors.append(str(doc))
+                errors.append(doc)
             elif _meta(doc.obj, "namespace"):
                 names.add(_meta(doc.obj, "namespace"))
     return names, errors
@@ -379,9 +407,11 @@ def egress_policies(request: CheckRequest, stdin: TextIO) -> EgressOutcome:
     known = names | ({request.namespace} if request.namespace else set())
     targets = {request.namespace} if request.namespace else names
     if not targets and not problems:
-        problems.append("--print-egress-policy: no namespace to generate for; pass --namespace NS")
+        problems.append(
+            InputError("--print-egress-policy: no namespace to generate for; pass --namespace NS")
+        )
     if problems:
-        return EgressOutcome(errors=tuple(problems))
+        return EgressOutcome(errors=one_per_file(problems))
     policies = tuple(found.policies.values())
     generated, unmanaged = [], []
     for namespace in sorted(targets):

@@ -12,18 +12,23 @@ import io
 import json
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
 
 import yaml
 
 from mlgate import kubeyaml
+from mlgate.crdskip import crd_header
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
 MANIFEST_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+_SNIFF_BYTES = 4096
+_COPY_BYTES = 1 << 20
 
 # A line that starts (`---`) or ends (`...`) a YAML document. The YAML spec forbids such lines
 # inside any scalar, so splitting on them never cuts a document in two.
@@ -34,7 +39,15 @@ _JSON_SPACE = re.compile(r"\s*")
 
 
 class InputError(Exception):
-    """Input that cannot be read: the message is one line naming the file and the document."""
+    """Input that cannot be read: the message is one line naming the file and the document.
+
+    `source` names the file it is about (None when it is about a command-line argument), so a
+    report can give one line per bad file.
+    """
+
+    def __init__(self, message: str, source: str | None = None) -> None:
+        super().__init__(message)
+        self.source = source
 
 
 def one_line(text: str) -> str:
@@ -62,7 +75,7 @@ class DocRef:
 
     def error(self, message: str, line: int | None = None) -> InputError:
         where = f"{self.source}:{self.line if line is None else line}"
-        return InputError(f"{where}: {self.label}: {one_line(message)}")
+        return InputError(f"{where}: {self.label}: {one_line(message)}", self.source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,19 +86,30 @@ class Document:
 
 @dataclass(frozen=True, slots=True)
 class Source:
-    """A file, or stdin's text (held because stdin can be read only once)."""
+    """A file, or given text. Stdin can be read only once, so it is copied to `spool`, a temporary
+    file read like any other (memory stays flat however long the input)."""
 
     name: str
     path: Path | None = None
     text: str | None = None
+    spool: IO[bytes] | None = field(default=None, compare=False, repr=False)
 
     @property
     def is_json(self) -> bool:
         """By extension for files; stdin has no name, so by its first characters (a YAML flow
         mapping also starts with `{`, but not with `{"` as JSON objects do)."""
-        if self.path is not None:
+        if self.path is not None and self.spool is None:
             return self.path.suffix.lower() == ".json"
-        return _JSON_START.match(self.text or "") is not None
+        start = self.text if self.text is not None else self._head()
+        return _JSON_START.match(start.lstrip("\ufeff")) is not None
+
+    def _head(self) -> str:
+        assert self.path is not None  # a Source is either text or a file
+        try:
+            with self.path.open("rb") as handle:
+                return handle.read(_SNIFF_BYTES).decode("utf-8", errors="replace")
+        except OSError:
+            return ""
 
     def read(self) -> str:
         if self.text is not None:
@@ -118,10 +142,11 @@ class Source:
             return located
         except OSError:
             pass
-        return InputError(f"{self.name}: cannot read: not UTF-8 text ({exc.reason})")
+        return InputError(f"{self.name}: cannot read: not UTF-8 text ({exc.reason})", self.name)
 
     def _unreadable(self, exc: OSError) -> InputError:
-        return InputError(f"{self.name}: cannot read: {one_line(exc.strerror or str(exc))}")
+        message = f"{self.name}: cannot read: {one_line(exc.strerror or str(exc))}"
+        return InputError(message, self.name)
 
 
 def decode(data: bytes, name: str) -> str:
@@ -130,7 +155,8 @@ def decode(data: bytes, name: str) -> str:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         line = 1 + data.count(b"\n", 0, exc.start)
-        raise InputError(f"{name}:{line}: cannot read: not UTF-8 text ({exc.reason})") from None
+        message = f"{name}:{line}: cannot read: not UTF-8 text ({exc.reason})"
+        raise InputError(message, name) from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -152,10 +178,7 @@ def _directory_files(root: Path) -> list[Path]:
 
 def _sources_of(arg: str, stdin: TextIO) -> list[Source]:
     if arg == STDIN:
-        # The raw bytes when there are any: the locale's encoding is not the manifests'.
-        raw = getattr(stdin, "buffer", None)
-        text = decode(raw.read(), STDIN_NAME) if raw is not None else stdin.read()
-        return [Source(STDIN_NAME, text=text)]
+        return [_spool_stdin(stdin)]
     path = Path(arg)
     if path.is_dir():
         files = _directory_files(path)
@@ -167,8 +190,23 @@ def _sources_of(arg: str, stdin: TextIO) -> list[Source]:
     return [Source(arg, path=path)]
 
 
+def _spool_stdin(stdin: TextIO) -> Source:
+    """Stdin copied, in bounded chunks, to a temporary file that is deleted when closed (the file
+    is reopened by name for each pass; the Source holds it open until it is dropped)."""
+    # The raw bytes when there are any: the locale's encoding is not the manifests'.
+    raw = getattr(stdin, "buffer", None)
+    spool = tempfile.NamedTemporaryFile(prefix="mlgate-stdin-")  # noqa: SIM115 - kept open
+    if raw is not None:
+        shutil.copyfileobj(raw, spool, _COPY_BYTES)
+    else:
+        for chunk in iter(lambda: stdin.read(_COPY_BYTES), ""):
+            spool.write(chunk.encode("utf-8"))
+    spool.flush()
+    return Source(STDIN_NAME, path=Path(spool.name), spool=spool)
+
+
 def _identity(source: Source) -> str:
-    return STDIN if source.path is None else str(source.path.resolve())
+    return STDIN if source.path is None or source.spool else str(source.path.resolve())
 
 
 def expand_paths(
@@ -353,6 +391,10 @@ def _yaml_documents(
         if interesting is not None and not interesting(chunk.text):
             continue
         ref = DocRef(source.name, chunk.number, None, chunk.start_line)
+        header = crd_header(chunk.text)
+        if header is not None:  # megabytes of schema that nothing judges: not parsed
+            yield Document(ref, header)
+            continue
         try:
             value = _load_yaml(chunk, ref)
         except InputError as exc:

@@ -77,21 +77,41 @@ def _plural(count: int, word: str, words: str | None = None) -> str:
     return f"{count} {word if count == 1 else words or word + 's'}"
 
 
+_LISTED_KINDS = 8  # a real tree holds dozens of kinds; the summary stays one readable line
+
+
+def _kinds(results: list[Result]) -> str:
+    """The kinds of `results`, most frequent first, the rest counted."""
+    kinds = [kind for kind, _ in Counter(r.kind or "(no kind)" for r in results).most_common()]
+    shown = ", ".join(sorted(kinds[:_LISTED_KINDS]))
+    rest = len(kinds) - _LISTED_KINDS
+    return shown + (f" and {_plural(rest, 'more kind')}" if rest > 0 else "")
+
+
+def _statuses(results: list[Result], always: Status | None = None) -> str:
+    return ", ".join(
+        f"{n} {status.value}"
+        for status in (Status.DENIED, Status.WARNED, Status.AUDITED, Status.COMPLIANT)
+        if (n := sum(1 for r in results if r.status is status)) or status is always
+    )
+
+
 def summary_line(outcome: Outcome) -> str:
+    """Workloads, other judged documents (NetworkPolicies, unknown kinds carrying containers)
+    and skipped documents, each counted apart."""
+    skipped = [r for r in outcome.results if r.status is Status.SKIPPED]
     judged = [r for r in outcome.results if r.status is not Status.SKIPPED]
+    workloads = [r for r in judged if r.workload]
+    others = [r for r in judged if not r.workload]
     policies = _plural(len(outcome.policies), "policy", "policies")
     approvals = f" and {_plural(outcome.approvals, 'approved model')}" if outcome.approvals else ""
-    counts = [
-        f"{outcome.count(status)} {status.value}"
-        for status in (Status.DENIED, Status.WARNED, Status.AUDITED, Status.COMPLIANT)
-        if outcome.count(status) or status is Status.COMPLIANT
-    ]
-    line = f"mlgate: {_plural(len(judged), 'workload')} checked against {policies}{approvals}"
-    line += f": {', '.join(counts)}"
-    skipped = Counter(r.kind for r in outcome.results if r.status is Status.SKIPPED)
+    line = f"mlgate: {_plural(len(workloads), 'workload')} checked against {policies}{approvals}"
+    line += f": {_statuses(workloads, Status.COMPLIANT)}"
+    if others:
+        line += f"; {_plural(len(others), 'other document')} judged ({_kinds(others)}): "
+        line += _statuses(others)
     if skipped:
-        kinds = ", ".join(sorted(skipped))
-        line += f"; {_plural(skipped.total(), 'document')} skipped, not workloads ({kinds})"
+        line += f"; {_plural(len(skipped), 'document')} skipped, not workloads ({_kinds(skipped)})"
     if not outcome.policies:
         line += "; no policies given (-p), so nothing was enforced"
     return line
@@ -146,7 +166,12 @@ def _result_json(result: Result) -> dict[str, Any]:
 
 def render_json(outcome: Outcome) -> str:
     """Every document judged or skipped, in input order; the shape is versioned by `format`."""
-    summary: dict[str, Any] = {"documents": len(outcome.results)}
+    summary: dict[str, Any] = {
+        "documents": len(outcome.results),
+        "workloads": sum(
+            1 for r in outcome.results if r.workload and r.status is not Status.SKIPPED
+        ),
+    }
     summary.update({status.value: outcome.count(status) for status in Status})
     summary.update(
         policies=list(outcome.policies),

@@ -485,3 +485,33 @@ def test_background_audit_counts_existing_violations(
         assert "VIOLATIONS" in columns and " 1 " in columns
     finally:
         control_plane.kubectl("delete", "clustermlpolicy", name)
+
+
+def test_a_model_named_on_an_llm_servers_command_line_needs_approval(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str
+) -> None:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    apply(control_plane, policy_doc(name, namespace, models={"requireApproved": True}))
+    wait_policy(control_plane, name)
+    model = f"e2e-org/llm-{uuid.uuid4().hex[:6]}"
+    serve = workload("Deployment", "vllm", namespace, GOOD)
+    container = serve["spec"]["template"]["spec"]["containers"][0]
+    container["command"] = ["sh", "-c", f"pip list && exec vllm serve {model} --port 8000"]
+    try:
+        out = apply(control_plane, serve)
+        assert out.returncode != 0 and "models.approval" in out.stderr, out.stderr
+        assert "spec.template.spec.containers[0].command[2]" in out.stderr
+        approval = {
+            "apiVersion": "mlgate.io/v1alpha1",
+            "kind": "ApprovedModel",
+            "metadata": {"name": name},
+            "spec": {"model": "llm", "version": "1", "uris": [f"hf://{model}"]},
+        }
+        apply(control_plane, approval).check_returncode()
+        deadline = time.monotonic() + 20
+        while (out := apply(control_plane, serve)).returncode != 0:
+            assert time.monotonic() < deadline, out.stderr  # the operator has not seen it yet
+            time.sleep(0.2)
+    finally:
+        control_plane.kubectl("delete", "approvedmodel", name, "--ignore-not-found")
+        control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")

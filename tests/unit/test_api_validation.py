@@ -442,10 +442,10 @@ def test_compile_cluster_policy() -> None:
         "nvidia.com/gpu",
         "amd.com/gpu",
         "nvidia.com/mig-1g.5gb",
-        "nvidia.com/gpu.shared",
+        "nvidia.com/gpu.shared",  # time-slicing's renamed resource is a GPU too
         "cpu",
     )
-    assert [n for n in names if any(r.fullmatch(n) for r in g.resources)] == list(names[:3])
+    assert [n for n in names if any(r.fullmatch(n) for r in g.resources)] == list(names[:4])
 
 
 def test_compile_minimal_policy() -> None:

@@ -382,7 +382,8 @@ def test_non_workloads_are_skipped_and_counted_but_unknown_kinds_with_containers
     assert run.out.splitlines()[0] == f"{manifests}:33 (doc 4) Trainer ml-prod/t"
     assert "DENY  [prod] workload.unsupported at kind:" in run.out
     assert run.out.splitlines()[-1] == (
-        "mlgate: 2 workloads checked against 1 policy: 1 denied, 1 compliant; "
+        "mlgate: 1 workload checked against 1 policy: 1 compliant; "
+        "1 other document judged (Trainer): 1 denied; "
         "2 documents skipped, not workloads (ConfigMap, Service)"
     )
 
@@ -445,20 +446,26 @@ def test_malformed_yaml_names_file_document_and_line_without_traceback(
     )
 
 
-def test_every_bad_document_is_reported_at_once(
+def test_every_bad_file_is_reported_at_once_in_one_line_each(
     capsys: pytest.CaptureFixture[str], tmp_path: Path, policy_file: Path
 ) -> None:
     broken = tmp_path / "broken.json"
     broken.write_text('{"kind": ')
     scalar = tmp_path / "scalar.yaml"
     scalar.write_text("hello\n---\n" + yaml.safe_dump({"metadata": {"name": "no-kind"}}))
-    run = run_cli(capsys, "check", "-p", policy_file, tmp_path / "missing.yaml", broken, scalar)
+    items = tmp_path / "items.yaml"
+    items.write_text(yaml.safe_dump({"kind": "List", "items": list(range(500))}))
+    run = run_cli(
+        capsys, "check", "-p", policy_file, tmp_path / "missing.yaml", broken, scalar, items
+    )
     assert_bad_input(
         run,
         f"{tmp_path / 'missing.yaml'}: cannot read: no such file or directory",
         f"{broken}:1: doc 1: malformed JSON: Expecting value at column 10",
-        f"{scalar}:1: doc 1: expected a Kubernetes object (a mapping), found a string",
-        f"{scalar}:3: doc 2: not a Kubernetes object: apiVersion and kind must be set",
+        f"{scalar}:1: doc 1: expected a Kubernetes object (a mapping), found a string "
+        "(and 1 more problem in this file)",
+        f"{items}:1: doc 1 item 1: expected a Kubernetes object (a mapping), found a number "
+        "(and 499 more problems in this file)",
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ from mlgate import __version__
 from mlgate.check import Outcome, Result
 from mlgate.engine.decisions import ATLAS, Decision, Mode, Rule, Violation
 from mlgate.manifests import STDIN_NAME, DocRef
-from mlgate.reports import RULE_DESCRIPTIONS, render_json, render_sarif, render_text
+from mlgate.reports import RULE_DESCRIPTIONS, render_json, render_sarif, render_text, summary_line
 
 IMAGE = "spec.template.spec.containers[0].image"
 
@@ -84,6 +85,21 @@ def test_text_lists_findings_and_notes_per_workload_then_a_summary() -> None:
     ]
 
 
+def test_the_summary_counts_workloads_apart_from_other_documents() -> None:
+    unknown = [
+        result(f"u{i}", violation(Rule.WORKLOAD_UNSUPPORTED), kind="Trainer") for i in (1, 2)
+    ]
+    others = [replace(r, workload=False) for r in unknown]
+    skipped = [result("c", kind=f"Kind{i:02}") for i in range(10)]
+    skipped = [replace(r, supported=False) for r in skipped]
+    outcome = Outcome(results=(result("ok"), *others, *skipped), policies=("prod",))
+    assert summary_line(outcome) == (
+        "mlgate: 1 workload checked against 1 policy: 1 compliant; 2 other documents judged "
+        "(Trainer): 2 denied; 10 documents skipped, not workloads (Kind00, Kind01, Kind02, "
+        "Kind03, Kind04, Kind05, Kind06, Kind07 and 2 more kinds)"
+    )
+
+
 def test_text_of_a_clean_run_is_only_the_summary() -> None:
     outcome = Outcome(results=(result("ok"),), policies=("prod",))
     assert render_text(outcome) == "mlgate: 1 workload checked against 1 policy: 1 compliant\n"
@@ -99,7 +115,7 @@ RESULT_KEYS = {
 }  # fmt: skip
 VIOLATION_KEYS = {"policy", "mode", "rule", "path", "message", "atlas"}
 SUMMARY_KEYS = {
-    "documents", "denied", "warned", "audited", "compliant", "skipped", "policies",
+    "documents", "workloads", "denied", "warned", "audited", "compliant", "skipped", "policies",
     "approvedModels", "exitCode",
 }  # fmt: skip
 
@@ -135,6 +151,7 @@ def test_json_carries_every_document_with_its_verdict() -> None:
     }
     assert report["summary"] == {
         "documents": 5,
+        "workloads": 4,
         "denied": 1,
         "warned": 0,
         "audited": 1,

@@ -161,6 +161,28 @@ def test_resource_globs_and_other_resources() -> None:
 
 
 @pytest.mark.parametrize(
+    "resource",
+    [
+        "nvidia.com/gpu",
+        "nvidia.com/gpu.shared",
+        "nvidia.com/mig-2g.10gb",
+        "amd.com/gpu",
+        "gpu.intel.com/i915",
+        "gpu.intel.com/xe",
+        "habana.ai/gaudi",
+        "google.com/tpu",
+    ],
+)
+def test_the_default_resources_cover_every_vendors_device_plugin(resource: str) -> None:
+    assert demand(pod(container("app", {resource: 4}))) == 4
+
+
+def test_device_plugin_counters_that_are_not_devices_are_not_counted() -> None:
+    limits = {"gpu.intel.com/millicores": 500, "gpu.intel.com/memory.max": "8G"}
+    assert demand(pod(container("app", limits))) == 0
+
+
+@pytest.mark.parametrize(
     ("quantity", "gpus"), [("2", 2), (2, 2), ("1k", 1000), ("0.5", 1), ("1500m", 2), ("0", 0)]
 )
 def test_quantities_round_up(quantity: Any, gpus: int) -> None:

@@ -25,6 +25,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from mlgate.engine.decisions import Mode
+from mlgate.engine.gpu import DEFAULT_RESOURCES
 from mlgate.engine.references import InvalidReference, compile_pattern
 
 GROUP = "mlgate.io"
@@ -36,9 +37,10 @@ NAME_GLOB = r"^[a-z0-9*]([-a-z0-9.*]*[a-z0-9*])?$"
 LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
 RESOURCE_GLOB = r"^[a-z0-9.*-]+/[a-zA-Z0-9.*_-]+$"
 PEM_PUBLIC_KEY = r"^\s*-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLIC KEY-----\s*$"
-MODEL_URI = r"^(s3|gs|hf|oci|pvc|https|http|az|file)://\S+$"
+# kserve-storage:// is KServe's `storage: {key, path}` (engine/modelrefs.py).
+MODEL_URI = r"^(s3|gs|hf|oci|pvc|https|http|az|file|kserve-storage)://\S+$"
 
-DEFAULT_GPU_RESOURCES = ["nvidia.com/gpu", "amd.com/gpu", "nvidia.com/mig-*"]
+DEFAULT_GPU_RESOURCES = list(DEFAULT_RESOURCES)
 DEFAULT_MODEL_ANNOTATIONS = ["mlgate.io/model", "mlgate.io/model-uri"]
 DEFAULT_MODEL_ENV = ["MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI"]
 

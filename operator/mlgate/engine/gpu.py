@@ -20,6 +20,21 @@ from mlgate.engine.workloads import (
 
 PRODUCT_LABEL = "nvidia.com/gpu.product"
 
+# Extended resources that vendors' Kubernetes device plugins advertise for one accelerator (or one
+# slice or share of one): the default of a policy's `gpu.resources`. Counters such as Intel's
+# `gpu.intel.com/millicores` or `memory.max` are not devices and are left out.
+ACCELERATORS: tuple[tuple[str, str], ...] = (
+    ("nvidia.com/gpu", "NVIDIA GPU (k8s-device-plugin)"),
+    ("nvidia.com/gpu.shared", "NVIDIA GPU share: time-slicing or MPS with renameByDefault"),
+    ("nvidia.com/mig-*", "NVIDIA MIG slice, mixed strategy (e.g. nvidia.com/mig-1g.5gb)"),
+    ("amd.com/gpu", "AMD GPU (ROCm k8s-device-plugin)"),
+    ("gpu.intel.com/i915", "Intel GPU, i915 driver (intel-device-plugins-for-kubernetes)"),
+    ("gpu.intel.com/xe", "Intel GPU, xe driver (intel-device-plugins-for-kubernetes)"),
+    ("habana.ai/gaudi", "Intel Gaudi / Habana (habanalabs device plugin)"),
+    ("google.com/tpu", "Google Cloud TPU chip (GKE)"),
+)
+DEFAULT_RESOURCES: tuple[str, ...] = tuple(resource for resource, _ in ACCELERATORS)
+
 
 @dataclass(frozen=True, slots=True)
 class PodDemand:

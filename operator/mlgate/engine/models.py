@@ -8,15 +8,21 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from mlgate.engine import model_env
+from mlgate.engine import model_env, servers
+from mlgate.engine.commandline import container_env
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.workloads import ModelRef, WorkloadView, metadata_path
+from mlgate.engine.workloads import ContainerView, PodView, WorkloadView, metadata_path
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$", re.ASCII)
 # Env vars whose bare values are Hugging Face repository ids.
 _HF_ENV = frozenset({"HF_MODEL_ID", "MODEL_ID"})
+# Kubeflow Trainer's dataset initializer: its STORAGE_URI names a dataset, not a model. Only
+# where Trainer puts it (a container and replicated job both so named), so that naming an
+# ordinary container after it hides nothing.
+DATASET_CONTAINERS = frozenset({"dataset-initializer"})
 
 
 class Source(Enum):
@@ -63,7 +69,7 @@ def _annotation_path(metadata: str, key: str) -> str:
 def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
     """Every model reference with what its value may be."""
     for ref in view.model_refs:
-        yield ref, Source.LOCATION
+        yield ref, _location(ref)
     for key in rules.annotations:
         if key in view.annotations:
             ref = ModelRef(view.annotations[key], _annotation_path("metadata", key))
@@ -77,14 +83,40 @@ def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef
                     ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))
                     yield ref, Source.ANNOTATION
         for container in pod.containers:
-            for env in container.env:
-                if env.name in rules.env:
-                    if env.value is None:
-                        yield ModelRef("", env.path), Source.INDIRECT
-                    elif env.name in _HF_ENV:
-                        yield ModelRef(env.value, env.path), Source.HF_LOCATION
-                    else:
-                        yield ModelRef(env.value, env.path), Source.LOCATION
+            if not (container.name in DATASET_CONTAINERS and pod.role in DATASET_CONTAINERS):
+                yield from _env_references(rules, container)
+            yield from _server_references(view, pod, container)
+
+
+def _env_references(
+    rules: ModelRules, container: ContainerView
+) -> Iterator[tuple[ModelRef, Source]]:
+    for env in container.env:
+        if env.name in rules.env:
+            if env.value is None:
+                yield ModelRef("", env.path), Source.INDIRECT
+            elif env.name in _HF_ENV:
+                yield ModelRef(env.value, env.path), Source.HF_LOCATION
+            else:
+                yield ModelRef(env.value, env.path), Source.LOCATION
+
+
+def _server_references(
+    view: WorkloadView, pod: PodView, container: ContainerView
+) -> Iterator[tuple[ModelRef, Source]]:
+    """The models an LLM server in the container is told to load (engine/servers.py)."""
+    env = container_env((e.name, e.value) for e in container.env)
+    spec = container.spec
+    entry = servers.entrypoint(container.image, spec, container.path)
+    found = servers.command_refs(spec.get("command"), spec.get("args"), container.path, env, entry)
+    for ref in found:
+        value = servers.local_model(ref.value, spec, pod.spec, view.kind)
+        if value is not None:
+            yield ModelRef(value, ref.path), _location(ref)
+
+
+def _location(ref: ModelRef) -> Source:
+    return Source.HF_LOCATION if ref.hf_ids else Source.LOCATION
 
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:

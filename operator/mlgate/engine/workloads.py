@@ -21,6 +21,9 @@ from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from mlgate.engine.modelrefs import ModelRef, kserve_storage_refs
+from mlgate.engine.servers import ray_serve_refs
+
 
 class ContainerKind(StrEnum):
     APP = "container"
@@ -60,6 +63,8 @@ class ContainerView:
     env: tuple[EnvVar, ...]
     env_from: tuple[EnvSource, ...] = ()
     security_context: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    # The container as submitted: command, args and volumeMounts, where LLM servers name models.
+    spec: Mapping[str, Any] = dataclasses.field(default_factory=dict, compare=False, repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,12 +85,6 @@ def metadata_path(pod: PodView) -> str:
     if pod.path.endswith(".spec"):
         return pod.path[: -len(".spec")] + ".metadata"
     return pod.path
-
-
-@dataclass(frozen=True, slots=True)
-class ModelRef:
-    value: str
-    path: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,6 +284,7 @@ def _container(
         env=_env(c.get("env"), f"{path}.env"),
         env_from=_env_from(c.get("envFrom"), f"{path}.envFrom"),
         security_context=_map(c.get("securityContext")),
+        spec=c,
     )
 
 
@@ -557,6 +557,7 @@ def _inference_service_models(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
         yield from _storage_refs(component, path)
         for key, container in _kserve_container_fields(component):
             yield from _storage_refs(container, field(path, key))
+            yield from kserve_storage_refs(container, field(path, key))
 
 
 # --- KServe LLMInferenceService --------------------------------------------------------------
@@ -729,7 +730,10 @@ SUPPORTED: tuple[KindSpec, ...] = (
         _RAY, "RayJob", "rayjobs", _RAY_VERSIONS,
         _ray(("spec", "rayClusterSpec"), "submitterPodTemplate"),
     ),
-    KindSpec(_RAY, "RayService", "rayservices", _RAY_VERSIONS, _ray(("spec", "rayClusterConfig"))),
+    KindSpec(
+        _RAY, "RayService", "rayservices", _RAY_VERSIONS, _ray(("spec", "rayClusterConfig")),
+        ray_serve_refs,
+    ),
     KindSpec("jobset.x-k8s.io", "JobSet", "jobsets", ("v1alpha2",), _jobset),
     KindSpec(
         "leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", ("v1",),
