@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from mlgate.engine.workloads import (
+    UNBOUNDED,
     SUPPORTED,
     ContainerKind,
     ContainerView,
@@ -909,8 +910,8 @@ def test_inference_service_components_frameworks_and_model_refs() -> None:
 
 def test_inference_service_framework_and_unknown_container_fields_cannot_hide_images() -> None:
     w = workload(load(INFERENCE_SERVICE_EVASIVE))
-    # Scale-to-zero still runs a pod when traffic arrives.
-    assert summary(w) == [("spec.predictor", "predictor", 1)]
+    # Serverless (the default mode) without maxReplicas: Knative scales without a ceiling.
+    assert summary(w) == [("spec.predictor", "predictor", UNBOUNDED)]
     assert containers(w) == [
         ("spec.predictor.pytorch", ContainerKind.APP, "docker.io/evil/torchserve:latest"),
         ("spec.predictor.vllm", ContainerKind.APP, "ghcr.io/evil/vllm:latest"),
