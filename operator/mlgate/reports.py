@@ -40,7 +40,7 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.EGRESS_HOST_NETWORK: "Pods must not use the node's network (hostNetwork).",
     Rule.EGRESS_NETWORK_POLICY: "NetworkPolicies must not widen the managed egress limits.",
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
-    Rule.WORKLOAD_RUNTIME: "The runtime or config a workload names must exist, so it can be judged.",
+    Rule.WORKLOAD_RUNTIME: "The runtime or config a workload names must exist to be judged.",
 }
 
 

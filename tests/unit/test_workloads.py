@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from mlgate.engine.workloads import (
-    UNBOUNDED,
     SUPPORTED,
+    UNBOUNDED,
     ContainerKind,
     ContainerView,
     EnvVar,
@@ -724,6 +724,12 @@ def test_supported_table_lists_every_kind_of_the_design_once() -> None:
         ("ray.io", "RayService"),
         ("jobset.x-k8s.io", "JobSet"),
         ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"),
+        ("serving.kserve.io", "ServingRuntime"),
+        ("serving.kserve.io", "ClusterServingRuntime"),
+        ("serving.kserve.io", "ClusterStorageContainer"),
+        ("serving.kserve.io", "LLMInferenceServiceConfig"),
+        ("trainer.kubeflow.org", "TrainingRuntime"),
+        ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
     }
 
 
@@ -1367,6 +1373,13 @@ def test_every_sample_manifest_is_a_supported_kind() -> None:
         "XGBoostJob",
         "PaddleJob",
         "JAXJob",
+        # runtimes and configs: tests/unit/test_runtimes.py judges upstream ones
+        "ServingRuntime",
+        "ClusterServingRuntime",
+        "ClusterStorageContainer",
+        "LLMInferenceServiceConfig",
+        "TrainingRuntime",
+        "ClusterTrainingRuntime",
     }
 
 

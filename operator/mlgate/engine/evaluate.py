@@ -7,9 +7,9 @@ from typing import Any
 
 from mlgate.engine import egress, gpu, images, models
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
+from mlgate.engine.effective import effective_view
 from mlgate.engine.policy import CompiledPolicy, Facts
 from mlgate.engine.scope import governing, namespace_in_scope
-from mlgate.engine.effective import effective_view
 from mlgate.engine.workloads import Unsupported, WorkloadView
 
 # The cluster must always be able to repair itself, whatever a policy says.

@@ -101,7 +101,9 @@ def sized(
         nodes, worker_gpus, head_gpus = pipeline, tensor, tensor
     else:
         nodes, worker_gpus, head_gpus = _ray_nodes(tensor * pipeline, head_gpus, worker_gpus)
-    sized_worker = _replace_first(worker_pod, _with_gpus(worker_container, worker_resource, worker_gpus))
+    sized_worker = _replace_first(
+        worker_pod, _with_gpus(worker_container, worker_resource, worker_gpus)
+    )
     sized_worker["pipelineParallelSize"] = nodes
     sized_head = _replace_first(head_pod, _with_gpus(head, resource, head_gpus))
     return sized_worker, sized_head

@@ -372,7 +372,9 @@ def _ray_workers(group: Mapping[str, Any], autoscaling: bool) -> int:
     return (1 if pods is None else pods) * hosts
 
 
-def _ray_autoscaler(options: Mapping[str, Any], path: str) -> Callable[..., Iterator[ContainerView]]:
+def _ray_autoscaler(
+    options: Mapping[str, Any], path: str
+) -> Callable[..., Iterator[ContainerView]]:
     """KubeRay injects the autoscaler into the head pod with `autoscalerOptions.image` (else the
     head's own Ray image, judged already) and `autoscalerOptions.resources`."""
 
@@ -711,6 +713,8 @@ _SCALE = ("scale",)
 _REPLICATED = _templated(("spec", "template"), ("spec", "replicas"))
 _PER_NODE = _templated(("spec", "template"), None)
 _JOB = _templated(("spec", "template"), ("spec", "parallelism"))
+
+
 def _cron_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
     """A CronJob's Jobs. Under concurrencyPolicy Allow (the default) a run that outlasts the
     schedule overlaps the next, and nothing bounds how many pile up: unbounded. Forbid and
@@ -720,6 +724,8 @@ def _cron_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
     overlapping = spec.get("concurrencyPolicy") not in ("Forbid", "Replace")
     count = UNBOUNDED if overlapping else _count(job.get("parallelism"))
     yield from _template(job.get("template"), "spec.jobTemplate.spec.template", count)
+
+
 _KF = "kubeflow.org"
 _KSERVE = "serving.kserve.io"
 _TRAINER = "trainer.kubeflow.org"

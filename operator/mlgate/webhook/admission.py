@@ -16,6 +16,7 @@ from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Violation, attribute
+from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
@@ -24,9 +25,10 @@ from mlgate.engine.evaluate import (
 )
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.runtimes import RuntimeCatalog
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.updates import benign_update
-from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.engine.workloads import Unsupported, WorkloadView
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
@@ -118,6 +120,9 @@ class Admission:
     egress_present: EgressLookup = no_egress_lookup
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
+    # The runtimes and configs workloads name (the operator's watch cache). Empty by default, so
+    # a workload naming one is refused for want of it rather than judged without it.
+    runtimes: Callable[[], RuntimeCatalog] = RuntimeCatalog
 
     def exempt(self, namespace: str) -> bool:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
@@ -140,7 +145,7 @@ class Admission:
             reason = benign_update(req.old_obj, obj, self._watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
-        item = view(obj)
+        item = effective_view(obj, self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
@@ -162,7 +167,7 @@ class Admission:
             **parent,
             "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
         }
-        item = view(_with_namespace(scaled, req.namespace))
+        item = effective_view(_with_namespace(scaled, req.namespace), self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
