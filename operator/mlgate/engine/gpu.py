@@ -80,8 +80,10 @@ def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
 
 
 def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
+    """GPUs of the whole workload (none for a runtime, which runs no pod itself) and per pod."""
     demands = [pod_demand(rules, pod) for pod in view.pods]
-    return sum(d.gpus * d.pod.count for d in demands), demands
+    total = sum(d.gpus * d.pod.count for d in demands) if view.runs_pods else 0
+    return total, demands
 
 
 # How to bound a workload whose pod count has no ceiling, by kind.

@@ -46,14 +46,16 @@ def relabel(source: WorkloadView, key: Key) -> WorkloadView:
     return replace(source, pods=pods, model_refs=refs)
 
 
-def _declared(sources: Sequence[WorkloadView]) -> tuple[dict[str, str], dict[Any, str]]:
-    """Where each image and each env var (name, value) is first declared among `sources`."""
-    images: dict[str, str] = {}
+def _declared(sources: Sequence[WorkloadView]) -> tuple[dict[Any, str], dict[Any, str]]:
+    """Where each image (by container name and image, and by image alone) and each env var
+    (name, value) is first declared among `sources`."""
+    images: dict[Any, str] = {}
     env: dict[Any, str] = {}
     for source in sources:
         for pod in source.pods:
             for c in pod.containers:
                 if c.image is not None:
+                    images.setdefault((c.name, c.image), c.image_path)
                     images.setdefault(c.image, c.image_path)
                 for e in c.env:
                     env.setdefault((e.name, e.value), e.path)
@@ -75,7 +77,11 @@ def attribute(effective: WorkloadView, sources: Sequence[WorkloadView]) -> Workl
     images, env = _declared(sources)
 
     def container(c: ContainerView) -> ContainerView:
-        image_path = images.get(c.image, f"{c.image_path} (merged)") if c.image else c.image_path
+        image_path = c.image_path
+        if c.image is not None:
+            image_path = images.get((c.name, c.image)) or images.get(
+                c.image, f"{image_path} (merged)"
+            )
         return replace(
             c,
             image_path=image_path,

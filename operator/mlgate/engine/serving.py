@@ -224,9 +224,8 @@ def inference_service(
     for framework in _FRAMEWORKS | {"model"}:
         merged.pop(framework, None)
     if isinstance(worker, Mapping):
-        merged["workerSpec"], merged = multinode.sized(
-            runtime, worker, merged, _worker_pod(runtime, worker)
-        )
+        worker_pod, merged = multinode.sized(runtime, worker, merged, _worker_pod(runtime, worker))
+        merged["workerSpec"] = worker_pod
     effective = {**obj, "spec": {**spec, "predictor": merged}}
     out = attribute(own_view(effective), (item, relabel(own_view(runtime_obj), key)))
     out = replace(out, model_refs=item.model_refs)

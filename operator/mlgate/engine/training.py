@@ -106,7 +106,7 @@ def train_job(obj: Mapping[str, Any], item: WorkloadView, catalog: RuntimeCatalo
     prefix = f"{label(key)}:spec.template.spec"
     count = nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes >= 0 else 1
     pods = tuple(replicated_jobs(jobset, prefix, count))
-    if "flux" in policy:
-        pods = _flux_installer(pods, key)
-    effective = replace(item, pods=pods)
-    return attribute(effective, (item, relabel(own_view(runtime_obj), key)))
+    effective = attribute(replace(item, pods=pods), (item, relabel(own_view(runtime_obj), key)))
+    if "flux" in policy:  # after attribute: the installer's image is where its env var is
+        effective = replace(effective, pods=_flux_installer(effective.pods, key))
+    return effective

@@ -83,6 +83,9 @@ class WorkloadView:
     # What the operator would merge in but could not be found (a missing runtime, say): a reason
     # each, judged as a finding so the workload is never passed on half its picture.
     unresolved: tuple[Unresolved, ...] = ()
+    # False for runtimes and configs: they only shape the pods of the workloads that name them,
+    # so their per-pod content is judged but they count no GPUs and need no model of their own.
+    runs_pods: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -702,6 +705,7 @@ class KindSpec:
     per_node: bool = False
     subresources: tuple[str, ...] = ()  # also admitted, e.g. pods/ephemeralcontainers
     cluster_scoped: bool = False  # runtimes a platform team shares, e.g. ClusterServingRuntime
+    runs_pods: bool = True  # False for runtimes and configs (see WorkloadView.runs_pods)
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -774,25 +778,30 @@ SUPPORTED: tuple[KindSpec, ...] = (
         "leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", ("v1",),
         _leader_worker_set,
     ),
-    KindSpec(_KSERVE, "ServingRuntime", "servingruntimes", ("v1alpha1",), _serving_runtime),
+    KindSpec(
+        _KSERVE, "ServingRuntime", "servingruntimes", ("v1alpha1",), _serving_runtime,
+        runs_pods=False,
+    ),
     KindSpec(
         _KSERVE, "ClusterServingRuntime", "clusterservingruntimes", ("v1alpha1",),
-        _serving_runtime, cluster_scoped=True,
+        _serving_runtime, cluster_scoped=True, runs_pods=False,
     ),
     KindSpec(
         _KSERVE, "ClusterStorageContainer", "clusterstoragecontainers", ("v1alpha1",),
-        _storage_container, cluster_scoped=True,
+        _storage_container, cluster_scoped=True, runs_pods=False,
     ),
     KindSpec(
         _KSERVE, "LLMInferenceServiceConfig", "llminferenceserviceconfigs",
         ("v1alpha1", "v1alpha2"), _llm_inference_service, _llm_inference_service_models,
+        runs_pods=False,
     ),
     KindSpec(
         _TRAINER, "TrainingRuntime", "trainingruntimes", ("v1alpha1",), _training_runtime,
+        runs_pods=False,
     ),
     KindSpec(
         _TRAINER, "ClusterTrainingRuntime", "clustertrainingruntimes", ("v1alpha1",),
-        _training_runtime, cluster_scoped=True,
+        _training_runtime, cluster_scoped=True, runs_pods=False,
     ),
 )  # fmt: skip
 
@@ -837,4 +846,5 @@ def view(obj: Mapping[str, Any]) -> WorkloadView | Unsupported:
         pods=tuple(spec.pods(obj)),
         model_refs=tuple(spec.models(obj)),
         per_node=spec.per_node,
+        runs_pods=spec.runs_pods,
     )

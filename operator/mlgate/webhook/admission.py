@@ -187,7 +187,8 @@ class Admission:
         return labels if labels is not None else {}
 
     async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
-        labels = await self._namespace_labels(item.namespace)
+        # A cluster-scoped runtime serves every namespace: judged as if in a governed one.
+        labels = await self._namespace_labels(item.namespace) if item.namespace else None
         images = await self.verify_images(policies, item)
         return Facts(
             now=self.now(),
@@ -221,7 +222,10 @@ class Admission:
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
     ) -> list[Violation]:
-        """Violations holding a workload back while its namespace lacks mlgate-egress."""
+        """Violations holding a workload back while its namespace lacks mlgate-egress (never a
+        runtime's: it runs nothing until a workload in some namespace names it)."""
+        if not item.runs_pods:
+            return []
         managing = [
             p
             for p in governing(
