@@ -27,23 +27,33 @@ def as_str(value: Any) -> str:
     return value if isinstance(value, str) else ""
 
 
-def relabel(source: WorkloadView, key: Key) -> WorkloadView:
-    """`source` (a runtime's own view) with paths that name it: `Kind/name:spec...`."""
-    prefix = f"{label(key)}:"
+def moved(source: WorkloadView, old: str, new: str) -> WorkloadView:
+    """`source` with every path that starts with `old` starting with `new` instead."""
+
+    def path(value: str) -> str:
+        return new + value[len(old) :] if value.startswith(old) else value
 
     def container(c: ContainerView) -> ContainerView:
-        env = tuple(replace(e, path=prefix + e.path) for e in c.env)
+        env = tuple(replace(e, path=path(e.path)) for e in c.env)
         return replace(
             c,
-            path=prefix + c.path,
-            image_path=prefix + c.image_path,
-            resources_path=prefix + c.resources_path,
+            path=path(c.path),
+            image_path=path(c.image_path),
+            resources_path=path(c.resources_path),
             env=env,
         )
 
-    pods = tuple(replace(p, containers=tuple(map(container, p.containers))) for p in source.pods)
-    refs = tuple(replace(r, path=prefix + r.path) for r in source.model_refs)
+    pods = tuple(
+        replace(p, path=path(p.path), containers=tuple(map(container, p.containers)))
+        for p in source.pods
+    )
+    refs = tuple(replace(r, path=path(r.path)) for r in source.model_refs)
     return replace(source, pods=pods, model_refs=refs)
+
+
+def relabel(source: WorkloadView, key: Key) -> WorkloadView:
+    """`source` (a runtime's own view) with paths that name it: `Kind/name:spec...`."""
+    return moved(source, "", f"{label(key)}:")
 
 
 def _declared(sources: Sequence[WorkloadView]) -> tuple[dict[Any, str], dict[Any, str]]:
@@ -104,7 +114,10 @@ def unresolved(item: WorkloadView, path: str, message: str) -> WorkloadView:
     return replace(item, unresolved=(*item.unresolved, Unresolved(path, message)))
 
 
+NOTHING = WorkloadView("", "", "", "", {}, {}, (), ())
+
+
 def own_view(obj: Mapping[str, Any]) -> WorkloadView:
+    """The view of a runtime or a merged workload (always of a supported kind)."""
     item = view(obj)
-    assert isinstance(item, WorkloadView)
-    return item
+    return item if isinstance(item, WorkloadView) else NOTHING

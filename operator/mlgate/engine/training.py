@@ -3,15 +3,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
 from mlgate.engine.provenance import (
+    NOTHING,
     as_list,
     as_map,
     as_str,
     attribute,
+    moved,
     own_view,
     relabel,
     unresolved,
@@ -55,6 +57,17 @@ def _patch_jobs(jobset: Any, overrides: list[Any]) -> Any:
         patch = {"template": {"spec": {"template": {"spec": pod}}}}
         jobset = merge(jobset, {"replicatedJobs": [{"name": t, **patch} for t in targets]})
     return jobset
+
+
+def _patches(spec: Mapping[str, Any]) -> Iterator[WorkloadView]:
+    """The TrainJob's patches as views, so values they set are found where they are written."""
+    for i, patch in enumerate(as_list(spec.get("runtimePatches"))):
+        template = as_map(as_map(as_map(patch).get("trainingRuntimeSpec")).get("template"))
+        path = f"spec.runtimePatches[{i}].trainingRuntimeSpec.template.spec"
+        yield replace(NOTHING, pods=tuple(replicated_jobs(template.get("spec"), path)))
+    for i, override in enumerate(as_list(spec.get("podSpecOverrides"))):
+        pod = own_view({"apiVersion": "v1", "kind": "Pod", "spec": override})
+        yield moved(pod, "spec", f"spec.podSpecOverrides[{i}]")
 
 
 def _node_patch(container: Mapping[str, Any]) -> dict[str, Any]:
@@ -106,7 +119,8 @@ def train_job(obj: Mapping[str, Any], item: WorkloadView, catalog: RuntimeCatalo
     prefix = f"{label(key)}:spec.template.spec"
     count = nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes >= 0 else 1
     pods = tuple(replicated_jobs(jobset, prefix, count))
-    effective = attribute(replace(item, pods=pods), (item, relabel(own_view(runtime_obj), key)))
+    sources = (item, *_patches(spec), relabel(own_view(runtime_obj), key))
+    effective = attribute(replace(item, pods=pods), sources)
     if "flux" in policy:  # after attribute: the installer's image is where its env var is
         effective = replace(effective, pods=_flux_installer(effective.pods, key))
     return effective
