@@ -497,3 +497,72 @@ def test_merge_patches_named_lists_by_name_and_replaces_others() -> None:
         "n": {"k": 1, "j": 2},
     }
     assert merge({"a": 1, "b": 2}, {"a": None}) == {"b": 2}
+
+
+# ---------------------------------------------------------------------------------------------
+# Counting as the other operators do
+
+
+CRON_JOB: dict[str, Any] = {
+    "apiVersion": "batch/v1",
+    "kind": "CronJob",
+    "metadata": {"name": "retrain", "namespace": "ml"},
+    "spec": {
+        "schedule": "*/5 * * * *",
+        "jobTemplate": {
+            "spec": {
+                "parallelism": 2,
+                "template": {"spec": {"containers": [{"name": "t", "image": "reg.io/t:1"}]}},
+            }
+        },
+    },
+}
+
+
+@pytest.mark.parametrize(
+    ("policy", "pods"), [(None, UNBOUNDED), ("Allow", UNBOUNDED), ("Forbid", 2), ("Replace", 2)]
+)
+def test_cron_job_runs_overlap_unless_its_concurrency_policy_forbids_them(
+    policy: str | None, pods: int
+) -> None:
+    obj = copy.deepcopy(CRON_JOB)
+    if policy is not None:
+        obj["spec"]["concurrencyPolicy"] = policy
+    item = view(obj)
+    assert isinstance(item, WorkloadView)
+    assert [p.count for p in item.pods] == [pods]
+
+
+def test_unbounded_cron_job_is_told_to_forbid_overlaps() -> None:
+    obj = copy.deepcopy(CRON_JOB)
+    container = obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]
+    container["resources"] = {"limits": {"nvidia.com/gpu": 1}}
+    (violation,) = evaluate(compiled(gpu={"maxPerWorkload": 8}), obj, Facts(now=NOW)).violations
+    assert "concurrencyPolicy Forbid or Replace" in violation.message
+
+
+def test_kuberay_autoscaler_image_is_judged_where_it_is_declared() -> None:
+    cluster = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": "r", "namespace": "ml"},
+        "spec": {
+            "enableInTreeAutoscaling": True,
+            "autoscalerOptions": {"image": "evil.io/autoscaler:1"},
+            "headGroupSpec": {
+                "template": {
+                    "spec": {"containers": [{"name": "ray-head", "image": "rayproject/ray:2"}]}
+                }
+            },
+        },
+    }
+    item = view(cluster)
+    assert isinstance(item, WorkloadView)
+    assert [(c.image, c.image_path) for c in item.pods[0].containers] == [
+        ("rayproject/ray:2", "spec.headGroupSpec.template.spec.containers[0].image"),
+        ("evil.io/autoscaler:1", "spec.autoscalerOptions.image"),
+    ]
+    cluster["spec"]["enableInTreeAutoscaling"] = False  # no autoscaler is injected then
+    item = view(cluster)
+    assert isinstance(item, WorkloadView)
+    assert len(item.pods[0].containers) == 1
