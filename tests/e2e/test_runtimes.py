@@ -7,41 +7,21 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, stand_in_crds
-from tests.e2e.test_admission import GOOD, apply, policy_doc, wait_policy
-
-REPO = Path(__file__).resolve().parents[2]
+from mlgate.devrun import MlgateProcess
+from tests.e2e.test_admission import GOOD, apply, policy_doc, running_mlgate, wait_policy
 
 
 @pytest.fixture(scope="module")
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-    )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate") / "mlgate.log"
     # An audit interval far beyond the test: only a runtime change can start the second pass.
-    with MlgateProcess(
-        control_plane.kubeconfig,
-        log,
-        webhook_config="mlgate-e2e-runtimes",
-        extra_args=["--audit-interval", "3600"],
-    ) as process:
-        yield process
-    control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", "mlgate-e2e-runtimes", "--ignore-not-found"
-    )
+    yield from running_mlgate(control_plane, tmp_path_factory, "mlgate-e2e-runtimes", "3600")
 
 
 def runtime(name: str, gpus: int = 0) -> dict[str, Any]:

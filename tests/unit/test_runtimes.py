@@ -315,6 +315,13 @@ def test_multinode_gpus_come_from_tensor_and_pipeline_parallelism(
     assert gpus(item) == total
 
 
+def test_multinode_predictor_on_a_single_node_runtime_is_unresolved() -> None:
+    isvc = multinode(2, 2)
+    isvc["spec"]["predictor"]["model"]["runtime"] = "kserve-huggingfaceserver"
+    (problem,) = effective(isvc).unresolved
+    assert problem.path == "spec.predictor.workerSpec" and "no workerSpec" in problem.message
+
+
 def test_mp_executor_backend_gives_each_node_tensor_parallel_gpus() -> None:
     catalog = copy.deepcopy(dict(UPSTREAM.objects))
     key = ("ClusterServingRuntime", "", "kserve-huggingfaceserver-multinode")

@@ -219,6 +219,11 @@ def inference_service(
         return unresolved(item, f"spec.predictor.{field}", selected)
     key, runtime_obj = selected
     runtime = as_map(runtime_obj.get("spec"))
+    if isinstance(worker, Mapping) and not isinstance(runtime.get("workerSpec"), Mapping):
+        message = (
+            f"{label(key)} has no workerSpec, so KServe will not run this multi-node predictor"
+        )
+        return unresolved(item, "spec.predictor.workerSpec", message)
     component = {k: v for k, v in predictor.items() if k in _COMPONENT_ONLY - {"model"}}
     merged = {**component, **_predictor_pod(runtime, predictor, model)}
     for framework in _FRAMEWORKS | {"model"}:
