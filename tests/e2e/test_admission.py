@@ -133,21 +133,19 @@ def workload(
         },
         "CronJob": {
             "apiVersion": "batch/v1",
-            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": job_template}}},
+            "spec": {
+                "schedule": "0 * * * *",
+                # one Job at a time: runs allowed to overlap count as unbounded
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"template": job_template}},
+            },
         },
         "Pod": {"apiVersion": "v1", "spec": pod_spec(image, gpus)},
         "InferenceService": {
             "apiVersion": "serving.kserve.io/v1beta1",
-            "spec": {
-                "predictor": {
-                    "minReplicas": replicas,
-                    "model": {
-                        "modelFormat": {"name": "pytorch"},
-                        "image": image,
-                        "resources": {"limits": {"nvidia.com/gpu": gpus}} if gpus else {},
-                    },
-                }
-            },
+            # A custom predictor: one naming a model format needs a ServingRuntime
+            # (tests/e2e/test_runtimes.py); Serverless needs maxReplicas to be bounded.
+            "spec": {"predictor": {"maxReplicas": replicas, **pod_spec(image, gpus)}},
         },
         "PyTorchJob": {
             "apiVersion": "kubeflow.org/v1",
