@@ -164,6 +164,19 @@ def test_the_predictors_own_container_fields_override_the_runtime() -> None:
     assert gpus(item) == 6
 
 
+def test_runtime_version_retags_the_runtime_image_unless_it_is_pinned() -> None:
+    isvc = sklearn()
+    isvc["spec"]["predictor"]["sklearn"]["runtimeVersion"] = "latest"
+    (container,) = effective(isvc).pods[0].containers
+    assert container.image is not None and container.image.endswith("sklearnserver:latest")
+    assert container.image_path == "spec.predictor.sklearn.runtimeVersion"
+    pinned = copy.deepcopy(dict(UPSTREAM.objects))
+    key = ("ClusterServingRuntime", "", "kserve-sklearnserver")
+    pinned[key]["spec"]["containers"][0]["image"] = "reg.io/sk@sha256:" + "a" * 64
+    (container,) = effective(isvc, RuntimeCatalog(pinned)).pods[0].containers
+    assert container.image == "reg.io/sk@sha256:" + "a" * 64
+
+
 def runtime(
     name: str, namespace: str = "", priority: int | None = None, **spec: Any
 ) -> dict[str, Any]:
@@ -311,7 +324,8 @@ def test_multinode_gpus_come_from_tensor_and_pipeline_parallelism(
     assert [(p.role, p.count) for p in item.pods] == list(
         zip(["predictor", "worker"], pods, strict=True)
     )
-    assert {c.image for p in item.pods for c in p.containers} == {image}
+    # KServe tags the head's GPU build of a huggingfaceserver runtime with -gpu
+    assert [c.image for p in item.pods for c in p.containers] == [f"{image}-gpu", image]
     assert gpus(item) == total
 
 

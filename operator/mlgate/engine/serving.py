@@ -233,8 +233,74 @@ def inference_service(
         merged["workerSpec"] = worker_pod
     effective = {**obj, "spec": {**spec, "predictor": merged}}
     out = attribute(own_view(effective), (item, relabel(own_view(runtime_obj), key)))
+    annotations = as_map(as_map(runtime_obj.get("metadata")).get("annotations"))
+    retagged = _retagged(as_map(merged["containers"][0]), model, key[2], annotations)
+    if retagged is not None:
+        out = _with_image(out, retagged, f"spec.predictor.{field}", model)
     out = replace(out, model_refs=item.model_refs)
     return _with_storage_initializer(out, item, catalog)
+
+
+# KServe's UpdateImageTag: the server types whose GPU build is the same image with a -gpu tag
+# suffix, and the runtime names that imply a server type when no annotation says it.
+_GPU_SUFFIXED = frozenset({"tensorflow-serving", "torchserve", "huggingfaceserver"})
+_SERVER_TYPES = {
+    "kserve-mlserver": "mlserver",
+    "kserve-torchserve": "torchserve",
+    "kserve-tritonserver": "tritonserver",
+    "kserve-tensorflow-serving": "tensorflow-serving",
+    "kserve-huggingfaceserver": "huggingfaceserver",
+    "kserve-vllmserver": "vllmserver",
+}
+_TAG = re.compile(r":[\w.\-]*$")
+
+
+def _gpu_enabled(container: Mapping[str, Any]) -> bool:
+    limits = as_map(as_map(container.get("resources")).get("limits"))
+    return any(k == "nvidia.com/gpu" or str(k).startswith("nvidia.com/mig") for k in limits)
+
+
+def _retagged(
+    container: Mapping[str, Any],
+    model: Mapping[str, Any],
+    name: str,
+    annotations: Mapping[str, Any],
+) -> str | None:
+    """The model container's image after KServe's UpdateImageTag, when it changes it: a
+    `runtimeVersion` replaces the tag; GPU builds get `-gpu`, vLLM's CPU build `-cpu`."""
+    image = container.get("image")
+    if not isinstance(image, str) or "@sha256:" in image:
+        return None
+    version = model.get("runtimeVersion")
+    if isinstance(version, str):
+        return _TAG.sub("", image) + ":" + version
+    server = as_str(annotations.get("serving.kserve.io/server-type")) or _SERVER_TYPES.get(name, "")
+    tag = _TAG.search(image)
+    if not server or tag is None:
+        return None
+    if _gpu_enabled(container):
+        suffixed = server in _GPU_SUFFIXED and not image.endswith("-gpu")
+        return image + "-gpu" if suffixed else None
+    untagged = image[: tag.start()]
+    if server == "vllmserver" and not untagged.endswith("-cpu"):
+        return f"{untagged}-cpu{tag.group()}"
+    return None
+
+
+def _with_image(
+    out: WorkloadView, image: str, model_path: str, model: Mapping[str, Any]
+) -> WorkloadView:
+    """The model container with KServe's retagged image, found at the runtimeVersion that chose
+    the tag or at the runtime image that KServe suffixed."""
+    pods = list(out.pods)
+    first = pods[0].containers[0]
+    if "runtimeVersion" in model:
+        path = f"{model_path}.runtimeVersion"
+    else:
+        path = f"{first.image_path} (as KServe's -gpu/-cpu build)"
+    retagged = replace(first, image=image, image_path=path)
+    pods[0] = replace(pods[0], containers=(retagged, *pods[0].containers[1:]))
+    return replace(out, pods=tuple(pods))
 
 
 def _uri_supported(spec: Mapping[str, Any], uri: str) -> bool:
