@@ -54,7 +54,11 @@ class RuntimeCache:
             try:
                 items = await client.list(resource_path(api_version, plural))
             except ApiError as exc:
-                if exc.status == 404:
+                # Not served (404) or not readable (403): workloads naming such a runtime are
+                # then refused as unresolved, never judged without it.
+                if exc.status in (403, 404):
+                    if exc.status == 403:
+                        log.warning("cannot list %s: %s", plural, exc)
                     continue
                 raise
             for item in items:
