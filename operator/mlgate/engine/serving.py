@@ -356,9 +356,12 @@ def _well_known(spec: Mapping[str, Any]) -> list[str]:
     """KServe's default configs for this shape of service (combineBaseRefsConfig), applied
     before the service's own baseRefs."""
     refs = []
-    scheduler = as_map(as_map(spec.get("router")).get("scheduler"))
-    if "scheduler" in as_map(spec.get("router")) and not as_map(scheduler.get("pool")).get("ref"):
+    router = as_map(spec.get("router"))
+    scheduler = as_map(router.get("scheduler"))
+    if "scheduler" in router and not as_map(scheduler.get("pool")).get("ref"):
         refs.append("kserve-config-llm-scheduler")
+    if "scheduler" in router and "tokenizer" in scheduler:
+        refs.append("kserve-config-llm-tokenizer")
     prefill = spec.get("prefill")
     if isinstance(prefill, Mapping):
         refs.append(_shape(prefill, "prefill-"))
