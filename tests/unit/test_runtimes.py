@@ -587,3 +587,16 @@ def test_kuberay_autoscaler_image_is_judged_where_it_is_declared() -> None:
     item = view(cluster)
     assert isinstance(item, WorkloadView)
     assert len(item.pods[0].containers) == 1
+
+
+def test_upstream_triton_predictor_speaks_v2_and_takes_its_runtime_version() -> None:
+    isvc = one(KSERVE / "docs/samples/v1beta1/triton/torchscript/torch_transformer.yaml")
+    item = effective(isvc)
+    (predictor, transformer) = item.pods
+    (server,) = predictor.containers
+    assert server.image is not None and server.image.endswith("tritonserver:20.10-py3")
+    assert server.image_path == "spec.predictor.triton.runtimeVersion"
+    assert [(e.name, e.path) for e in server.env] == [
+        ("OMP_NUM_THREADS", "spec.predictor.triton.env[0]")
+    ]
+    assert [c.image for c in transformer.containers] == ["kserve/image-transformer:latest"]

@@ -22,11 +22,15 @@ from mlgate.engine.provenance import (
 from mlgate.engine.runtimes import Key, RuntimeCatalog, label, merge
 from mlgate.engine.workloads import WorkloadView
 
-# What KServe's defaulting turns into `model` with that model format.
-_FRAMEWORKS = frozenset(
-    {"sklearn", "xgboost", "tensorflow", "pytorch", "triton", "onnx", "huggingface"}
-    | {"pmml", "lightgbm", "paddle"}
-)
+# What KServe's defaulting turns into `model` with that model format, in the order it looks.
+_FRAMEWORK_ORDER = (
+    "sklearn", "tensorflow", "xgboost", "pytorch", "triton", "onnx", "huggingface", "pmml",
+    "lightgbm", "paddle",
+)  # fmt: skip
+_FRAMEWORKS = frozenset(_FRAMEWORK_ORDER)
+# Formats whose protocol KServe defaults to v2 (framework fields, then `model` formats).
+_V2_FRAMEWORKS = frozenset({"triton", "onnx", "huggingface"})
+_V2_FORMATS = frozenset({"triton", "vLLM"})
 _PROTOCOL_RANK = {"v1": 1, "v2": 2, "grpc-v1": 3, "grpc-v2": 4}
 _UNKNOWN_PROTOCOL = 5
 # ServingRuntime fields that configure selection, not the pod.
@@ -55,14 +59,23 @@ WORKER_CONTAINER = "worker-container"
 def _model_spec(predictor: Mapping[str, Any]) -> tuple[str, Mapping[str, Any]] | None:
     """The predictor's model field and its spec: `model`, or an older framework field that
     KServe's defaulting turns into one with that model format."""
-    model = predictor.get("model")
-    if isinstance(model, Mapping):
-        return "model", model
-    for framework in sorted(_FRAMEWORKS):
+    for framework in _FRAMEWORK_ORDER:
         spec = predictor.get(framework)
         if isinstance(spec, Mapping):
-            return framework, {**spec, "modelFormat": {"name": framework}}
-    return None
+            model = {**spec, "modelFormat": {"name": framework}}
+            if framework in _V2_FRAMEWORKS and "protocolVersion" not in model:
+                model["protocolVersion"] = "v2"
+            return framework, model
+    declared = predictor.get("model")
+    return ("model", _v2_default(declared)) if isinstance(declared, Mapping) else None
+
+
+def _v2_default(model: Mapping[str, Any]) -> Mapping[str, Any]:
+    """KServe's defaulting: Triton and vLLM models speak v2 unless they say otherwise."""
+    name = as_map(model.get("modelFormat")).get("name")
+    if name in _V2_FORMATS and "protocolVersion" not in model:
+        return {**model, "protocolVersion": "v2"}
+    return model
 
 
 def _protocol_rank(spec: Mapping[str, Any]) -> int:
