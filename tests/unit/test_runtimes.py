@@ -467,6 +467,8 @@ def test_train_job_without_its_own_image_runs_the_runtimes() -> None:
     (pod,) = item.pods
     (container,) = pod.containers
     assert pod.count == 3 and gpus(item) == 6
+    job["spec"]["trainer"]["numNodes"] = "40"  # an unvalidated string still counts as 40
+    assert effective(job).pods[0].count == 40
     node = runtime["spec"]["template"]["spec"]["replicatedJobs"][0]["template"]["spec"]["template"]
     assert container.image == node["spec"]["containers"][0]["image"]
     assert container.image_path == f"{prefix}.template.spec.template.spec.containers[0].image"

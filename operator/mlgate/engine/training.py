@@ -117,8 +117,7 @@ def train_job(obj: Mapping[str, Any], item: WorkloadView, catalog: RuntimeCatalo
     policy = as_map(runtime.get("mlPolicy"))
     nodes = trainer.get("numNodes", policy.get("numNodes"))
     prefix = f"{label(key)}:spec.template.spec"
-    count = nodes if isinstance(nodes, int) and not isinstance(nodes, bool) and nodes >= 0 else 1
-    pods = tuple(replicated_jobs(jobset, prefix, count))
+    pods = tuple(replicated_jobs(jobset, prefix, nodes))
     sources = (item, *_patches(spec), relabel(own_view(runtime_obj), key))
     effective = attribute(replace(item, pods=pods), sources)
     if "flux" in policy:  # after attribute: the installer's image is where its env var is

@@ -668,8 +668,9 @@ def _storage_container(obj: Mapping[str, Any]) -> Iterator[PodView]:
         yield PodView("spec", spec, (view,), 1, "storage-initializer", _NO_STRINGS)
 
 
-def replicated_jobs(jobset_spec: Any, path: str, nodes: int | None = None) -> Iterator[PodView]:
-    """A JobSet spec's jobs; the trainer's job (`node`) runs `nodes` pods when that is known."""
+def replicated_jobs(jobset_spec: Any, path: str, nodes: Any = None) -> Iterator[PodView]:
+    """A JobSet spec's jobs; the trainer's job (`node`) runs `nodes` pods when that is given (a
+    TrainJob's or its runtime's numNodes, read like any replica count)."""
     for i, rjob in enumerate(_list(_map(jobset_spec).get("replicatedJobs"))):
         if not isinstance(rjob, Mapping):
             continue
@@ -677,14 +678,14 @@ def replicated_jobs(jobset_spec: Any, path: str, nodes: int | None = None) -> It
         job = _map(_map(rjob.get("template")).get("spec"))
         count = _count(rjob.get("replicas")) * _count(job.get("parallelism"))
         if nodes is not None and name in _TRAINER_JOBS:
-            count = nodes
+            count = _count(nodes)
         template_path = f"{path}.replicatedJobs[{i}].template.spec.template"
         yield from _template(job.get("template"), template_path, count, name)
 
 
 def _training_runtime(obj: Mapping[str, Any]) -> Iterator[PodView]:
     spec = _map(obj.get("spec"))
-    nodes = _amount(_map(spec.get("mlPolicy")).get("numNodes"))
+    nodes = _map(spec.get("mlPolicy")).get("numNodes")
     yield from replicated_jobs(_dig(spec, ("template", "spec")), "spec.template.spec", nodes)
 
 
