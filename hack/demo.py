@@ -54,6 +54,7 @@ def install(cluster: Cluster) -> None:
             "kind": "Namespace",
             "metadata": {"name": NAMESPACE, "labels": {GOVERNED: "true"}},
         },
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "kserve"}},
         {
             "apiVersion": "v1",
             "kind": "ServiceAccount",
@@ -61,8 +62,8 @@ def install(cluster: Cluster) -> None:
         },
     ]
     cluster.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(namespaces))
-    step("applying example policies and approved models")
-    for folder in ("policies", "models"):
+    step("applying example policies, approved models and the runtimes the workloads name")
+    for folder in ("policies", "models", "runtimes"):
         cluster.kubectl("apply", "-f", str(EXAMPLES / folder), check=True)
 
 
@@ -88,7 +89,8 @@ def predictions() -> dict[str, str]:
     """What `mlgate check` says offline for every example workload file."""
     out = subprocess.run(
         [sys.executable, "-m", "mlgate", "check", "-o", "json", "-p", str(EXAMPLES / "policies"),
-         "--models", str(EXAMPLES / "models"), str(EXAMPLES / "workloads")],
+         "--models", str(EXAMPLES / "models"), "--runtimes", str(EXAMPLES / "runtimes"),
+         str(EXAMPLES / "workloads")],
         capture_output=True, text=True, check=False, cwd=REPO,
     )  # fmt: skip
     verdicts: dict[str, str] = {}

@@ -24,10 +24,12 @@ from mlgate.api.compile import (
 )
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
+from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
-from mlgate.engine.workloads import WorkloadView, lookup, view
+from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
+from mlgate.engine.workloads import WorkloadView, lookup
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -44,6 +46,8 @@ ImageFacts = Callable[[tuple[CompiledPolicy, ...], WorkloadView], Mapping[str, I
 # The first pass parses only documents that can be mlgate resources: those all spell out
 # `apiVersion: mlgate.io/v1alpha1`, while workloads mention `mlgate.io/model` and the like.
 _MLGATE_API_VERSION = re.compile(rf"{re.escape(api.GROUP)}/v\d")
+# ... and runtimes and configs, which workloads merge in wherever they come in the input.
+_CATALOG_KIND = re.compile(rf"\bkind[\"']?\s*:\s*[\"']?(?:{'|'.join(CATALOG_KINDS)})\b")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +56,7 @@ class CheckRequest:
     now: datetime
     policy_paths: Sequence[str] = ()
     model_paths: Sequence[str] = ()
+    runtime_paths: Sequence[str] = ()  # runtimes and configs only: merged in, not judged
     # For documents without metadata.namespace, as `kubectl apply -n` would place them.
     namespace: str | None = None
     # --verify-images: signature facts from the registries; None leaves signatures unverified.
@@ -152,6 +157,7 @@ class Resources:
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
+    runtimes: list[Mapping[str, Any]] = field(default_factory=list)  # catalog kinds, any order
 
     def add(self, doc: Document) -> None:
         self.read.add(doc.ref)
@@ -188,26 +194,45 @@ class Resources:
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
-        return Facts(now=now, approvals=tuple(self.approvals.values()))
+        return Facts(
+            now=now,
+            approvals=tuple(self.approvals.values()),
+            runtimes=RuntimeCatalog.of(self.runtimes),
+        )
 
 
 def _may_be_mlgate(text: str) -> bool:
-    return _MLGATE_API_VERSION.search(text) is not None
+    return _MLGATE_API_VERSION.search(text) is not None or _CATALOG_KIND.search(text) is not None
 
 
 def collect_resources(
-    resource_sources: Iterable[Source], manifest_sources: Iterable[Source], namespace: str | None
+    resource_sources: Iterable[Source],
+    manifest_sources: Iterable[Source],
+    namespace: str | None,
+    runtime_sources: Iterable[Source] = (),
 ) -> Resources:
-    """Every mlgate resource: -p/--models sources must hold nothing else; manifest sources are
-    scanned for them among the workloads."""
+    """Every mlgate resource and runtime: -p/--models and --runtimes sources must hold nothing
+    else; manifest sources are scanned for them among the workloads."""
     found = Resources()
     for source in resource_sources:
         for doc in documents(source):
             _collect(found, _only_mlgate(doc), namespace)
+    for source in runtime_sources:
+        for doc in documents(source):
+            if isinstance(doc, InputError):
+                found.errors.append(doc)
+            elif catalog_key(doc.obj) is None:
+                found.errors.append(
+                    doc.ref.error(f"{_title(doc.obj)} is not a runtime or config kind")
+                )
+            else:
+                found.runtimes.append(_with_namespace(doc.obj, namespace))
     for source in manifest_sources:
         for doc in documents(source, _may_be_mlgate):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
+            elif catalog_key(doc.obj) is not None:
+                found.runtimes.append(_with_namespace(doc.obj, namespace))
     return found
 
 
@@ -262,7 +287,8 @@ def judge(
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        if verify_images is not None and isinstance(item := view(obj), WorkloadView):
+        item = effective_view(obj, facts.runtimes) if verify_images is not None else None
+        if verify_images is not None and isinstance(item, WorkloadView):
             facts = replace(facts, images=verify_images(policies, item))
         decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
@@ -293,10 +319,10 @@ class _QuotaLedger:
     def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
         return replace(facts, gpu_usage=self.used.get(_meta(obj, "namespace"), 0))
 
-    def admit(self, obj: Mapping[str, Any], result: Result | InputError) -> None:
+    def admit(self, obj: Mapping[str, Any], result: Result | InputError, facts: Facts) -> None:
         if isinstance(result, InputError) or not result.decision.allowed:
             return
-        item = view(obj)
+        item = effective_view(obj, facts.runtimes)
         if isinstance(item, WorkloadView):
             demand, _ = workload_demand(QUOTA_GPU_RULES, item)
             namespace = item.namespace
@@ -328,7 +354,7 @@ def judge_all(
             elif not read_only:
                 placed = Document(doc.ref, _with_namespace(doc.obj, namespace))
                 result = judge(placed, policies, quota.facts(placed.obj, facts), verify_images)
-                quota.admit(placed.obj, result)
+                quota.admit(placed.obj, result, facts)
                 yield result
 
 
@@ -340,9 +366,12 @@ def _first_pass(
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
     )
+    runtime_sources, runtime_errors = expand_paths(request.runtime_paths, stdin, seen)
     manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
-    problems = [*errors, *more_errors]
-    found = collect_resources(resource_sources, manifest_sources, request.namespace)
+    problems = [*errors, *runtime_errors, *more_errors]
+    found = collect_resources(
+        resource_sources, manifest_sources, request.namespace, runtime_sources
+    )
     return manifest_sources, found, problems + found.errors
 
 

@@ -103,6 +103,16 @@ def _configure_check(parser: argparse.ArgumentParser) -> None:
         "count too",
     )
     parser.add_argument(
+        "--runtimes",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="ServingRuntime, ClusterServingRuntime, LLMInferenceServiceConfig, TrainingRuntime, "
+        "ClusterTrainingRuntime and ClusterStorageContainer documents the workloads may name "
+        "(repeatable); merged into them, not judged themselves. Runtimes among the PATH "
+        "documents count too",
+    )
+    parser.add_argument(
         "-o",
         "--output",
         choices=list(RENDERERS),
@@ -178,6 +188,7 @@ def _check_with(args: argparse.Namespace, verify_images: ImageFacts | None) -> i
         now=datetime.now(UTC),
         policy_paths=args.policy,
         model_paths=args.models,
+        runtime_paths=args.runtimes,
         namespace=args.namespace,
         verify_images=verify_images,
     )

@@ -167,7 +167,7 @@ def stand_in_crds() -> list[dict[str, Any]]:
                 "metadata": {"name": f"{spec.plural}.{spec.group}"},
                 "spec": {
                     "group": spec.group,
-                    "scope": "Namespaced",
+                    "scope": "Cluster" if spec.cluster_scoped else "Namespaced",
                     "names": {
                         "kind": spec.kind,
                         "plural": spec.plural,

@@ -47,6 +47,7 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.EGRESS_SECONDARY_NETWORK: "Pods must not attach Multus secondary networks.",
     Rule.EGRESS_NETWORK_POLICY: "NetworkPolicies must not widen the managed egress limits.",
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
+    Rule.WORKLOAD_RUNTIME: "The runtime or config a workload names must exist to be judged.",
 }
 
 

@@ -30,6 +30,7 @@ from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
 from mlgate.controller.leader import LeaderElection
+from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
 from mlgate.controller.status import settle_quota_conditions, write_all_statuses
 from mlgate.controller.sync import initial_sync
@@ -210,6 +211,7 @@ def _admission(
     egress: EgressReconciler,
     egress_managers: frozenset[str],
     verify_images: ImageVerifier,
+    runtimes: RuntimeCache,
 ) -> Admission:
     return Admission(
         state,
@@ -225,6 +227,7 @@ def _admission(
         egress_present=egress.has_managed_policy,
         network_policies=egress.network_policies,
         verify_images=verify_images,
+        runtimes=runtimes.catalog,
     )
 
 
@@ -272,6 +275,7 @@ async def serve(opts: RunOptions) -> None:
     async with KubeClient(login()) as client:
         tls = await _tls(client, opts)
         egress = EgressReconciler(client, state, opts.namespace)
+        runtimes = RuntimeCache()
         verifier = cluster_verifier(
             client,
             insecure=opts.insecure_registries,
@@ -290,6 +294,7 @@ async def serve(opts: RunOptions) -> None:
                 egress=egress,
                 egress_managers=managers,
                 verify_images=verifier,
+                runtimes=runtimes,
             ),
             metrics,
             opts.deadline,
@@ -303,6 +308,7 @@ async def serve(opts: RunOptions) -> None:
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
         register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
+        runtimes.register(registry)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
@@ -312,10 +318,13 @@ async def serve(opts: RunOptions) -> None:
         )
         reconcile = asyncio.create_task(egress.run(after=webhook.ready))
         electing = asyncio.create_task(elector.run())
-        auditor = Auditor(client, state, opts.namespace, elector.leads, opts.audit_interval)
+        auditor = Auditor(
+            client, state, opts.namespace, elector.leads, opts.audit_interval, runtimes
+        )
         auditing = asyncio.create_task(auditor.run(after=webhook.ready))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
+            await runtimes.sync(client)
             # Everything loaded so far lives for the whole process: keep full collections from
             # rescanning it on the request path.
             gc.freeze()

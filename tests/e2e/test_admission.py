@@ -21,10 +21,13 @@ GOOD = "registry.example.com/ml/serve@sha256:" + "a" * 64
 BAD = "docker.io/library/nginx:latest"
 
 
-@pytest.fixture(scope="module")
-def mlgate(
-    control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+def running_mlgate(
+    control_plane: Cluster,
+    tmp_path_factory: pytest.TempPathFactory,
+    webhook_config: str,
+    audit: str,
 ) -> Iterator[MlgateProcess]:
+    """`mlgate run` with mlgate's CRDs and the stand-in ML CRDs, auditing every `audit` seconds."""
     control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
     control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
     control_plane.kubectl(
@@ -35,11 +38,18 @@ def mlgate(
     with MlgateProcess(
         control_plane.kubeconfig,
         log,
-        webhook_config="mlgate-e2e",
-        extra_args=["--audit-interval", "1"],
+        webhook_config=webhook_config,
+        extra_args=["--audit-interval", audit],
     ) as process:
         yield process
-    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-e2e", "--ignore-not-found")
+    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, webhook_config, "--ignore-not-found")
+
+
+@pytest.fixture(scope="module")
+def mlgate(
+    control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlgateProcess]:
+    yield from running_mlgate(control_plane, tmp_path_factory, "mlgate-e2e", "1")
 
 
 def apply(
@@ -121,21 +131,19 @@ def workload(
         },
         "CronJob": {
             "apiVersion": "batch/v1",
-            "spec": {"schedule": "0 * * * *", "jobTemplate": {"spec": {"template": job_template}}},
+            "spec": {
+                "schedule": "0 * * * *",
+                # one Job at a time: runs allowed to overlap count as unbounded
+                "concurrencyPolicy": "Forbid",
+                "jobTemplate": {"spec": {"template": job_template}},
+            },
         },
         "Pod": {"apiVersion": "v1", "spec": pod_spec(image, gpus)},
         "InferenceService": {
             "apiVersion": "serving.kserve.io/v1beta1",
-            "spec": {
-                "predictor": {
-                    "minReplicas": replicas,
-                    "model": {
-                        "modelFormat": {"name": "pytorch"},
-                        "image": image,
-                        "resources": {"limits": {"nvidia.com/gpu": gpus}} if gpus else {},
-                    },
-                }
-            },
+            # A custom predictor: one naming a model format needs a ServingRuntime
+            # (tests/e2e/test_runtimes.py); Serverless needs maxReplicas to be bounded.
+            "spec": {"predictor": {"maxReplicas": replicas, **pod_spec(image, gpus)}},
         },
         "PyTorchJob": {
             "apiVersion": "kubeflow.org/v1",

@@ -14,6 +14,7 @@ from tests.unit.test_check import Run, run_cli, run_process
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 POLICIES = EXAMPLES / "policies"
 MODELS = EXAMPLES / "models"
+RUNTIMES = EXAMPLES / "runtimes"  # the ServingRuntimes, configs and TrainingRuntimes they name
 COMPLIANT = sorted((EXAMPLES / "workloads" / "compliant").glob("*.yaml"))
 NONCOMPLIANT = sorted((EXAMPLES / "workloads" / "noncompliant").glob("*.yaml"))
 EXPECT = re.compile(r"^# expect: (.+)$", re.MULTILINE)
@@ -31,7 +32,10 @@ def expected_rules(path: Path) -> set[str]:
 
 
 def check(capsys: pytest.CaptureFixture[str], *paths: Path) -> Run:
-    return run_cli(capsys, "check", "-p", POLICIES, "--models", MODELS, "-o", "json", *paths)
+    return run_cli(
+        capsys, "check", "-p", POLICIES, "--models", MODELS, "--runtimes", RUNTIMES, "-o", "json",
+        *paths,
+    )  # fmt: skip
 
 
 def rules_by_file(run: Run) -> dict[str, set[str]]:
@@ -69,8 +73,9 @@ def test_compliant_example_passes_every_policy(
 
 def test_the_console_script_judges_the_example_directories() -> None:
     run = run_process(
-        "check", "-p", POLICIES, "--models", MODELS, "-o", "json", EXAMPLES / "workloads"
-    )
+        "check", "-p", POLICIES, "--models", MODELS, "--runtimes", RUNTIMES, "-o", "json",
+        EXAMPLES / "workloads",
+    )  # fmt: skip
     assert run.code == 1
     assert run.err == ""
     found = rules_by_file(run)

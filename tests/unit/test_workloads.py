@@ -15,6 +15,7 @@ import yaml
 
 from mlgate.engine.workloads import (
     SUPPORTED,
+    UNBOUNDED,
     ContainerKind,
     ContainerView,
     EnvVar,
@@ -723,6 +724,12 @@ def test_supported_table_lists_every_kind_of_the_design_once() -> None:
         ("ray.io", "RayService"),
         ("jobset.x-k8s.io", "JobSet"),
         ("leaderworkerset.x-k8s.io", "LeaderWorkerSet"),
+        ("serving.kserve.io", "ServingRuntime"),
+        ("serving.kserve.io", "ClusterServingRuntime"),
+        ("serving.kserve.io", "ClusterStorageContainer"),
+        ("serving.kserve.io", "LLMInferenceServiceConfig"),
+        ("trainer.kubeflow.org", "TrainingRuntime"),
+        ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
     }
 
 
@@ -909,8 +916,8 @@ def test_inference_service_components_frameworks_and_model_refs() -> None:
 
 def test_inference_service_framework_and_unknown_container_fields_cannot_hide_images() -> None:
     w = workload(load(INFERENCE_SERVICE_EVASIVE))
-    # Scale-to-zero still runs a pod when traffic arrives.
-    assert summary(w) == [("spec.predictor", "predictor", 1)]
+    # Serverless (the default mode) without maxReplicas: Knative scales without a ceiling.
+    assert summary(w) == [("spec.predictor", "predictor", UNBOUNDED)]
     assert containers(w) == [
         ("spec.predictor.pytorch", ContainerKind.APP, "docker.io/evil/torchserve:latest"),
         ("spec.predictor.vllm", ContainerKind.APP, "ghcr.io/evil/vllm:latest"),
@@ -1366,6 +1373,13 @@ def test_every_sample_manifest_is_a_supported_kind() -> None:
         "XGBoostJob",
         "PaddleJob",
         "JAXJob",
+        # runtimes and configs: tests/unit/test_runtimes.py judges upstream ones
+        "ServingRuntime",
+        "ClusterServingRuntime",
+        "ClusterStorageContainer",
+        "LLMInferenceServiceConfig",
+        "TrainingRuntime",
+        "ClusterTrainingRuntime",
     }
 
 

@@ -181,7 +181,7 @@ timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- $rules := list -}}
 {{- range $rule := .Files.Get "files/workload-rules.yaml" | fromYamlArray -}}
 {{- if include "mlgate.ruleEnabled" (dict "root" $ "rule" $rule) -}}
-{{- $rules = append $rules (dict "apiGroups" $rule.apiGroups "apiVersions" $rule.apiVersions "resources" $rule.resources "operations" (list "CREATE" "UPDATE") "scope" "Namespaced") -}}
+{{- $rules = append $rules (dict "apiGroups" $rule.apiGroups "apiVersions" $rule.apiVersions "resources" $rule.resources "operations" (list "CREATE" "UPDATE") "scope" ($rule.scope | default "Namespaced")) -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $rules -}}

@@ -11,15 +11,17 @@ Signatures are not re-verified here (that is registry traffic for every image of
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
+from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
 from mlgate.engine.egress import NETWORKING_API_VERSION
 from mlgate.engine.evaluate import evaluate
@@ -65,6 +67,8 @@ class Auditor:
     own_namespace: str
     leads: Callable[[], bool]
     interval: float = 300.0
+    # Workloads are judged with the runtimes they name; a changed runtime wakes the audit early.
+    runtimes: RuntimeCache = field(default_factory=RuntimeCache)
 
     async def _items(self, spec: KindSpec) -> list[dict[str, Any]]:
         api_version = f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
@@ -87,6 +91,7 @@ class Auditor:
             now=datetime.now(UTC),
             namespace_labels=self.state.namespace_labels(namespace) or {},
             approvals=self.state.snapshot().approvals,
+            runtimes=self.runtimes.catalog(),
         )
 
     async def audit_once(self) -> Counter[str]:
@@ -107,9 +112,15 @@ class Auditor:
     async def run(self, after: asyncio.Event) -> None:
         await after.wait()
         while True:
+            self.runtimes.changed.clear()  # this pass sees every change made so far
             if self.leads():
                 try:
                     await self.audit_once()
                 except (ApiError, OSError, TimeoutError) as exc:
                     log.warning("audit pass failed, retrying in %gs: %s", self.interval, exc)
-            await asyncio.sleep(self.interval)
+            await self._pause()
+
+    async def _pause(self) -> None:
+        """Until the next pass is due, or a runtime or config changed."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.runtimes.changed.wait(), self.interval)

@@ -37,6 +37,7 @@ class Rule(StrEnum):
     EGRESS_SECONDARY_NETWORK = "egress.secondaryNetwork"
     EGRESS_NETWORK_POLICY = "egress.networkPolicy"
     WORKLOAD_UNSUPPORTED = "workload.unsupported"
+    WORKLOAD_RUNTIME = "workload.runtime"
 
 
 # MITRE ATLAS techniques per rule family (design section 3).
@@ -61,6 +62,7 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.EGRESS_SECONDARY_NETWORK: ("AML.T0025", "AML.T0024.002"),
     Rule.EGRESS_NETWORK_POLICY: ("AML.T0025", "AML.T0024.002"),
     Rule.WORKLOAD_UNSUPPORTED: ("AML.T0010",),
+    Rule.WORKLOAD_RUNTIME: ("AML.T0010",),
 }
 
 

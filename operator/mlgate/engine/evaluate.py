@@ -7,16 +7,19 @@ from typing import Any
 
 from mlgate.engine import egress, gpu, images, models, side_doors
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
+from mlgate.engine.effective import effective_view
 from mlgate.engine.policy import CompiledPolicy, Facts
 from mlgate.engine.scope import governing, namespace_in_scope
-from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.engine.workloads import Unsupported, WorkloadView
 
 # The cluster must always be able to repair itself, whatever a policy says.
 ALWAYS_EXEMPT = frozenset({"kube-system"})
 
 
 def _findings(policy: CompiledPolicy, workload: WorkloadView, facts: Facts) -> list[Finding]:
-    found: list[Finding] = []
+    # A runtime the workload names but nobody can show: what will run is unknown, so every
+    # policy governing it objects (mlgate.engine.effective).
+    found = [Finding(Rule.WORKLOAD_RUNTIME, u.path, u.message) for u in workload.unresolved]
     if policy.images is not None:
         found += images.check(policy.images, workload, facts.images)
     if policy.models is not None:
@@ -163,7 +166,7 @@ def evaluate(
     """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
-    item = view(obj)
+    item = effective_view(obj, facts.runtimes)
     if isinstance(item, Unsupported):
         if item.namespace in ALWAYS_EXEMPT:
             return Decision(True)

@@ -95,12 +95,28 @@ def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
 
 
 def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
+    """GPUs of the whole workload (none for a runtime, which runs no pod itself) and per pod."""
     demands = [pod_demand(rules, pod) for pod in view.pods]
-    return sum(d.gpus * d.pod.count for d in demands), demands
+    total = sum(d.gpus * d.pod.count for d in demands) if view.runs_pods else 0
+    return total, demands
+
+
+# How to bound a workload whose pod count has no ceiling, by kind.
+_BOUND_IT = {
+    "InferenceService": "set maxReplicas on each component (Serverless scales without limit)",
+    "CronJob": "set concurrencyPolicy Forbid or Replace (Allow lets runs overlap)",
+}
+_BOUND_ANY = "set maxReplicas on every autoscaled group"
 
 
 def _pods(count: int) -> str:
-    return "unbounded (autoscaling without a maximum)" if count >= UNBOUNDED else str(count)
+    return "unbounded (no maximum)" if count >= UNBOUNDED else str(count)
+
+
+def _fix(view: WorkloadView, total: int) -> str:
+    if total >= UNBOUNDED:
+        return _BOUND_IT.get(view.kind, _BOUND_ANY)
+    return "reduce replicas or GPUs per pod"
 
 
 def _breakdown(demands: list[PodDemand]) -> str:
@@ -200,7 +216,7 @@ def _per_workload(
             "spec",
             f"the workload requests {_amount(total)} GPUs in total ({_breakdown(demands)}), "
             "above the "
-            f"limit of {rules.max_per_workload}; reduce replicas or GPUs per pod",
+            f"limit of {rules.max_per_workload}; {_fix(view, total)}",
         )
     if rules.namespace_quota is not None and total:
         used = usage or 0
@@ -210,7 +226,8 @@ def _per_workload(
                 "spec",
                 f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
                 f"({used} in use + {_amount(total)} requested), above its quota of "
-                f"{rules.namespace_quota}; free GPUs or request fewer",
+                f"{rules.namespace_quota}; "
+                + (_fix(view, total) if total >= UNBOUNDED else "free GPUs or request fewer"),
             )
 
 

@@ -194,7 +194,7 @@ def check(
 ) -> list[Finding]:
     refs = list(references(rules, view))
     findings: list[Finding] = []
-    if rules.require_reference and not refs:
+    if rules.require_reference and not refs and view.runs_pods:
         findings.append(
             Finding(
                 Rule.MODELS_REFERENCE,

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from mlgate.engine.decisions import Mode
+from mlgate.engine.runtimes import RuntimeCatalog
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +154,5 @@ class Facts:
     gpu_usage: int | None = None
     # None: signatures were not verified (offline check); rules report them as unverified.
     images: Mapping[str, ImageFact] | None = None
+    # The runtimes and configs workloads may name; None views each object on its own.
+    runtimes: RuntimeCatalog | None = None

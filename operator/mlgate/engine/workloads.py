@@ -88,6 +88,12 @@ def metadata_path(pod: PodView) -> str:
 
 
 @dataclass(frozen=True, slots=True)
+class Unresolved:
+    path: str  # of the reference that could not be followed, e.g. spec.runtimeRef
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class WorkloadView:
     api_version: str
     kind: str
@@ -98,6 +104,12 @@ class WorkloadView:
     pods: tuple[PodView, ...]
     model_refs: tuple[ModelRef, ...]  # from kind-specific fields (storageUri, model.uri, ...)
     per_node: bool = False  # DaemonSet: pod count depends on nodes, so only per-pod limits apply
+    # What the operator would merge in but could not be found (a missing runtime, say): a reason
+    # each, judged as a finding so the workload is never passed on half its picture.
+    unresolved: tuple[Unresolved, ...] = ()
+    # False for runtimes and configs: they only shape the pods of the workloads that name them,
+    # so their per-pod content is judged but they count no GPUs and need no model of their own.
+    runs_pods: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,11 +429,32 @@ def _ray_workers(group: Mapping[str, Any], autoscaling: bool) -> int:
     return (1 if pods is None else pods) * hosts
 
 
+def _ray_autoscaler(
+    options: Mapping[str, Any], path: str
+) -> Callable[..., Iterator[ContainerView]]:
+    """KubeRay injects the autoscaler into the head pod with `autoscalerOptions.image` (else the
+    head's own Ray image, judged already) and `autoscalerOptions.resources`."""
+
+    def extra(_: Mapping[str, Any], __: str) -> Iterator[ContainerView]:
+        if isinstance(options.get("image"), str):
+            yield _container(options, path, ContainerKind.APP, "autoscaler")
+
+    return extra
+
+
 def _ray_cluster(value: Any, path: str) -> Iterator[PodView]:
     cluster = _map(value)
     autoscaling = _enabled(cluster.get("enableInTreeAutoscaling"))
-    head = _map(cluster.get("headGroupSpec")).get("template")
-    yield from _template(head, f"{path}.headGroupSpec.template", 1, "head")
+    head = _map(_map(cluster.get("headGroupSpec")).get("template"))
+    options = _map(cluster.get("autoscalerOptions"))
+    yield from _pod(
+        head.get("spec"),
+        f"{path}.headGroupSpec.template.spec",
+        1,
+        "head",
+        _map(head.get("metadata")).get("annotations"),
+        extra=_ray_autoscaler(options, f"{path}.autoscalerOptions") if autoscaling else None,
+    )
     for i, group in enumerate(_list(cluster.get("workerGroupSpecs"))):
         if isinstance(group, Mapping):
             role = _str(group.get("groupName")) or "worker"
@@ -444,13 +477,7 @@ def _ray(cluster: tuple[str, ...], submitter: str | None = None) -> PodLayout:
 
 
 def _jobset(obj: Mapping[str, Any]) -> Iterator[PodView]:
-    for i, rjob in enumerate(_list(_map(obj.get("spec")).get("replicatedJobs"))):
-        if not isinstance(rjob, Mapping):
-            continue
-        job = _map(_map(rjob.get("template")).get("spec"))
-        count = _count(rjob.get("replicas")) * _count(job.get("parallelism"))
-        path = f"spec.replicatedJobs[{i}].template.spec.template"
-        yield from _template(job.get("template"), path, count, _str(rjob.get("name")))
+    yield from replicated_jobs(obj.get("spec"), "spec")
 
 
 def _leader_worker_set(obj: Mapping[str, Any]) -> Iterator[PodView]:
@@ -502,15 +529,31 @@ def _kserve_framework_containers(
         yield _container(value, field(path, key), ContainerKind.APP, default_name=key)
 
 
-def _kserve_replicas(component: Mapping[str, Any]) -> int:
+# KServe's deployment modes whose autoscaler is Knative's; an unset mode is the upstream
+# configmap's default (Serverless), so it counts as Knative too.
+_KNATIVE_MODES = frozenset({"", "Serverless", "Knative"})
+DEPLOYMENT_MODE = "serving.kserve.io/deploymentMode"
+
+
+def _kserve_replicas(component: Mapping[str, Any], serverless: bool) -> int:
     """Pods of one component: maxReplicas (or minReplicas, if larger or alone), else 1.
 
-    maxReplicas 0 is KServe's "unset". A scale-to-zero component (minReplicas 0) still runs a pod
-    as soon as traffic arrives, so it counts as at least one.
+    maxReplicas 0 is KServe's "unset". Under Knative that means no ceiling at all (max-scale 0),
+    so a Serverless component without maxReplicas is unbounded; a Standard (raw) one keeps
+    minReplicas. A scale-to-zero component (minReplicas 0) still runs a pod as soon as traffic
+    arrives, so it counts as at least one.
     """
     ceiling = _amount(component.get("maxReplicas")) or None
+    if ceiling is None and serverless:
+        return UNBOUNDED
     pods = _most(ceiling, component.get("minReplicas"))
     return max(1, 1 if pods is None else pods)
+
+
+def kserve_serverless(obj: Mapping[str, Any]) -> bool:
+    """Whether KServe deploys this InferenceService with Knative (its default mode)."""
+    mode = _strings(_map(obj.get("metadata")).get("annotations")).get(DEPLOYMENT_MODE, "")
+    return mode in _KNATIVE_MODES
 
 
 def _kserve_workers(worker: Mapping[str, Any], predictors: int) -> int:
@@ -521,11 +564,12 @@ def _kserve_workers(worker: Mapping[str, Any], predictors: int) -> int:
 
 def _inference_service(obj: Mapping[str, Any]) -> Iterator[PodView]:
     spec = _map(obj.get("spec"))
+    serverless = kserve_serverless(obj)
     for name in _KSERVE_COMPONENTS:
         component = spec.get(name)
         if not isinstance(component, Mapping):
             continue
-        count = _kserve_replicas(component)
+        count = _kserve_replicas(component, serverless)
         path = f"spec.{name}"
         annotations = component.get("annotations")
         yield from _pod(
@@ -659,6 +703,47 @@ def _train_job_models(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
     yield from _storage_refs(_map(model), "spec.initializer.model")
 
 
+# --- Runtimes and configs: judged on their own as one pod each (mlgate.engine.effective merges
+# them into the workloads that use them) ---------------------------------------------------------
+
+
+def _serving_runtime(obj: Mapping[str, Any]) -> Iterator[PodView]:
+    """A ServingRuntime's spec is a pod spec; `spec.workerSpec` is the multi-node worker's."""
+    spec = _map(obj.get("spec"))
+    yield from _pod(spec, "spec", 1, "runtime", spec.get("annotations"))
+    yield from _pod(spec.get("workerSpec"), "spec.workerSpec", 1, "worker")
+
+
+def _storage_container(obj: Mapping[str, Any]) -> Iterator[PodView]:
+    """A ClusterStorageContainer: the model-download init container KServe injects."""
+    spec = _map(obj.get("spec"))
+    container = spec.get("container")
+    if isinstance(container, Mapping):
+        view = _container(container, "spec.container", ContainerKind.INIT, "storage-initializer")
+        yield PodView("spec", spec, (view,), 1, "storage-initializer", _NO_STRINGS)
+
+
+def replicated_jobs(jobset_spec: Any, path: str, nodes: Any = None) -> Iterator[PodView]:
+    """A JobSet spec's jobs; the trainer's job (`node`) runs `nodes` pods when that is given (a
+    TrainJob's or its runtime's numNodes, read like any replica count)."""
+    for i, rjob in enumerate(_list(_map(jobset_spec).get("replicatedJobs"))):
+        if not isinstance(rjob, Mapping):
+            continue
+        name = _str(rjob.get("name"))
+        job = _map(_map(rjob.get("template")).get("spec"))
+        count = _count(rjob.get("replicas")) * _count(job.get("parallelism"))
+        if nodes is not None and name in _TRAINER_JOBS:
+            count = _count(nodes)
+        template_path = f"{path}.replicatedJobs[{i}].template.spec.template"
+        yield from _template(job.get("template"), template_path, count, name)
+
+
+def _training_runtime(obj: Mapping[str, Any]) -> Iterator[PodView]:
+    spec = _map(obj.get("spec"))
+    nodes = _map(spec.get("mlPolicy")).get("numNodes")
+    yield from replicated_jobs(_dig(spec, ("template", "spec")), "spec.template.spec", nodes)
+
+
 # ---------------------------------------------------------------------------------------------
 # The table
 
@@ -675,6 +760,8 @@ class KindSpec:
     models: ModelLayout = _no_models
     per_node: bool = False
     subresources: tuple[str, ...] = ()  # also admitted, e.g. pods/ephemeralcontainers
+    cluster_scoped: bool = False  # runtimes a platform team shares, e.g. ClusterServingRuntime
+    runs_pods: bool = True  # False for runtimes and configs (see WorkloadView.runs_pods)
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -686,11 +773,22 @@ _SCALE = ("scale",)
 _REPLICATED = _templated(("spec", "template"), ("spec", "replicas"))
 _PER_NODE = _templated(("spec", "template"), None)
 _JOB = _templated(("spec", "template"), ("spec", "parallelism"))
-_CRON_JOB = _templated(
-    ("spec", "jobTemplate", "spec", "template"), ("spec", "jobTemplate", "spec", "parallelism")
-)
+
+
+def _cron_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
+    """A CronJob's Jobs. Under concurrencyPolicy Allow (the default) a run that outlasts the
+    schedule overlaps the next, and nothing bounds how many pile up: unbounded. Forbid and
+    Replace keep one Job at a time."""
+    spec = _map(obj.get("spec"))
+    job = _map(_map(spec.get("jobTemplate")).get("spec"))
+    overlapping = spec.get("concurrencyPolicy") not in ("Forbid", "Replace")
+    count = UNBOUNDED if overlapping else _count(job.get("parallelism"))
+    yield from _template(job.get("template"), "spec.jobTemplate.spec.template", count)
+
+
 _KF = "kubeflow.org"
 _KSERVE = "serving.kserve.io"
+_TRAINER = "trainer.kubeflow.org"
 _RAY, _RAY_VERSIONS = "ray.io", ("v1", "v1alpha1")
 
 SUPPORTED: tuple[KindSpec, ...] = (
@@ -704,7 +802,7 @@ SUPPORTED: tuple[KindSpec, ...] = (
     ),
     KindSpec("apps", "DaemonSet", "daemonsets", ("v1",), _PER_NODE, per_node=True),
     KindSpec("batch", "Job", "jobs", ("v1",), _JOB),
-    KindSpec("batch", "CronJob", "cronjobs", ("v1",), _CRON_JOB),
+    KindSpec("batch", "CronJob", "cronjobs", ("v1",), _cron_job),
     KindSpec(
         _KSERVE, "InferenceService", "inferenceservices", ("v1beta1",),
         _inference_service, _inference_service_models,
@@ -722,7 +820,7 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec(_KF, "PaddleJob", "paddlejobs", ("v1",), _replica_specs("paddleReplicaSpecs")),
     KindSpec(_KF, "JAXJob", "jaxjobs", ("v1",), _replica_specs("jaxReplicaSpecs")),
     KindSpec(
-        "trainer.kubeflow.org", "TrainJob", "trainjobs", ("v1alpha1",),
+        _TRAINER, "TrainJob", "trainjobs", ("v1alpha1",),
         _train_job, _train_job_models,
     ),
     KindSpec(_RAY, "RayCluster", "rayclusters", _RAY_VERSIONS, _ray(("spec",))),
@@ -738,6 +836,31 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec(
         "leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", ("v1",),
         _leader_worker_set,
+    ),
+    KindSpec(
+        _KSERVE, "ServingRuntime", "servingruntimes", ("v1alpha1",), _serving_runtime,
+        runs_pods=False,
+    ),
+    KindSpec(
+        _KSERVE, "ClusterServingRuntime", "clusterservingruntimes", ("v1alpha1",),
+        _serving_runtime, cluster_scoped=True, runs_pods=False,
+    ),
+    KindSpec(
+        _KSERVE, "ClusterStorageContainer", "clusterstoragecontainers", ("v1alpha1",),
+        _storage_container, cluster_scoped=True, runs_pods=False,
+    ),
+    KindSpec(
+        _KSERVE, "LLMInferenceServiceConfig", "llminferenceserviceconfigs",
+        ("v1alpha1", "v1alpha2"), _llm_inference_service, _llm_inference_service_models,
+        runs_pods=False,
+    ),
+    KindSpec(
+        _TRAINER, "TrainingRuntime", "trainingruntimes", ("v1alpha1",), _training_runtime,
+        runs_pods=False,
+    ),
+    KindSpec(
+        _TRAINER, "ClusterTrainingRuntime", "clustertrainingruntimes", ("v1alpha1",),
+        _training_runtime, cluster_scoped=True, runs_pods=False,
     ),
 )  # fmt: skip
 
@@ -782,4 +905,5 @@ def view(obj: Mapping[str, Any]) -> WorkloadView | Unsupported:
         pods=tuple(spec.pods(obj)),
         model_refs=tuple(spec.models(obj)),
         per_node=spec.per_node,
+        runs_pods=spec.runs_pods,
     )

@@ -16,6 +16,7 @@ from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress, widened
 from mlgate.engine.decisions import Decision, Violation, attribute
+from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
@@ -25,9 +26,10 @@ from mlgate.engine.evaluate import (
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.runtimes import RuntimeCatalog
 from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.updates import benign_update
-from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.engine.workloads import Unsupported, WorkloadView
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
@@ -126,6 +128,9 @@ class Admission:
     network_policies: NetworkPolicyLookup = no_network_policies
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
+    # The runtimes and configs workloads name (the operator's watch cache). Empty by default, so
+    # a workload naming one is refused for want of it rather than judged without it.
+    runtimes: Callable[[], RuntimeCatalog] = RuntimeCatalog
 
     def exempt(self, namespace: str) -> bool:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
@@ -148,7 +153,7 @@ class Admission:
             reason = benign_update(req.old_obj, obj, self.watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
-        item = view(obj)
+        item = effective_view(obj, self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
@@ -170,7 +175,7 @@ class Admission:
             **parent,
             "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
         }
-        item = view(with_namespace(scaled, req.namespace))
+        item = effective_view(with_namespace(scaled, req.namespace), self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
         return await self._judge(req, item)
@@ -190,7 +195,8 @@ class Admission:
         return labels if labels is not None else {}
 
     async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
-        labels = await self.namespace_labels(item.namespace)
+        # A cluster-scoped runtime serves every namespace: judged as if in a governed one.
+        labels = await self.namespace_labels(item.namespace) if item.namespace else None
         images = await self.verify_images(policies, item)
         return Facts(
             now=self.now(),
@@ -228,7 +234,7 @@ class Admission:
         """Verified tags the mutating webhook, which ran just before, should have pinned."""
         if req.sub_resource not in PINNED_SUBRESOURCES:
             return []  # a Scale carries no images; the parent's were judged when they came in
-        before = view(req.old_obj) if req.old_obj is not None else None
+        before = effective_view(req.old_obj, self.runtimes()) if req.old_obj is not None else None
         old = before if isinstance(before, WorkloadView) else None
         return unpinned(policies, item, facts, old)
 
@@ -239,7 +245,10 @@ class Admission:
         force: mlgate-egress does not exist yet, or a NetworkPolicy there widens them.
 
         Both concern every pod of the namespace, as mlgate-egress does, whatever the
-        policies' kinds and selectors."""
+        policies' kinds and selectors. Never a runtime's: it runs nothing until a workload in
+        some namespace names it."""
+        if not item.runs_pods:
+            return []
         netpols = self.network_policies(item.namespace)
         held = [
             widened.held_back(w)

@@ -23,9 +23,10 @@ MUTATE_PATH = "/mutate"
 
 def workload_rules() -> list[dict[str, Any]]:
     """One rule per API group and version set, covering every supported kind and subresource."""
-    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
+    grouped: dict[tuple[str, tuple[str, ...], str], list[str]] = defaultdict(list)
     for spec in SUPPORTED:
-        resources = grouped[(spec.group, spec.versions)]
+        scope = "Cluster" if spec.cluster_scoped else "Namespaced"
+        resources = grouped[(spec.group, spec.versions, scope)]
         resources.append(spec.plural)
         resources.extend(f"{spec.plural}/{sub}" for sub in spec.subresources)
     return [
@@ -34,9 +35,9 @@ def workload_rules() -> list[dict[str, Any]]:
             "apiVersions": list(versions),
             "resources": resources,
             "operations": ["CREATE", "UPDATE"],
-            "scope": "Namespaced",
+            "scope": scope,
         }
-        for (group, versions), resources in grouped.items()
+        for (group, versions, scope), resources in grouped.items()
     ]
 
 
