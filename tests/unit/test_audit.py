@@ -1,22 +1,54 @@
-"""The background audit's counting, on plain data."""
+"""The background audit on plain data: judging, PolicyReports, events, failures."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from mlgate.api.compile import compile_policy, parse_resource
-from mlgate.api.models import ClusterMLPolicy
-from mlgate.controller.audit import count_violations
-from mlgate.engine.policy import Facts
+import kopf
+import pytest
+from aiohttp import web
+
+from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.api.models import ApprovedModel, ClusterMLPolicy
+from mlgate.cluster.client import ApiError, KubeClient, api_error
+from mlgate.controller.audit import expiring_within, judge, newly_violating
+from mlgate.controller.policy_reports import (
+    OMITTED_ANNOTATION,
+    AuditOutcome,
+    build_reports,
+    result_key,
+    same_report,
+)
+from mlgate.controller.state import PolicyState
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts
+from mlgate.metrics import Metrics
+from mlgate.supervise import supervise
 from tests.unit.factories import deployment, policy
 
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+EXEMPT = frozenset({"kube-system", "mlgate-system"})
 
-def test_counts_per_policy_and_skips_controlled_and_exempt_objects() -> None:
-    resource = parse_resource(policy(images={"requireDigest": True, "disallowTags": ["latest"]}))
+
+def compiled(body: dict[str, Any]) -> CompiledPolicy:
+    resource = parse_resource(body)
     assert isinstance(resource, ClusterMLPolicy)
-    quiet = parse_resource(policy("quiet", gpu={"maxPerPod": 8}))
-    assert isinstance(quiet, ClusterMLPolicy)
-    policies = (compile_policy(resource), compile_policy(quiet))
+    return compile_policy(resource)
+
+
+def facts(now: datetime = NOW, approvals: tuple[Approval, ...] = ()) -> Any:
+    return lambda _: Facts(
+        now=now, namespace_labels={"mlgate.io/governed": "true"}, approvals=approvals
+    )
+
+
+def images_policy() -> CompiledPolicy:
+    return compiled(policy(images={"requireDigest": True, "disallowTags": ["latest"]}))
+
+
+def test_judges_each_workload_and_rule_once_and_skips_controlled_and_exempt() -> None:
+    quiet = compiled(policy("quiet", gpu={"maxPerPod": 8}))
     owned = deployment("owned", image="nginx")
     owned["metadata"]["ownerReferences"] = [{"kind": "X", "name": "x", "controller": True}]
     workloads = [
@@ -26,11 +58,205 @@ def test_counts_per_policy_and_skips_controlled_and_exempt_objects() -> None:
         deployment("system", namespace="kube-system", image="nginx"),
         deployment("ours", namespace="mlgate-system", image="nginx"),
     ]
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    counts = count_violations(
-        policies,
-        iter(workloads),
-        lambda _: Facts(now=now, namespace_labels={"mlgate.io/governed": "true"}),
-        frozenset({"kube-system", "mlgate-system"}),
+    outcome = judge((images_policy(), quiet), workloads, facts(), EXEMPT)
+    assert outcome.per_policy == {"production-ml": 2, "quiet": 0}
+    assert outcome.audited == 2
+    assert sorted(
+        (f.resource.name, f.policy, f.rule.value, f.result) for f in outcome.findings
+    ) == [
+        ("bad", "production-ml", "images.digest", "fail"),
+        ("bad", "production-ml", "images.tag", "fail"),
+    ]
+    # bad passes "quiet"; fine passes both.
+    assert outcome.passed == {"ml-prod": 3}
+
+
+def test_a_rule_broken_in_several_containers_is_one_result() -> None:
+    item = deployment("two", image="nginx")
+    containers = item["spec"]["template"]["spec"]["containers"]
+    containers.append({**containers[0], "name": "sidecar"})
+    digests = compiled(policy(images={"requireDigest": True}))
+    (finding,) = judge((digests,), [item], facts(), EXEMPT).findings
+    assert len(finding.paths) == 2
+    assert finding.atlas == ("AML.T0010", "AML.T0010.004")
+
+
+def test_warn_mode_policies_give_warn_results() -> None:
+    warn = compiled(policy("soft", mode="Warn", images={"requireDigest": True}))
+    outcome = judge((warn,), [deployment("bad", image="nginx")], facts(), EXEMPT)
+    assert [f.result for f in outcome.findings] == ["warn"]
+
+
+def approval(expires: datetime) -> Approval:
+    resource = parse_resource(
+        {
+            "apiVersion": "mlgate.io/v1alpha1",
+            "kind": "ApprovedModel",
+            "metadata": {"name": "fraud-v3"},
+            "spec": {"model": "fraud", "version": "3", "expires": expires.isoformat()},
+        }
     )
-    assert counts == {"production-ml": 2, "quiet": 0}
+    assert isinstance(resource, ApprovedModel)
+    return compile_approval(resource)
+
+
+def test_an_approval_expiring_within_the_window_is_a_warning_then_a_failure() -> None:
+    models = compiled(policy(models={"requireApproved": True}))
+    item = deployment("served", annotations={"mlgate.io/model": "fraud@3"})
+    approvals = (approval(NOW + timedelta(days=2)),)
+    window = timedelta(days=7)
+    assert expiring_within(approvals, NOW, window)
+    assert not expiring_within(approvals, NOW, timedelta(days=1))
+    soon = judge((models,), [item], facts(NOW, approvals), EXEMPT, facts(NOW + window, approvals))
+    assert [(f.rule.value, f.result) for f in soon.findings] == [("models.approval", "warn")]
+    assert "expires soon" in soon.findings[0].message
+    assert soon.per_policy == {"production-ml": 0}
+    later = NOW + timedelta(days=3)
+    gone = judge(
+        (models,), [item], facts(later, approvals), EXEMPT, facts(later + window, approvals)
+    )
+    assert [(f.rule.value, f.result) for f in gone.findings] == [("models.approval", "fail")]
+
+
+def outcome_of(*names: str, namespace: str = "ml-prod") -> AuditOutcome:
+    items = [deployment(n, namespace=namespace, image="nginx") for n in names]
+    for i, item in enumerate(items):
+        item["metadata"]["uid"] = f"uid-{i}"
+    return judge((compiled(policy(images={"requireDigest": True})),), items, facts(), EXEMPT)
+
+
+def test_reports_carry_policy_rule_result_resources_and_atlas_ids() -> None:
+    reports = build_reports(outcome_of("a"), NOW)
+    report = reports["ml-prod"]
+    assert report["kind"] == "PolicyReport"
+    assert report["metadata"]["namespace"] == "ml-prod"
+    assert report["summary"] == {"pass": 0, "fail": 1, "warn": 0, "error": 0, "skip": 0}
+    (result,) = report["results"]
+    assert result["policy"] == "production-ml"
+    assert result["rule"] == "images.digest"
+    assert result["result"] == "fail"
+    assert result["source"] == "mlgate"
+    assert result["severity"] == "medium"
+    assert result["properties"]["atlas"] == "AML.T0010,AML.T0010.004"
+    assert result["resources"] == [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": "a",
+            "namespace": "ml-prod",
+            "uid": "uid-0",
+        }
+    ]
+    assert result_key(result) == (
+        "Deployment/ml-prod/a",
+        "uid-0",
+        "production-ml",
+        "images.digest",
+    )
+
+
+def test_reports_are_bounded_and_count_what_they_omit() -> None:
+    reports = build_reports(outcome_of(*(f"w{i}" for i in range(7))), NOW, max_results=3)
+    report = reports["ml-prod"]
+    assert len(report["results"]) == 3
+    assert report["summary"]["fail"] == 7
+    assert report["metadata"]["annotations"][OMITTED_ANNOTATION] == "4"
+
+
+def test_unchanged_findings_keep_their_timestamp_and_need_no_write() -> None:
+    first = build_reports(outcome_of("a"), NOW)
+    again = build_reports(outcome_of("a"), NOW + timedelta(hours=1), first.values())
+    assert same_report(first["ml-prod"], again["ml-prod"])
+    fixed = build_reports(outcome_of(), NOW, first.values())
+    assert "ml-prod" not in fixed  # nothing judged there any more: the report is deleted
+
+
+def test_only_new_findings_are_newly_violating() -> None:
+    before = {f.key for f in outcome_of("a").findings}
+    fresh = newly_violating(outcome_of("a", "b").findings, before)
+    assert [r.name for r in fresh] == ["b"]
+
+
+def test_recompiling_the_same_policies_leaves_the_rules_equal() -> None:
+    """The audit wakes early when the rules in force change; a status write alone (which
+    recompiles the policy) must not look like a change, or it would audit in a loop."""
+    state = PolicyState()
+    body = policy(images={"requireDigest": True})
+    state.upsert(body)
+    before = state.snapshot().policies
+    state.upsert({**body, "status": {"violations": 3}})
+    assert state.snapshot().policies == before
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type", "reason", "message"),
+    [
+        (b"404 page not found\n", "text/plain", "Not Found", "404 page not found"),
+        (b"<html>bad gateway</html>", "text/html", "Not Found", "<html>bad gateway</html>"),
+        (b"", "text/plain", "Not Found", "Not Found"),
+        (
+            b'{"kind":"Status","reason":"NotFound","message":"no such thing"}',
+            "application/json",
+            "NotFound",
+            "no such thing",
+        ),
+    ],
+)
+def test_any_error_body_is_an_api_error(
+    body: bytes, content_type: str, reason: str, message: str
+) -> None:
+    error = api_error(404, "Not Found", body)
+    assert (error.status, error.reason, error.message) == (404, reason, message)
+
+
+async def test_client_turns_a_plain_text_404_into_an_api_error() -> None:
+    async def not_served(_: web.Request) -> web.Response:
+        return web.Response(status=404, text="404 page not found\n")
+
+    async def garbage(_: web.Request) -> web.Response:
+        return web.Response(status=200, text="<html>proxy login</html>")
+
+    app = web.Application()
+    app.router.add_get("/apis/kubeflow.org/v1/pytorchjobs", not_served)
+    app.router.add_get("/api/v1/pods", garbage)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    info = kopf.ConnectionInfo(server=f"http://127.0.0.1:{port}", insecure=True)
+    try:
+        async with KubeClient(info) as client:
+            with pytest.raises(ApiError) as missing:
+                await client.list("/apis/kubeflow.org/v1/pytorchjobs")
+            assert missing.value.status == 404
+            assert "404 page not found" in missing.value.message
+            with pytest.raises(ApiError) as invalid:
+                await client.list("/api/v1/pods")
+            assert invalid.value.reason == "InvalidResponse"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_failing_background_task_is_logged_counted_and_restarted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    metrics = Metrics()
+    runs: list[int] = []
+
+    async def flaky() -> None:
+        runs.append(1)
+        if len(runs) < 3:
+            raise ValueError("bug on the first pass")
+
+    await asyncio.wait_for(supervise("audit", flaky, metrics, first_backoff=0.01), 5)
+    assert len(runs) == 3
+    assert (
+        metrics.registry.get_sample_value(
+            "mlgate_background_task_failures_total", {"task": "audit"}
+        )
+        == 2
+    )
+    assert metrics.registry.get_sample_value("mlgate_background_task_up", {"task": "audit"}) == 1
+    assert "background task audit failed" in caplog.text
+    assert "bug on the first pass" in caplog.text

@@ -1,31 +1,52 @@
-"""The background audit: existing workloads judged by the same engine, counted per policy.
+"""The background audit: existing workloads judged by the same engine as admission.
 
 Admission only sees changes; a policy added or tightened later, an approval that expired or was
 revoked, leave running workloads that would now be refused. The leader re-judges every supported
-workload periodically and writes the count into each policy's `status.violations`.
+workload periodically (and soon after a policy or approval changes) and records what it found:
+PolicyReports (controller/report_writer.py), `status.violations` on each policy, an Event on each
+newly violating workload, and the `mlgate_audit_*` metrics.
 
-Signatures are not re-verified here (that is registry traffic for every image of the cluster);
-`images.signature` findings come from admission only.
+Judging is a pure function of the listed objects (`judge`); everything else is an adapter.
+Kinds the cluster does not serve (no Kubeflow or Ray installed) are skipped and picked up on
+the first pass after their CRDs appear. Signatures are not re-verified here (that is registry
+traffic for every image of the cluster); `images.signature` findings come from admission only.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
-from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
-from datetime import UTC, datetime
+import time
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
+from mlgate.cluster.events import post_event, warning_event
+from mlgate.controller.policy_reports import (
+    DEFAULT_MAX_RESULTS,
+    RESULT_OF_MODE,
+    AuditOutcome,
+    Finding,
+    Resource,
+    build_reports,
+    result_key,
+)
+from mlgate.controller.report_writer import ReportWriter
 from mlgate.controller.state import PolicyState
+from mlgate.engine.decisions import Rule, Violation
 from mlgate.engine.evaluate import evaluate
-from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts
 from mlgate.engine.workloads import SUPPORTED, KindSpec
+from mlgate.metrics import Metrics
 
 log = logging.getLogger("mlgate.audit")
+FactsFor = Callable[[str], Facts]
+Key = tuple[str, str, str, str]
+POLL = 1.0  # seconds between checks for changed policies while waiting for the next pass
 
 
 def _controlled(item: Mapping[str, Any]) -> bool:
@@ -34,27 +55,100 @@ def _controlled(item: Mapping[str, Any]) -> bool:
     return any(isinstance(r, Mapping) and r.get("controller") for r in refs)
 
 
-def count_violations(
+def _findings(resource: Resource, violations: Iterable[Violation]) -> list[Finding]:
+    """One finding per policy and rule: a rule broken in three containers is one result."""
+    grouped: dict[tuple[str, Rule], list[Violation]] = defaultdict(list)
+    for v in violations:
+        grouped[(v.policy, v.rule)].append(v)
+    return [
+        Finding(
+            resource,
+            policy,
+            rule,
+            RESULT_OF_MODE[vs[0].mode],
+            "; ".join(dict.fromkeys(f"{v.path}: {v.message}" for v in vs)),
+            tuple(dict.fromkeys(v.path for v in vs)),
+            vs[0].atlas,
+            vs[0].mode,
+        )
+        for (policy, rule), vs in grouped.items()
+    ]
+
+
+def _expiring(resource: Resource, now: list[Finding], later: Iterable[Violation]) -> list[Finding]:
+    """Approvals valid now but not at the horizon: warnings, whatever the policy's mode."""
+    broken = {(f.policy, f.rule) for f in now}
+    soon = [v for v in later if v.rule is Rule.MODELS_APPROVAL and (v.policy, v.rule) not in broken]
+    return [
+        Finding(
+            f.resource,
+            f.policy,
+            f.rule,
+            "warn",
+            f"approval expires soon; once it has: {f.message}",
+            f.paths,
+            f.atlas,
+            f.mode,
+        )
+        for f in _findings(resource, soon)
+    ]
+
+
+def judge(
     policies: tuple[CompiledPolicy, ...],
-    workloads: Iterator[Mapping[str, Any]],
-    facts_for: Callable[[str], Facts],
+    workloads: Iterable[Mapping[str, Any]],
+    facts_for: FactsFor,
     exempt: frozenset[str],
-) -> Counter[str]:
-    """Violations per policy name over `workloads`: pure, so it is tested without a cluster."""
-    counts: Counter[str] = Counter({p.name: 0 for p in policies})
+    horizon_facts_for: FactsFor | None = None,
+) -> AuditOutcome:
+    """Every workload against every policy: pure, so it is tested without a cluster.
+
+    With `horizon_facts_for` (the facts as they will be at the end of the expiry window), a
+    model approval that is valid now but will have expired by then is a `warn` finding.
+    """
+    findings: list[Finding] = []
+    passed: Counter[str] = Counter()
+    per_policy: Counter[str] = Counter({p.name: 0 for p in policies})
+    audited = 0
     for item in workloads:
-        namespace = str((item.get("metadata") or {}).get("namespace") or "")
-        if namespace in exempt or _controlled(item):
+        resource = Resource.of(item)
+        if resource.namespace in exempt or _controlled(item):
             continue
-        for violation in evaluate(policies, item, facts_for(namespace)).violations:
-            counts[violation.policy] += 1
-    return counts
+        audited += 1
+        decision = evaluate(policies, item, facts_for(resource.namespace))
+        found = _findings(resource, decision.violations)
+        if horizon_facts_for is not None:
+            later = evaluate(policies, item, horizon_facts_for(resource.namespace))
+            found += _expiring(resource, found, later.violations)
+        per_policy.update(v.policy for v in decision.violations)
+        broken = {f.policy for f in found}
+        passed[resource.namespace] += sum(p not in broken for p in decision.matched_policies)
+        findings += found
+    return AuditOutcome(tuple(findings), dict(passed), audited, dict(per_policy))
+
+
+def expiring_within(approvals: Iterable[Approval], now: datetime, window: timedelta) -> bool:
+    """Whether any approval in force expires within the window (else no second evaluation)."""
+    return any(a.expires is not None and now < a.expires <= now + window for a in approvals)
+
+
+def newly_violating(findings: Iterable[Finding], before: set[Key]) -> dict[Resource, list[Finding]]:
+    """Workloads with a finding that the previous pass did not have, and those findings."""
+    fresh: dict[Resource, list[Finding]] = defaultdict(list)
+    for finding in findings:
+        if finding.key not in before:
+            fresh[finding.resource].append(finding)
+    return dict(fresh)
 
 
 def _policy_path(name: str) -> str:
     namespace, _, short = name.rpartition("/")
     plural = "mlpolicies" if namespace else "clustermlpolicies"
     return resource_path(API_VERSION, plural, namespace or None, short) + "/status"
+
+
+def _api_version(spec: KindSpec) -> str:
+    return f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
 
 
 @dataclass
@@ -64,46 +158,154 @@ class Auditor:
     own_namespace: str
     leads: Callable[[], bool]
     interval: float = 300.0
+    metrics: Metrics = field(default_factory=Metrics)
+    max_results: int = DEFAULT_MAX_RESULTS
+    expiry_window: timedelta = timedelta(0)
+    events_per_pass: int = 20
+    write_pace: float = 0.05
+    _unserved: frozenset[str] = frozenset()
+    _seen: set[Key] | None = None  # finding keys of the last pass; None before the first
 
-    async def _items(self, spec: KindSpec) -> list[dict[str, Any]]:
-        api_version = f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
+    async def _items(self, spec: KindSpec) -> list[dict[str, Any]] | None:
+        """The kind's objects; None when the cluster does not serve the kind (yet)."""
+        api_version = _api_version(spec)
         try:
             items = await self.client.list(resource_path(api_version, spec.plural))
         except ApiError as exc:
             if exc.status == 404:  # that ML operator is not installed here
-                return []
+                return None
             raise
         for item in items:
             item.setdefault("apiVersion", api_version)
             item.setdefault("kind", spec.kind)
         return items
 
-    def _facts(self, namespace: str) -> Facts:
-        return Facts(
-            now=datetime.now(UTC),
-            namespace_labels=self.state.namespace_labels(namespace) or {},
-            approvals=self.state.snapshot().approvals,
-        )
+    async def _workloads(self) -> list[dict[str, Any]]:
+        workloads: list[dict[str, Any]] = []
+        unserved = set()
+        for spec in SUPPORTED:
+            items = await self._items(spec)
+            if items is None:
+                unserved.add(f"{spec.kind}.{spec.group}")
+            else:
+                workloads += items
+        if unserved != self._unserved:
+            log.info("audit: kinds this cluster does not serve, skipped: %s", sorted(unserved))
+            self._unserved = frozenset(unserved)
+        self.metrics.audit_unserved.set(len(unserved))
+        return workloads
 
-    async def audit_once(self) -> Counter[str]:
-        policies = self.state.snapshot().policies
-        workloads = [item for spec in SUPPORTED for item in await self._items(spec)]
-        exempt = frozenset({"kube-system", self.own_namespace})
-        counts = count_violations(policies, iter(workloads), self._facts, exempt)
+    def _facts_for(self, now: datetime) -> FactsFor:
+        approvals = self.state.snapshot().approvals
+
+        def facts(namespace: str) -> Facts:
+            labels = self.state.namespace_labels(namespace) or {}
+            return Facts(now=now, namespace_labels=labels, approvals=approvals)
+
+        return facts
+
+    async def audit_once(self) -> AuditOutcome:
+        started = time.monotonic()
+        now = datetime.now(UTC)
+        snapshot = self.state.snapshot()
+        workloads = await self._workloads()
+        soon = expiring_within(snapshot.approvals, now, self.expiry_window)
+        outcome = judge(
+            snapshot.policies,
+            workloads,
+            self._facts_for(now),
+            frozenset({"kube-system", self.own_namespace}),
+            self._facts_for(now + self.expiry_window) if soon else None,
+        )
+        writer = ReportWriter(self.client, self.metrics, self.write_pace)
+        existing = await writer.existing()
+        if existing is not None:
+            wanted = build_reports(outcome, now, existing.values(), self.max_results)
+            await writer.sync(wanted, existing)
+        await self._post_events(outcome, existing)
+        await self._write_policy_status(outcome.per_policy)
+        self._record(outcome, time.monotonic() - started)
+        log.info(
+            "audit: %d workloads, violations per policy: %s",
+            outcome.audited,
+            dict(outcome.per_policy),
+        )
+        return outcome
+
+    async def _post_events(
+        self, outcome: AuditOutcome, reports: Mapping[str, Mapping[str, Any]] | None
+    ) -> None:
+        """An Event on each newly violating workload, at most `events_per_pass` per pass.
+
+        "New" is judged against the reports in the cluster (so a new leader does not repeat
+        its predecessor's events), else against this process's last pass; on a first pass with
+        neither, nothing is new.
+        """
+        before = self._seen
+        if reports is not None:
+            before = {
+                key
+                for report in reports.values()
+                for result in report.get("results") or []
+                if (key := result_key(result)) is not None
+            }
+        self._seen = {f.key for f in outcome.findings}
+        if before is None:
+            return
+        fresh = newly_violating(outcome.findings, before)
+        now = datetime.now(UTC)
+        for resource, findings in list(fresh.items())[: self.events_per_pass]:
+            text = "; ".join(f"[{f.policy}] {f.rule} ({f.result}) {f.message}" for f in findings)
+            await post_event(self.client, warning_event(resource.ref(), text, now))
+        if len(fresh) > self.events_per_pass:
+            log.info(
+                "audit: %d more newly violating workloads without an Event (limit %d per pass)",
+                len(fresh) - self.events_per_pass,
+                self.events_per_pass,
+            )
+
+    async def _write_policy_status(self, counts: Mapping[str, int]) -> None:
         for name, count in counts.items():
             try:
                 await self.client.patch(_policy_path(name), {"status": {"violations": count}})
             except ApiError as exc:
                 log.warning("could not record audit result on policy %s: %s", name, exc)
-        log.info("audit: %d workloads, violations per policy: %s", len(workloads), dict(counts))
-        return counts
+
+    def _record(self, outcome: AuditOutcome, seconds: float) -> None:
+        gauge = self.metrics.audit_violations
+        gauge.clear()
+        current = Counter(
+            (f.policy, f.rule.value, f.resource.namespace, f.result) for f in outcome.findings
+        )
+        for labels, count in current.items():
+            gauge.labels(*labels).set(count)
+        self.metrics.audit_duration.observe(seconds)
+        self.metrics.audit_objects.set(outcome.audited)
+        self.metrics.audit_last_success.set(time.time())
+
+    def _rules(self) -> tuple[object, ...]:
+        snapshot = self.state.snapshot()
+        return (snapshot.policies, snapshot.approvals)
+
+    async def _pause(self, judged: tuple[object, ...]) -> None:
+        """Until the interval is over, or sooner when the policies or approvals in force are no
+        longer those the last pass judged with (status writes alone do not count)."""
+        deadline = time.monotonic() + self.interval
+        while (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(min(POLL, left))
+            if self._rules() != judged:
+                return
 
     async def run(self, after: asyncio.Event) -> None:
+        """Audit forever while leading. A failed pass is logged and counted, and the next pass
+        tries again; anything else escapes to the supervisor (mlgate.supervise)."""
         await after.wait()
         while True:
+            judged = self._rules()
             if self.leads():
                 try:
                     await self.audit_once()
                 except (ApiError, OSError, TimeoutError) as exc:
+                    self.metrics.audit_failures.labels(type(exc).__name__).inc()
                     log.warning("audit pass failed, retrying in %gs: %s", self.interval, exc)
-            await asyncio.sleep(self.interval)
+            await self._pause(judged)
