@@ -307,6 +307,7 @@ async def serve(opts: RunOptions) -> None:
             metrics,
             max_results=opts.report_max_results,
             expiry_window=timedelta(seconds=opts.approval_expiry_window),
+            verify_images=verifier,
         )
         auditing = asyncio.create_task(
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)

@@ -3,26 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import copy
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
 from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.api.models import ApprovedModel, ClusterMLPolicy
 from mlgate.cluster.client import ApiError, KubeClient, api_error
-from mlgate.controller.audit import expiring_within, judge, newly_violating
+from mlgate.controller.audit import Auditor, expiring_within, judge, newly_violating
 from mlgate.controller.policy_reports import (
     OMITTED_ANNOTATION,
     AuditOutcome,
+    Resource,
     build_reports,
     result_key,
     same_report,
 )
 from mlgate.controller.state import PolicyState
-from mlgate.engine.policy import Approval, CompiledPolicy, Facts
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
+from mlgate.engine.workloads import WorkloadView
 from mlgate.metrics import Metrics
 from mlgate.supervise import supervise
 from tests.unit.factories import deployment, policy
@@ -107,13 +113,23 @@ def test_an_approval_expiring_within_the_window_is_a_warning_then_a_failure() ->
     window = timedelta(days=7)
     assert expiring_within(approvals, NOW, window)
     assert not expiring_within(approvals, NOW, timedelta(days=1))
-    soon = judge((models,), [item], facts(NOW, approvals), EXEMPT, facts(NOW + window, approvals))
+    soon = judge(
+        (models,),
+        [item],
+        facts(NOW, approvals),
+        EXEMPT,
+        horizon_facts_for=facts(NOW + window, approvals),
+    )
     assert [(f.rule.value, f.result) for f in soon.findings] == [("models.approval", "warn")]
     assert "expires soon" in soon.findings[0].message
     assert soon.per_policy == {"production-ml": 0}
     later = NOW + timedelta(days=3)
     gone = judge(
-        (models,), [item], facts(later, approvals), EXEMPT, facts(later + window, approvals)
+        (models,),
+        [item],
+        facts(later, approvals),
+        EXEMPT,
+        horizon_facts_for=facts(later + window, approvals),
     )
     assert [(f.rule.value, f.result) for f in gone.findings] == [("models.approval", "fail")]
 
@@ -260,3 +276,87 @@ async def test_a_failing_background_task_is_logged_counted_and_restarted(
     assert metrics.registry.get_sample_value("mlgate_background_task_up", {"task": "audit"}) == 1
     assert "background task audit failed" in caplog.text
     assert "bug on the first pass" in caplog.text
+
+
+PEM = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
+SIGNED = policy(
+    "signed",
+    images={
+        "signatures": [{"images": ["registry.example.com/ml/*"], "keys": [{"publicKey": PEM}]}]
+    },
+)
+
+
+def signed_policy() -> CompiledPolicy:
+    return compiled(SIGNED)
+
+
+def test_signature_rules_are_judged_on_the_verifications_given() -> None:
+    item = deployment("api")
+    resource = Resource.of(item)
+    image = item["spec"]["template"]["spec"]["containers"][0]["image"]
+    unverified = {resource: {image: ImageFact(error="signed by a key no longer trusted")}}
+    outcome = judge((signed_policy(),), [item], facts(), EXEMPT, images=unverified)
+    assert [(f.rule.value, f.result) for f in outcome.findings] == [("images.signature", "fail")]
+    assert "no longer trusted" in outcome.findings[0].message
+
+
+class FakeApi:
+    """The apiserver as the audit sees it: deployments served, every ML group a plain 404."""
+
+    def __init__(self, items: list[dict[str, Any]]) -> None:
+        self.items = items
+        self.patches: list[tuple[str, Any]] = []
+
+    async def list(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
+        if path in {"/apis/apps/v1/deployments"}:
+            return copy.deepcopy(self.items)
+        if path.startswith(("/api/v1/", "/apis/apps/", "/apis/batch/")):
+            return []
+        raise api_error(404, "Not Found", b"404 page not found\n")
+
+    async def patch(self, path: str, body: Any) -> dict[str, Any]:
+        self.patches.append((path, body))
+        return {}
+
+
+async def test_the_audit_skips_unserved_kinds_and_reverifies_signed_images() -> None:
+    state = PolicyState()
+    state.upsert(SIGNED)
+    state.set_namespace("ml-prod", {"mlgate.io/governed": "true"})
+    checked: list[str] = []
+
+    async def verifier(
+        policies: tuple[CompiledPolicy, ...], workload: WorkloadView
+    ) -> Mapping[str, ImageFact]:
+        checked.append(workload.name)
+        return {
+            c.image: ImageFact(error="key removed")
+            for p in workload.pods
+            for c in p.containers
+            if c.image
+        }
+
+    metrics = Metrics()
+    api = FakeApi([deployment("api")])
+    auditor = Auditor(
+        cast(KubeClient, api),
+        state,
+        "mlgate-system",
+        lambda: True,
+        metrics=metrics,
+        verify_images=verifier,
+    )
+    outcome = await auditor.audit_once()
+    assert checked == ["api"]
+    assert [f.rule.value for f in outcome.findings] == ["images.signature"]
+    assert api.patches == [
+        ("/apis/mlgate.io/v1alpha1/clustermlpolicies/signed/status", {"status": {"violations": 1}})
+    ]
+    assert metrics.registry.get_sample_value("mlgate_audit_kinds_unserved") > 0
+    assert metrics.registry.get_sample_value("mlgate_audit_objects") == 1

@@ -8,8 +8,8 @@ newly violating workload, and the `mlgate_audit_*` metrics.
 
 Judging is a pure function of the listed objects (`judge`); everything else is an adapter.
 Kinds the cluster does not serve (no Kubeflow or Ray installed) are skipped and picked up on
-the first pass after their CRDs appear. Signatures are not re-verified here (that is registry
-traffic for every image of the cluster); `images.signature` findings come from admission only.
+the first pass after their CRDs appear. Images under a signature rule are re-verified through
+the webhook's verifier and its cache, so a running image signed by a removed key is a finding.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import asyncio
 import logging
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,11 +39,15 @@ from mlgate.controller.report_writer import ReportWriter
 from mlgate.controller.state import PolicyState
 from mlgate.engine.decisions import Rule, Violation
 from mlgate.engine.evaluate import evaluate
-from mlgate.engine.policy import Approval, CompiledPolicy, Facts
-from mlgate.engine.workloads import SUPPORTED, KindSpec
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
+from mlgate.engine.workloads import SUPPORTED, KindSpec, Unsupported, WorkloadView, view
 from mlgate.metrics import Metrics
 
 log = logging.getLogger("mlgate.audit")
+# The webhook's signature verifier (registry/verifier.py): the same cache serves both.
+ImageVerifier = Callable[
+    [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
+]
 FactsFor = Callable[[str], Facts]
 Key = tuple[str, str, str, str]
 POLL = 1.0  # seconds between checks for changed policies while waiting for the next pass
@@ -99,13 +103,22 @@ def judge(
     workloads: Iterable[Mapping[str, Any]],
     facts_for: FactsFor,
     exempt: frozenset[str],
+    *,
     horizon_facts_for: FactsFor | None = None,
+    images: Mapping[Resource, Mapping[str, ImageFact]] | None = None,
 ) -> AuditOutcome:
     """Every workload against every policy: pure, so it is tested without a cluster.
 
     With `horizon_facts_for` (the facts as they will be at the end of the expiry window), a
     model approval that is valid now but will have expired by then is a `warn` finding.
+    `images` holds the signature verification of the workloads it names (else signature
+    rules are not judged).
     """
+
+    def with_images(facts: Facts, resource: Resource) -> Facts:
+        verified = None if images is None else images.get(resource)
+        return facts if verified is None else replace(facts, images=verified)
+
     findings: list[Finding] = []
     passed: Counter[str] = Counter()
     per_policy: Counter[str] = Counter({p.name: 0 for p in policies})
@@ -115,10 +128,11 @@ def judge(
         if resource.namespace in exempt or _controlled(item):
             continue
         audited += 1
-        decision = evaluate(policies, item, facts_for(resource.namespace))
+        decision = evaluate(policies, item, with_images(facts_for(resource.namespace), resource))
         found = _findings(resource, decision.violations)
         if horizon_facts_for is not None:
-            later = evaluate(policies, item, horizon_facts_for(resource.namespace))
+            horizon = with_images(horizon_facts_for(resource.namespace), resource)
+            later = evaluate(policies, item, horizon)
             found += _expiring(resource, found, later.violations)
         per_policy.update(v.policy for v in decision.violations)
         broken = {f.policy for f in found}
@@ -163,6 +177,7 @@ class Auditor:
     expiry_window: timedelta = timedelta(0)
     events_per_pass: int = 20
     write_pace: float = 0.05
+    verify_images: ImageVerifier | None = None
     _unserved: frozenset[str] = frozenset()
     _seen: set[Key] | None = None  # finding keys of the last pass; None before the first
 
@@ -195,6 +210,34 @@ class Auditor:
         self.metrics.audit_unserved.set(len(unserved))
         return workloads
 
+    async def _verify(
+        self,
+        policies: tuple[CompiledPolicy, ...],
+        workloads: list[dict[str, Any]],
+        exempt: frozenset[str],
+    ) -> dict[Resource, Mapping[str, ImageFact]] | None:
+        """Re-verify the signatures of running workloads' images when a policy asks for them.
+
+        The verifier caches verified digests (10 minutes by default) per key set, so a pass
+        costs registry traffic only for what changed: a key removed from a policy or its
+        Secret changes the key set, and the images it signed become findings.
+        """
+        signed = any(p.images is not None and p.images.signatures for p in policies)
+        if self.verify_images is None or not signed:
+            return None
+        found: dict[Resource, Mapping[str, ImageFact]] = {}
+        for item in workloads:
+            resource = Resource.of(item)
+            workload = view(item)
+            if (
+                resource.namespace in exempt
+                or _controlled(item)
+                or isinstance(workload, Unsupported)
+            ):
+                continue
+            found[resource] = await self.verify_images(policies, workload)
+        return found
+
     def _facts_for(self, now: datetime) -> FactsFor:
         approvals = self.state.snapshot().approvals
 
@@ -210,12 +253,14 @@ class Auditor:
         snapshot = self.state.snapshot()
         workloads = await self._workloads()
         soon = expiring_within(snapshot.approvals, now, self.expiry_window)
+        exempt = frozenset({"kube-system", self.own_namespace})
         outcome = judge(
             snapshot.policies,
             workloads,
             self._facts_for(now),
-            frozenset({"kube-system", self.own_namespace}),
-            self._facts_for(now + self.expiry_window) if soon else None,
+            exempt,
+            horizon_facts_for=self._facts_for(now + self.expiry_window) if soon else None,
+            images=await self._verify(snapshot.policies, workloads, exempt),
         )
         writer = ReportWriter(self.client, self.metrics, self.write_pace)
         existing = await writer.existing()
