@@ -31,6 +31,7 @@ from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
+from mlgate.controller.inventory import Inventory
 from mlgate.controller.leader import LeaderElection
 from mlgate.controller.policy_reports import DEFAULT_MAX_RESULTS
 from mlgate.controller.state import PolicyState
@@ -287,6 +288,8 @@ async def serve(opts: RunOptions) -> None:
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
         register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
+        inventory = Inventory()
+        inventory.register(registry)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
@@ -308,6 +311,7 @@ async def serve(opts: RunOptions) -> None:
             max_results=opts.report_max_results,
             expiry_window=timedelta(seconds=opts.approval_expiry_window),
             verify_images=verifier,
+            inventory=inventory,
         )
         auditing = asyncio.create_task(
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)

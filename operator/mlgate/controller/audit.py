@@ -2,14 +2,16 @@
 
 Admission only sees changes; a policy added or tightened later, an approval that expired or was
 revoked, leave running workloads that would now be refused. The leader re-judges every supported
-workload periodically (and soon after a policy or approval changes) and records what it found:
-PolicyReports (controller/report_writer.py), `status.violations` on each policy, an Event on each
-newly violating workload, and the `mlgate_audit_*` metrics.
+workload periodically (and soon after a policy or approval changes), as the operator's watches
+last saw it (controller/inventory.py), and records what it found: PolicyReports
+(controller/report_writer.py), `status.violations` on each policy, an Event on each newly
+violating workload, and the `mlgate_audit_*` metrics.
 
-Judging is a pure function of the listed objects (`judge`); everything else is an adapter.
-Kinds the cluster does not serve (no Kubeflow or Ray installed) are skipped and picked up on
-the first pass after their CRDs appear. Images under a signature rule are re-verified through
-the webhook's verifier and its cache, so a running image signed by a removed key is a finding.
+Judging is a pure function of the workloads (`judge`); everything else is an adapter. Kinds
+the cluster does not serve (no Kubeflow or Ray installed) are skipped by the first listing;
+kopf starts watching them when their CRDs appear. Images under a signature rule are re-verified
+through the webhook's verifier and its cache, so a running image signed by a removed key is a
+finding.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from typing import Any
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.cluster.events import post_event, warning_event
+from mlgate.controller.inventory import Inventory, controlled
 from mlgate.controller.policy_reports import (
     DEFAULT_MAX_RESULTS,
     RESULT_OF_MODE,
@@ -51,12 +54,6 @@ ImageVerifier = Callable[
 FactsFor = Callable[[str], Facts]
 Key = tuple[str, str, str, str]
 POLL = 1.0  # seconds between checks for changed policies while waiting for the next pass
-
-
-def _controlled(item: Mapping[str, Any]) -> bool:
-    """Pods and ReplicaSets made by a controller are judged through their owner."""
-    refs = (item.get("metadata") or {}).get("ownerReferences") or []
-    return any(isinstance(r, Mapping) and r.get("controller") for r in refs)
 
 
 def _findings(resource: Resource, violations: Iterable[Violation]) -> list[Finding]:
@@ -125,7 +122,7 @@ def judge(
     audited = 0
     for item in workloads:
         resource = Resource.of(item)
-        if resource.namespace in exempt or _controlled(item):
+        if resource.namespace in exempt or controlled(item):
             continue
         audited += 1
         decision = evaluate(policies, item, with_images(facts_for(resource.namespace), resource))
@@ -178,6 +175,7 @@ class Auditor:
     events_per_pass: int = 20
     write_pace: float = 0.05
     verify_images: ImageVerifier | None = None
+    inventory: Inventory | None = None  # fed by the watches; without it every pass lists
     _unserved: frozenset[str] = frozenset()
     _seen: set[Key] | None = None  # finding keys of the last pass; None before the first
 
@@ -195,7 +193,17 @@ class Auditor:
             item.setdefault("kind", spec.kind)
         return items
 
-    async def _workloads(self) -> list[dict[str, Any]]:
+    async def _current(self) -> list[dict[str, Any]]:
+        """The workloads to judge: from the watches once the inventory is seeded."""
+        if self.inventory is not None and self.inventory.seeded:
+            return self.inventory.items()
+        listed = await self._list()
+        if self.inventory is None:
+            return listed
+        self.inventory.seed(listed)
+        return self.inventory.items()
+
+    async def _list(self) -> list[dict[str, Any]]:
         workloads: list[dict[str, Any]] = []
         unserved = set()
         for spec in SUPPORTED:
@@ -231,7 +239,7 @@ class Auditor:
             workload = view(item)
             if (
                 resource.namespace in exempt
-                or _controlled(item)
+                or controlled(item)
                 or isinstance(workload, Unsupported)
             ):
                 continue
@@ -251,7 +259,7 @@ class Auditor:
         started = time.monotonic()
         now = datetime.now(UTC)
         snapshot = self.state.snapshot()
-        workloads = await self._workloads()
+        workloads = await self._current()
         soon = expiring_within(snapshot.approvals, now, self.expiry_window)
         exempt = frozenset({"kube-system", self.own_namespace})
         outcome = judge(
