@@ -75,7 +75,7 @@ class Metrics:
         )
         self.audit_unserved = Gauge(
             "mlgate_audit_kinds_unserved",
-            "Workload kinds skipped by the last audit because the cluster does not serve them",
+            "Workload kinds not served when the audit listed the cluster (watched once served)",
             registry=self.registry,
         )
         self.report_writes = Counter(
