@@ -158,8 +158,9 @@ def test_workload_admitted_before_its_policy_is_reported_fixed_and_deleted(
 
     assert "images.digest" in eventually(event, "a PolicyViolation event")
     metrics = monitor.metrics()
-    labels = f'policy="{policy_name}",rule="images.digest",namespace="{namespace}",result="fail"'
-    assert f"mlgate_audit_violations{{{labels}}} 1.0" in metrics
+    labels = f'namespace="{namespace}",policy="{policy_name}",result="fail",rule="images.digest"'
+    audit_lines = [line for line in metrics.splitlines() if line.startswith("mlgate_audit")]
+    assert f"mlgate_audit_violations{{{labels}}} 1.0" in audit_lines, audit_lines
     assert 'mlgate_background_task_failures_total{task="audit"}' not in metrics
 
     # `mlgate report` shows it, filtered; SARIF and JSON carry the ATLAS ids.
