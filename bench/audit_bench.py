@@ -18,12 +18,14 @@ import resource
 import time
 from collections import Counter
 from collections.abc import Mapping
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
-from mlgate.cluster.client import KubeClient, login, resource_path
+from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.controller.audit import Auditor
 from mlgate.controller.inventory import Inventory
+from mlgate.controller.policy_reports import API_VERSION
 from mlgate.controller.state import PolicyState
 from mlgate.devcluster import from_env
 
@@ -109,8 +111,24 @@ def _namespace_path(body: dict[str, Any]) -> str:
     return resource_path("v1", "namespaces", name=body["metadata"]["name"])
 
 
+async def _storage_ready(client: KubeClient) -> None:
+    """Freshly established CRDs answer 429 "storage is (re)initializing" for a moment."""
+    for _ in range(60):
+        try:
+            for plural in ("policyreports", "clusterpolicyreports"):
+                await client.list(resource_path(API_VERSION, plural))
+            await client.list(resource_path("mlgate.io/v1alpha1", "clustermlpolicies"))
+        except ApiError as exc:
+            if exc.status != HTTPStatus.TOO_MANY_REQUESTS:
+                raise
+            await asyncio.sleep(1)
+        else:
+            return
+
+
 async def _bench(workloads: int) -> None:
     async with CountingClient(login(), timeout=120) as client:
+        await _storage_ready(client)
         started = time.monotonic()
         namespaces = [
             {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": f"bench-{i}"}}

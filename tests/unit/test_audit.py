@@ -313,6 +313,7 @@ class FakeApi:
     def __init__(self, items: list[dict[str, Any]]) -> None:
         self.items = items
         self.patches: list[tuple[str, Any]] = []
+        self.created: list[dict[str, Any]] = []
         self.lists = 0
 
     async def list(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
@@ -326,6 +327,10 @@ class FakeApi:
     async def patch(self, path: str, body: Any) -> dict[str, Any]:
         self.patches.append((path, body))
         return {}
+
+    async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.created.append(body)
+        return body
 
 
 async def test_the_audit_skips_unserved_kinds_and_reverifies_signed_images() -> None:
@@ -370,3 +375,19 @@ async def test_the_audit_skips_unserved_kinds_and_reverifies_signed_images() -> 
     inventory.observe("DELETED", deployment("api"))
     assert (await auditor.audit_once()).findings == ()
     assert api.lists - listed == 1
+
+
+async def test_events_go_to_newly_violating_workloads_only() -> None:
+    state = PolicyState()
+    state.upsert(policy(images={"requireDigest": True}))
+    state.set_namespace("ml-prod", {"mlgate.io/governed": "true"})
+    api = FakeApi([deployment("old", image="nginx")])
+    auditor = Auditor(cast(KubeClient, api), state, "mlgate-system", lambda: True)
+    await auditor.audit_once()
+    assert api.created == []  # a first pass without reports: nothing is known to be new
+    api.items.append(deployment("new", image="nginx"))
+    await auditor.audit_once()
+    await auditor.audit_once()
+    assert [e["involvedObject"]["name"] for e in api.created] == ["new"]
+    (event,) = api.created
+    assert event["reason"] == "PolicyViolation" and "images.digest" in event["message"]

@@ -290,13 +290,13 @@ class Auditor:
     ) -> None:
         """An Event on each newly violating workload, at most `events_per_pass` per pass.
 
-        "New" is judged against the reports in the cluster (so a new leader does not repeat
-        its predecessor's events), else against this process's last pass; on a first pass with
-        neither, nothing is new.
+        "New" is judged against this process's last pass and the reports in the cluster (so a
+        new leader does not repeat its predecessor's events; results a bounded report left out
+        are known from the last pass); on a first pass with neither, nothing is new.
         """
         before = self._seen
         if reports is not None:
-            before = {
+            before = (before or set()) | {
                 key
                 for report in reports.values()
                 for result in report.get("results") or []
@@ -355,7 +355,9 @@ class Auditor:
         await after.wait()
         while True:
             judged = self._rules()
-            if self.leads():
+            if not self.leads():
+                self._seen = None  # the leader's reports say what is new when this one leads
+            else:
                 try:
                     await self.audit_once()
                 except (ApiError, OSError, TimeoutError) as exc:
