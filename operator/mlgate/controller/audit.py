@@ -53,6 +53,7 @@ ImageVerifier = Callable[
 ]
 FactsFor = Callable[[str], Facts]
 Key = tuple[str, str, str, str]
+VERIFY_CONCURRENCY = 8  # workloads verified at once: a slow registry must not stall the pass
 POLL = 1.0  # seconds between checks for changed policies while waiting for the next pass
 
 
@@ -233,18 +234,22 @@ class Auditor:
         signed = any(p.images is not None and p.images.signatures for p in policies)
         if self.verify_images is None or not signed:
             return None
-        found: dict[Resource, Mapping[str, ImageFact]] = {}
-        for item in workloads:
-            resource = Resource.of(item)
-            workload = view(item)
-            if (
-                resource.namespace in exempt
-                or controlled(item)
-                or isinstance(workload, Unsupported)
-            ):
-                continue
-            found[resource] = await self.verify_images(policies, workload)
-        return found
+        verify = self.verify_images
+        limit = asyncio.Semaphore(VERIFY_CONCURRENCY)
+
+        async def one(workload: WorkloadView) -> Mapping[str, ImageFact]:
+            async with limit:
+                return await verify(policies, workload)
+
+        judged = {
+            Resource.of(item): workload
+            for item in workloads
+            if not isinstance(workload := view(item), Unsupported)
+            and workload.namespace not in exempt
+            and not controlled(item)
+        }
+        facts = await asyncio.gather(*(one(w) for w in judged.values()))
+        return dict(zip(judged, facts, strict=True))
 
     def _facts_for(self, now: datetime) -> FactsFor:
         approvals = self.state.snapshot().approvals
