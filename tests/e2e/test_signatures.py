@@ -14,6 +14,7 @@ import yaml
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess, stand_in_crds
 from tests.e2e.test_admission import apply, policy_doc, wait_policy, workload
+from tests.e2e.test_monitoring import REPORT_CRDS, results_become
 from tests.registry.lab import (
     CosignKey,
     DistributionRegistry,
@@ -175,3 +176,27 @@ def test_key_from_a_secret(
         assert out.returncode == 0, out.stderr
     finally:
         control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+def test_running_image_signed_by_a_removed_key_is_reported(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    """The background audit re-verifies running images: once the policy trusts another key
+    only, a Deployment admitted with the old key's signature is a fail result."""
+    cp = control_plane
+    cp.kubectl("apply", "-f", str(REPORT_CRDS), check=True)
+    cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True)
+    tools, registry = lab
+    signed = tools.push(registry, "ml/serve-rotated")
+    tools.sign(registry, signed, key)
+    # Admitted: signed by the key the policy trusts.
+    apply(cp, workload("Deployment", "running", namespace, signed.by_digest)).check_returncode()
+    other = tools.generate_key("e2e-rotated")
+    signatures = [{"images": [f"{registry.host}/ml/*"], "keys": [{"publicKey": other.public_pem}]}]
+    apply(cp, policy_doc(signed_only, namespace, images={"signatures": signatures}))
+    wait_policy(cp, signed_only)
+    results_become(cp, namespace, [("Deployment/running", signed_only, "images.signature", "fail")])

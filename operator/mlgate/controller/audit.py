@@ -54,6 +54,7 @@ ImageVerifier = Callable[
 FactsFor = Callable[[str], Facts]
 Key = tuple[str, str, str, str]
 VERIFY_CONCURRENCY = 8  # workloads verified at once: a slow registry must not stall the pass
+RETRY = 10.0  # seconds before a failed pass is tried again (at most the interval)
 POLL = 1.0  # seconds between checks for changed policies while waiting for the next pass
 
 
@@ -345,10 +346,10 @@ class Auditor:
         snapshot = self.state.snapshot()
         return (snapshot.policies, snapshot.approvals)
 
-    async def _pause(self, judged: tuple[object, ...]) -> None:
-        """Until the interval is over, or sooner when the policies or approvals in force are no
-        longer those the last pass judged with (status writes alone do not count)."""
-        deadline = time.monotonic() + self.interval
+    async def _pause(self, judged: tuple[object, ...], seconds: float) -> None:
+        """For `seconds`, or less when the policies or approvals in force are no longer those
+        the last pass judged with (status writes alone do not count)."""
+        deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0:
             await asyncio.sleep(min(POLL, left))
             if self._rules() != judged:
@@ -360,12 +361,14 @@ class Auditor:
         await after.wait()
         while True:
             judged = self._rules()
+            wait = self.interval
             if not self.leads():
                 self._seen = None  # the leader's reports say what is new when this one leads
             else:
                 try:
                     await self.audit_once()
                 except (ApiError, OSError, TimeoutError) as exc:
+                    wait = min(self.interval, RETRY)
                     self.metrics.audit_failures.labels(type(exc).__name__).inc()
-                    log.warning("audit pass failed, retrying in %gs: %s", self.interval, exc)
-            await self._pause(judged)
+                    log.warning("audit pass failed, retrying in %gs: %s", wait, exc)
+            await self._pause(judged, wait)
