@@ -391,3 +391,25 @@ async def test_events_go_to_newly_violating_workloads_only() -> None:
     assert [e["involvedObject"]["name"] for e in api.created] == ["new"]
     (event,) = api.created
     assert event["reason"] == "PolicyViolation" and "images.digest" in event["message"]
+
+
+class BusyReports(FakeApi):
+    async def list(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
+        if "wgpolicyk8s.io" in path:
+            raise api_error(429, "Too Many Requests", b'{"message": "storage is initializing"}')
+        return await super().list(path, params)
+
+
+async def test_reports_that_cannot_be_written_do_not_fail_the_pass() -> None:
+    state = PolicyState()
+    state.upsert(policy(images={"requireDigest": True}))
+    state.set_namespace("ml-prod", {"mlgate.io/governed": "true"})
+    api, metrics = BusyReports([deployment("old", image="nginx")]), Metrics()
+    auditor = Auditor(cast(KubeClient, api), state, "mlgate-system", lambda: True, metrics=metrics)
+    outcome = await auditor.audit_once()
+    assert outcome.per_policy == {"production-ml": 1}
+    assert api.patches  # status.violations still written
+    failures = metrics.registry.get_sample_value(
+        "mlgate_audit_failures_total", {"reason": "PolicyReports"}
+    )
+    assert failures == 1

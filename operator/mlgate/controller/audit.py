@@ -276,11 +276,7 @@ class Auditor:
             horizon_facts_for=self._facts_for(now + self.expiry_window) if soon else None,
             images=await self._verify(snapshot.policies, workloads, exempt),
         )
-        writer = ReportWriter(self.client, self.metrics, self.write_pace)
-        existing = await writer.existing()
-        if existing is not None:
-            wanted = build_reports(outcome, now, existing.values(), self.max_results)
-            await writer.sync(wanted, existing)
+        existing = await self._write_reports(outcome, now)
         await self._post_events(outcome, existing)
         await self._write_policy_status(outcome.per_policy)
         self._record(outcome, time.monotonic() - started)
@@ -290,6 +286,23 @@ class Auditor:
             dict(outcome.per_policy),
         )
         return outcome
+
+    async def _write_reports(
+        self, outcome: AuditOutcome, now: datetime
+    ) -> Mapping[str, Mapping[str, Any]] | None:
+        """Bring the PolicyReports up to date; the reports found before, or None when they
+        cannot be read. Failing here does not fail the pass: status and metrics still count."""
+        writer = ReportWriter(self.client, self.metrics, self.write_pace)
+        try:
+            existing = await writer.existing()
+            if existing is not None:
+                wanted = build_reports(outcome, now, existing.values(), self.max_results)
+                await writer.sync(wanted, existing)
+        except (ApiError, OSError, TimeoutError) as exc:
+            self.metrics.audit_failures.labels("PolicyReports").inc()
+            log.warning("audit: could not update the PolicyReports: %s", exc)
+            return None
+        return existing
 
     async def _post_events(
         self, outcome: AuditOutcome, reports: Mapping[str, Mapping[str, Any]] | None
