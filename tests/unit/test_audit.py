@@ -314,6 +314,7 @@ class FakeApi:
         self.items = items
         self.patches: list[tuple[str, Any]] = []
         self.created: list[dict[str, Any]] = []
+        self.applied: list[str] = []
         self.lists = 0
 
     async def list(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
@@ -327,6 +328,10 @@ class FakeApi:
     async def patch(self, path: str, body: Any) -> dict[str, Any]:
         self.patches.append((path, body))
         return {}
+
+    async def apply(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        self.applied.append(path)
+        return body
 
     async def create(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         self.created.append(body)
@@ -394,7 +399,11 @@ async def test_events_go_to_newly_violating_workloads_only() -> None:
 
 
 class BusyReports(FakeApi):
+    busy = True
+
     async def list(self, path: str, params: Mapping[str, str] | None = None) -> list[Any]:
+        if "wgpolicyk8s.io" in path and not self.busy:
+            return []
         if "wgpolicyk8s.io" in path:
             raise api_error(429, "Too Many Requests", b'{"message": "storage is initializing"}')
         return await super().list(path, params)
@@ -413,3 +422,11 @@ async def test_reports_that_cannot_be_written_do_not_fail_the_pass() -> None:
         "mlgate_audit_failures_total", {"reason": "PolicyReports"}
     )
     assert failures == 1
+    # Once the reports can be read, they say what is new: the violation gets its Event.
+    assert api.created == []
+    api.busy = False
+    await auditor.audit_once()
+    assert [e["involvedObject"]["name"] for e in api.created] == ["old"]
+    assert api.applied == [
+        "/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml-prod/policyreports/mlgate-audit"
+    ]

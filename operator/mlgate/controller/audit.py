@@ -164,6 +164,10 @@ def _api_version(spec: KindSpec) -> str:
     return f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
 
 
+class ReportsUnreadable(Exception):
+    """The PolicyReports could not be read or written in this pass (logged and counted)."""
+
+
 @dataclass
 class Auditor:
     client: KubeClient
@@ -276,8 +280,13 @@ class Auditor:
             horizon_facts_for=self._facts_for(now + self.expiry_window) if soon else None,
             images=await self._verify(snapshot.policies, workloads, exempt),
         )
-        existing = await self._write_reports(outcome, now)
-        await self._post_events(outcome, existing)
+        try:
+            existing = await self._write_reports(outcome, now)
+        except ReportsUnreadable:
+            if self._seen is not None:  # else the next pass, with reports, knows what is new
+                await self._post_events(outcome, None)
+        else:
+            await self._post_events(outcome, existing)
         await self._write_policy_status(outcome.per_policy)
         self._record(outcome, time.monotonic() - started)
         log.info(
@@ -290,8 +299,9 @@ class Auditor:
     async def _write_reports(
         self, outcome: AuditOutcome, now: datetime
     ) -> Mapping[str, Mapping[str, Any]] | None:
-        """Bring the PolicyReports up to date; the reports found before, or None when they
-        cannot be read. Failing here does not fail the pass: status and metrics still count."""
+        """Bring the PolicyReports up to date; the reports found before (None when the cluster
+        does not serve them). Failing here does not fail the pass: status and metrics still
+        count; it raises ReportsUnreadable."""
         writer = ReportWriter(self.client, self.metrics, self.write_pace)
         try:
             existing = await writer.existing()
@@ -301,7 +311,7 @@ class Auditor:
         except (ApiError, OSError, TimeoutError) as exc:
             self.metrics.audit_failures.labels("PolicyReports").inc()
             log.warning("audit: could not update the PolicyReports: %s", exc)
-            return None
+            raise ReportsUnreadable from exc
         return existing
 
     async def _post_events(
