@@ -182,7 +182,12 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add("--kubeconfig", help="kubeconfig file (default: in-cluster, then $KUBECONFIG)")
     add("-n", "--namespace", action="append", default=[], help="only this namespace (repeatable)")
     add("--policy", action="append", default=[], help="only this policy (repeatable)")
-    add("--rule", action="append", default=[], help="only this rule, e.g. models.approval")
+    add(
+        "--rule",
+        action="append",
+        default=[],
+        help="only this rule (repeatable), e.g. images.digest",
+    )
     add("-o", "--output", choices=list(RENDERERS), default="table", help="default: table")
 
 
