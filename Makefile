@@ -74,8 +74,9 @@ demo: $(STAMP) controlplane-assets ## Run mlgate end to end on an embedded local
 	  $(BIN)/python hack/demo.py
 
 .PHONY: bench
-bench: $(STAMP) ## Benchmarks (timings are measured here, never asserted in tests)
-	$(BIN)/python bench/run.py
+bench: $(STAMP) controlplane-assets ## Benchmarks (timings are measured here, never asserted in tests)
+	KUBEBUILDER_ASSETS="$${KUBEBUILDER_ASSETS:-$$(hack/controlplane-assets.sh --print-dir)}" \
+	  $(BIN)/python bench/run.py
 
 .PHONY: clean
 clean: ## Remove the venv and caches (keeps the control-plane binary cache)

@@ -11,6 +11,7 @@ COMMANDS = [
     [sys.executable, str(BENCH / "webhook_bench.py"), "--rate", "500", "--seconds", "10"],
     [sys.executable, str(BENCH / "check_throughput.py")],
     [sys.executable, str(BENCH / "verify_bench.py")],
+    [sys.executable, str(BENCH / "audit_bench.py"), "--workloads", "5000"],
 ]
 
 

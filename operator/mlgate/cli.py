@@ -269,6 +269,12 @@ COMMANDS: dict[str, Command] = {
     "crds": Command(
         "write the CustomResourceDefinitions generated from the models", _configure_crds, _crds
     ),
+    "report": Command(
+        "print the cluster's current violations from mlgate's PolicyReports: exit 0 none, "
+        "1 violations, 2 cannot read them",
+        _lazy("mlgate.cluster_report", "configure_parser"),
+        _lazy("mlgate.cluster_report", "main"),
+    ),
     "run": Command(
         "run the operator and the validating webhook (in cluster, or against a kubeconfig)",
         _lazy("mlgate.run", "configure_parser"),

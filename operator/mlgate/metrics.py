@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# An audit pass reads every workload of the cluster: seconds to many minutes.
+AUDIT_BUCKETS = (0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
 
 # The bounds the apiserver uses for apiserver_admission_webhook_admission_duration_seconds,
 # so both sides of a webhook call can be read on one dashboard.
@@ -39,5 +42,57 @@ class Metrics:
             "mlgate_admission_errors",
             "Requests answered with an error: malformed review, deadline, internal error",
             ["reason"],
+            registry=self.registry,
+        )
+        self.audit_violations = Gauge(
+            "mlgate_audit_violations",
+            "Current violations of existing workloads found by the last audit, by policy, rule, "
+            "namespace and result (fail or warn)",
+            ["policy", "rule", "namespace", "result"],
+            registry=self.registry,
+        )
+        self.audit_duration = Histogram(
+            "mlgate_audit_duration_seconds",
+            "Time one background audit pass took",
+            buckets=AUDIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.audit_objects = Gauge(
+            "mlgate_audit_objects",
+            "Workloads judged by the last audit pass",
+            registry=self.registry,
+        )
+        self.audit_last_success = Gauge(
+            "mlgate_audit_last_success_timestamp_seconds",
+            "When the last audit pass completed (Unix time); stale means the audit is stuck",
+            registry=self.registry,
+        )
+        self.audit_failures = Counter(
+            "mlgate_audit_failures",
+            "Audit passes that failed, by reason",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.audit_unserved = Gauge(
+            "mlgate_audit_kinds_unserved",
+            "Workload kinds not served when the audit listed the cluster (watched once served)",
+            registry=self.registry,
+        )
+        self.report_writes = Counter(
+            "mlgate_policyreport_writes",
+            "PolicyReport API writes, by operation (apply, delete)",
+            ["operation"],
+            registry=self.registry,
+        )
+        self.task_failures = Counter(
+            "mlgate_background_task_failures",
+            "Background tasks that died with an error and were restarted, by task",
+            ["task"],
+            registry=self.registry,
+        )
+        self.task_up = Gauge(
+            "mlgate_background_task_up",
+            "1 while a background task runs, 0 while it waits to be restarted after a failure",
+            ["task"],
             registry=self.registry,
         )

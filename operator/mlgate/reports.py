@@ -244,15 +244,8 @@ def _sarif_result(result: Result, v: Violation, index: dict[Rule, int], uri: str
     }
 
 
-def render_sarif(outcome: Outcome, root: Path) -> str:
-    """One run; a result per violation, located at its document's first line."""
-    used = sorted({v.rule for r in outcome.results for v in r.decision.violations})
-    index = {rule: i for i, rule in enumerate(used)}
-    results = [
-        _sarif_result(r, v, index, artifact_uri(r.ref.source, root))
-        for r in outcome.results
-        for v in r.decision.violations
-    ]
+def sarif_log(rules: list[Rule], results: list[dict[str, Any]], exit_code: int) -> str:
+    """A SARIF 2.1.0 log of one mlgate run: the rules used, in `ruleIndex` order, and results."""
     log = {
         "$schema": SARIF_SCHEMA,
         "version": "2.1.0",
@@ -264,12 +257,24 @@ def render_sarif(outcome: Outcome, root: Path) -> str:
                         "version": __version__,
                         "semanticVersion": __version__,
                         "informationUri": PROJECT_URL,
-                        "rules": [_rule_json(rule) for rule in used],
+                        "rules": [_rule_json(rule) for rule in rules],
                     }
                 },
                 "results": results,
-                "invocations": [{"executionSuccessful": True, "exitCode": outcome.exit_code}],
+                "invocations": [{"executionSuccessful": True, "exitCode": exit_code}],
             }
         ],
     }
     return json.dumps(log, indent=2) + "\n"
+
+
+def render_sarif(outcome: Outcome, root: Path) -> str:
+    """One run; a result per violation, located at its document's first line."""
+    used = sorted({v.rule for r in outcome.results for v in r.decision.violations})
+    index = {rule: i for i, rule in enumerate(used)}
+    results = [
+        _sarif_result(r, v, index, artifact_uri(r.ref.source, root))
+        for r in outcome.results
+        for v in r.decision.violations
+    ]
+    return sarif_log(used, results, outcome.exit_code)

@@ -13,6 +13,7 @@ import ssl
 import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,9 @@ from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
+from mlgate.controller.inventory import Inventory
 from mlgate.controller.leader import LeaderElection
+from mlgate.controller.policy_reports import DEFAULT_MAX_RESULTS
 from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
 from mlgate.controller.status import settle_quota_conditions, write_all_statuses
@@ -37,6 +40,7 @@ from mlgate.controller.sync import initial_sync
 from mlgate.metrics import Metrics
 from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
+from mlgate.supervise import supervise
 from mlgate.webhook import certs
 from mlgate.webhook.admission import Admission, Config, ImageVerifier
 from mlgate.webhook.config import (
@@ -74,6 +78,8 @@ class RunOptions:
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     leader_election: bool = True
     audit_interval: float = 300.0
+    report_max_results: int = DEFAULT_MAX_RESULTS
+    approval_expiry_window: float = 7 * 24 * 3600.0  # seconds
     lease_name: str = "mlgate"
     identity: str = ""  # this replica's name in the Lease; defaults to host name and pid
     gpu_reservation_ttl: float = 600.0
@@ -309,19 +315,36 @@ async def serve(opts: RunOptions) -> None:
         registry = kopf.OperatorRegistry()
         register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
         runtimes.register(registry)
+        inventory = Inventory()
+        inventory.register(registry)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
-        refresher = asyncio.create_task(tls.refresher())
+        refresher = asyncio.create_task(supervise("certificates", tls.refresher, metrics))
         settle = asyncio.create_task(
             settle_quota_conditions(client, state, opts.gpu_reservation_ttl, elector.leads)
         )
-        reconcile = asyncio.create_task(egress.run(after=webhook.ready))
-        electing = asyncio.create_task(elector.run())
-        auditor = Auditor(
-            client, state, opts.namespace, elector.leads, opts.audit_interval, runtimes
+        reconcile = asyncio.create_task(
+            supervise("egress", partial(egress.run, after=webhook.ready), metrics)
         )
-        auditing = asyncio.create_task(auditor.run(after=webhook.ready))
+        electing = asyncio.create_task(supervise("leader-election", elector.run, metrics))
+        auditor = Auditor(
+            client,
+            state,
+            opts.namespace,
+            elector.leads,
+            opts.audit_interval,
+            metrics,
+            max_results=opts.report_max_results,
+            expiry_window=timedelta(seconds=opts.approval_expiry_window),
+            verify_images=verifier,
+            inventory=inventory,
+            runtimes=runtimes,
+            network_policies=egress.every_network_policy,
+        )
+        auditing = asyncio.create_task(
+            supervise("audit", partial(auditor.run, after=webhook.ready), metrics)
+        )
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             await runtimes.sync(client)
@@ -413,7 +436,22 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         "--audit-interval",
         type=float,
         default=300.0,
-        help="seconds between background audits of existing workloads (status.violations)",
+        help="seconds between background audits of existing workloads (PolicyReports, "
+        "status.violations); a changed policy or approval starts one sooner",
+    )
+    add(
+        "--report-max-results",
+        type=int,
+        default=DEFAULT_MAX_RESULTS,
+        help="results kept per PolicyReport, the most severe first (the summary counts all)",
+    )
+    add(
+        "--approval-expiry-window",
+        type=float,
+        default=7 * 24 * 3600.0,
+        metavar="SECONDS",
+        help="an ApprovedModel expiring within this many seconds makes the workloads using it "
+        "warn results in the PolicyReports (default: 7 days; 0 turns it off)",
     )
     add(
         "--lease-name",
@@ -460,6 +498,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
 def options(args: argparse.Namespace) -> RunOptions:
     if not 1 <= args.timeout_seconds <= 30:
         raise ValueError("--timeout-seconds must be between 1 and 30")
+    if args.report_max_results < 1 or args.approval_expiry_window < 0:
+        raise ValueError("--report-max-results must be >= 1, --approval-expiry-window >= 0")
     check_registry_options(args.insecure_registry, args.registry_ca_file)
     return RunOptions(
         namespace=args.namespace,
@@ -484,6 +524,8 @@ def options(args: argparse.Namespace) -> RunOptions:
         scope_admin_groups=frozenset(args.scope_admin_group or ["system:masters"]),
         leader_election=args.leader_election,
         audit_interval=args.audit_interval,
+        report_max_results=args.report_max_results,
+        approval_expiry_window=args.approval_expiry_window,
         lease_name=args.lease_name,
         identity=args.identity,
         gpu_reservation_ttl=args.gpu_reservation_ttl,

@@ -599,6 +599,11 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("create", "leases.coordination.k8s.io", rel.namespace),
         ("get", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
         ("update", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
+        ("list", "policyreports.wgpolicyk8s.io", ""),
+        ("create", "policyreports.wgpolicyk8s.io", rel.governed),
+        ("patch", "policyreports.wgpolicyk8s.io/mlgate-audit", rel.governed),
+        ("delete", "policyreports.wgpolicyk8s.io/mlgate-audit", rel.governed),
+        ("patch", "clusterpolicyreports.wgpolicyk8s.io/mlgate-audit", ""),
     ]
     denied = [
         # Secrets: only its own TLS Secret and the listed key Secret.
@@ -647,6 +652,10 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("delete", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
         ("patch", "clusterkopfpeerings.kopf.dev/other", ""),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io/x", ""),
+        # PolicyReports: only its own report, never other tools'.
+        ("patch", "policyreports.wgpolicyk8s.io/kyverno-report", rel.governed),
+        ("delete", "clusterpolicyreports.wgpolicyk8s.io/other", ""),
+        ("update", "policyreports.wgpolicyk8s.io/mlgate-audit", rel.governed),
     ]
     answers = access(control_plane, rel, allowed + denied)
     expected = [True] * len(allowed) + [False] * len(denied)

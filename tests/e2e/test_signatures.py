@@ -16,6 +16,7 @@ import yaml
 from mlgate.devcluster import Cluster
 from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 from tests.e2e.test_admission import apply, policy_doc, wait_policy, workload
+from tests.e2e.test_monitoring import REPORT_CRDS, results_become
 from tests.registry.lab import (
     CosignKey,
     DistributionRegistry,
@@ -292,3 +293,27 @@ def test_unsigned_tags_are_not_pinned_and_mutation_can_be_turned_off(
         assert image == signed.by_digest
     finally:
         control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+def test_running_image_signed_by_a_removed_key_is_reported(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    """The background audit re-verifies running images: once the policy trusts another key
+    only, a Deployment admitted with the old key's signature is a fail result."""
+    cp = control_plane
+    cp.kubectl("apply", "-f", str(REPORT_CRDS), check=True)
+    cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True)
+    tools, registry = lab
+    signed = tools.push(registry, "ml/serve-rotated")
+    tools.sign(registry, signed, key)
+    # Admitted: signed by the key the policy trusts.
+    apply(cp, workload("Deployment", "running", namespace, signed.by_digest)).check_returncode()
+    other = tools.generate_key("e2e-rotated")
+    signatures = [{"images": [f"{registry.host}/ml/*"], "keys": [{"publicKey": other.public_pem}]}]
+    apply(cp, policy_doc(signed_only, namespace, images={"signatures": signatures}))
+    wait_policy(cp, signed_only)
+    results_become(cp, namespace, [("Deployment/running", signed_only, "images.signature", "fail")])

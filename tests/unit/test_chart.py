@@ -338,6 +338,8 @@ CLUSTER_RULES = [
     rule("mlgate.io", "clustermlpolicies/status mlpolicies/status approvedmodels/status", "patch"),
     rule("networking.k8s.io", "networkpolicies", "create list watch"),
     rule("networking.k8s.io", "networkpolicies", "get patch delete", "mlgate-egress"),
+    rule("wgpolicyk8s.io", "policyreports clusterpolicyreports", "create list"),
+    rule("wgpolicyk8s.io", "policyreports clusterpolicyreports", "patch delete", "mlgate-audit"),
 ]
 
 

@@ -5,6 +5,7 @@ cluster-scoped runtime kinds."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -145,16 +146,17 @@ def test_webhook_judges_a_cluster_scoped_runtime_as_in_a_governed_namespace() ->
 
 def test_a_changed_runtime_wakes_the_audit_which_judges_with_it() -> None:
     cache = RuntimeCache()
-    auditor = Auditor(None, PolicyState(), "mlgate-system", lambda: True, 3600.0, cache)  # type: ignore[arg-type]
-    assert auditor._facts("ml-prod").runtimes == cache.catalog()
+    auditor = Auditor(None, PolicyState(), "mlgate-system", lambda: True, 3600.0, runtimes=cache)  # type: ignore[arg-type]
+    now = datetime.now(UTC)
+    assert auditor._facts_for(now)("ml-prod").runtimes == cache.catalog()
 
     async def woken() -> bool:
-        pause = asyncio.create_task(auditor._pause())
+        pause = asyncio.create_task(auditor._pause(auditor._rules(), 3600.0))
         await asyncio.sleep(0)
         cache.apply("ADDED", serving_runtime())
         await asyncio.wait_for(pause, 5)
         return True
 
     assert asyncio.run(woken())
-    assert auditor._facts("ml-prod").runtimes == cache.catalog()
+    assert auditor._facts_for(now)("ml-prod").runtimes == cache.catalog()
     assert len(cache.catalog().objects) == 1

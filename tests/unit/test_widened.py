@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlgate.api.compile import compile_policy, parse_resource
-from mlgate.controller.audit import count_violations
+from mlgate.controller.audit import judge
 from mlgate.controller.egress import CONDITION, EgressReconciler
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
@@ -140,13 +140,15 @@ def test_status_names_the_widening_network_policies_at_once() -> None:
 
 
 def test_the_audit_counts_widening_network_policies() -> None:
-    counts = count_violations(
+    outcome = judge(
         (compiled(egress=ALLOWLIST),),
-        iter([netpol("wide"), netpol("narrow", "10.0.0.0/16"), deployment()]),
+        [netpol("wide"), netpol("narrow", "10.0.0.0/16"), deployment()],
         lambda _: Facts(now=NOW, namespace_labels=GOVERNED),
         frozenset({"kube-system"}),
     )
-    assert counts == {"production-ml": 1}
+    assert outcome.per_policy == {"production-ml": 1}
+    (finding,) = outcome.findings
+    assert (finding.resource.kind, finding.resource.name) == ("NetworkPolicy", "wide")
 
 
 def test_waiting_for_mlgate_egress_covers_workloads_outside_the_selector() -> None:

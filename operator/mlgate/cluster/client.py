@@ -33,6 +33,30 @@ class ApiError(Exception):
         self.message = message
 
 
+def _excerpt(payload: bytes) -> str:
+    return payload[:300].decode(errors="replace").strip()
+
+
+def api_error(status: int, reason: str, payload: bytes) -> ApiError:
+    """The error an answer >= 400 stands for, whatever its body.
+
+    The apiserver sends a JSON Status, but not always: a group it does not serve gets a plain
+    text 404, and proxies in front of it answer in HTML. Any body is an API error, never a
+    decode error that would look like a bug to the caller.
+    """
+    try:
+        document = json.loads(payload) if payload else {}
+    except ValueError:
+        document = None
+    if not isinstance(document, dict):
+        return ApiError(status, reason, _excerpt(payload) or reason)
+    return ApiError(
+        status,
+        str(document.get("reason") or reason),
+        str(document.get("message") or _excerpt(payload) or reason),
+    )
+
+
 def _materialise(data: str | bytes, directory: Path, name: str) -> str:
     """kubeconfig inlines certificates as base64; ssl wants files."""
     raw = base64.b64decode(data) if isinstance(data, str) else data
@@ -121,13 +145,16 @@ class KubeClient:
             method, self.server + path, data=data, headers=headers, params=params
         ) as response:
             payload = await response.read()
-            document: JSON = json.loads(payload) if payload else {}
             if response.status >= 400:
+                raise api_error(response.status, str(response.reason or ""), payload)
+            try:
+                document = json.loads(payload) if payload else {}
+            except ValueError as exc:
                 raise ApiError(
-                    response.status,
-                    str(document.get("reason", response.reason)),
-                    str(document.get("message", payload[:300].decode(errors="replace"))),
-                )
+                    response.status, "InvalidResponse", f"not JSON: {_excerpt(payload)}"
+                ) from exc
+            if not isinstance(document, dict):
+                raise ApiError(response.status, "InvalidResponse", "not a JSON object")
             return document
 
     async def get(self, path: str) -> JSON:

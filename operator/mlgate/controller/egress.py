@@ -278,6 +278,10 @@ class EgressReconciler:
         """The NetworkPolicies of `namespace` as last seen by the watch."""
         return tuple(self._netpols.get(namespace, {}).values())
 
+    def every_network_policy(self) -> list[Mapping[str, Any]]:
+        """Every NetworkPolicy the watch has seen: the audit judges them for widening egress."""
+        return [netpol for known in self._netpols.values() for netpol in known.values()]
+
     def observe_policy(self, body: Mapping[str, Any], deleted: bool) -> None:
         policy = _policy(body)
         key = _policy_key(policy.kind, policy.namespace, policy.name)
