@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # The bounds the apiserver uses for apiserver_admission_webhook_admission_duration_seconds,
 # so both sides of a webhook call can be read on one dashboard.
@@ -39,5 +39,18 @@ class Metrics:
             "mlgate_admission_errors",
             "Requests answered with an error: malformed review, deadline, internal error",
             ["reason"],
+            registry=self.registry,
+        )
+        self.gpu = Gauge(
+            "mlgate_gpu",
+            "GPUs per namespace and resource: used by live pods, reserved by admitted workloads, "
+            "and charged against the quota (per workload, the larger of the two)",
+            ["namespace", "resource", "state"],
+            registry=self.registry,
+        )
+        self.gpu_quota = Gauge(
+            "mlgate_gpu_quota",
+            "The smallest gpu.namespaceQuota of the policies governing a namespace",
+            ["namespace"],
             registry=self.registry,
         )

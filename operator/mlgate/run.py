@@ -10,9 +10,9 @@ import logging
 import os
 import socket
 import ssl
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -28,11 +28,13 @@ from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
+from mlgate.controller.gpu_budget import ApiBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.gpu_reconcile import BudgetReconciler
 from mlgate.controller.handlers import register
 from mlgate.controller.leader import LeaderElection
 from mlgate.controller.state import PolicyState
-from mlgate.controller.status import settle_quota_conditions, write_all_statuses
+from mlgate.controller.status import write_all_statuses
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
@@ -70,7 +72,7 @@ class RunOptions:
     audit_interval: float = 300.0
     lease_name: str = "mlgate"
     identity: str = ""  # this replica's name in the Lease; defaults to host name and pid
-    gpu_reservation_ttl: float = 600.0
+    gpu_reservation_ttl: float = 30.0
     service_account: str = "mlgate"
     egress_managers: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()  # reached over plain HTTP
@@ -190,6 +192,7 @@ def _admission(
     egress: EgressReconciler,
     egress_managers: frozenset[str],
     verify_images: ImageVerifier,
+    budgets: ApiBudgetStore,
 ) -> Admission:
     return Admission(
         state,
@@ -204,6 +207,7 @@ def _admission(
         object_lookup=partial(_object, client),
         egress_present=egress.has_managed_policy,
         verify_images=verify_images,
+        budgets=budgets,
     )
 
 
@@ -230,13 +234,11 @@ def _elector(
 ) -> Elector:
     if not opts.leader_election:
         return Elector(None)
-    started = time.monotonic()
 
     async def take_over() -> None:
         # What the previous leader left unwritten (or wrote from older policies) is now ours.
         await synced.wait()
-        uptime = time.monotonic() - started
-        await write_all_statuses(client, state, uptime, opts.gpu_reservation_ttl)
+        await write_all_statuses(client, state)
         egress.kick_all()
 
     identity = opts.identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -247,7 +249,7 @@ def _elector(
 
 async def serve(opts: RunOptions) -> None:
     """Run until SIGINT/SIGTERM (kopf's operator handles them) or until the operator fails."""
-    state, ledger, metrics = PolicyState(), GpuLedger(opts.gpu_reservation_ttl), Metrics()
+    state, ledger, metrics = PolicyState(), GpuLedger(), Metrics()
     async with KubeClient(login()) as client:
         tls = await _tls(client, opts)
         egress = EgressReconciler(client, state, opts.namespace)
@@ -260,6 +262,7 @@ async def serve(opts: RunOptions) -> None:
             namespace_labels=state.namespace_labels,
         )
         managers = await _egress_managers(client, opts)
+        budgets = ApiBudgetStore(client, opts.namespace)
         webhook = Webhook(
             _admission(
                 client,
@@ -269,6 +272,7 @@ async def serve(opts: RunOptions) -> None:
                 egress=egress,
                 egress_managers=managers,
                 verify_images=verifier,
+                budgets=budgets,
             ),
             metrics,
             opts.deadline,
@@ -281,20 +285,36 @@ async def serve(opts: RunOptions) -> None:
         elector = _elector(client, opts, state, egress, webhook.ready)
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
-        register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
+        reconciler = BudgetReconciler(
+            budgets,
+            ledger,
+            state,
+            partial(_object, client),
+            LEDGER_GPU_RULES,
+            metrics,
+            elector.leads,
+            lambda: datetime.now(UTC),
+            grace=opts.gpu_reservation_ttl,
+        )
+        register(
+            registry,
+            state,
+            ledger,
+            leads=elector.leads,
+            egress=egress,
+            released=reconciler.kick,
+        )
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
         refresher = asyncio.create_task(tls.refresher())
-        settle = asyncio.create_task(
-            settle_quota_conditions(client, state, opts.gpu_reservation_ttl, elector.leads)
-        )
+        settle = asyncio.create_task(reconciler.run(after=webhook.ready))
         reconcile = asyncio.create_task(egress.run(after=webhook.ready))
         electing = asyncio.create_task(elector.run())
         auditor = Auditor(client, state, opts.namespace, elector.leads, opts.audit_interval)
         auditing = asyncio.create_task(auditor.run(after=webhook.ready))
         try:
-            await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
+            await initial_sync(client, state, ledger)
             # Everything loaded so far lives for the whole process: keep full collections from
             # rescanning it on the request path.
             gc.freeze()
@@ -391,8 +411,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add(
         "--gpu-reservation-ttl",
         type=float,
-        default=600.0,
-        help="seconds an admitted workload's GPUs stay reserved while its pods are created",
+        default=30.0,
+        help="seconds after an admission before its GPU reservation is reconciled with the live "
+        "object (dropped when it is gone or finished, lowered when it shrank)",
     )
     add(
         "--service-account",

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import GpuRules
+from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
     UNBOUNDED,
@@ -28,16 +28,23 @@ class PodDemand:
     errors: tuple[Finding, ...] = ()
 
 
-def _container_gpus(rules: GpuRules, c: ContainerView) -> tuple[int, list[Finding]]:
-    """GPUs a container asks for: the larger of request and limit, summed over GPU resources."""
-    total, errors = 0, []
+def is_extended(resource: str) -> bool:
+    """Extended resources (`vendor.com/name`) are what accelerators are requested as; cpu,
+    memory, hugepages and storage are not, so the ledger keeps everything else and every policy
+    picks its own resources from it."""
+    return "/" in resource
+
+
+def _container_amounts(c: ContainerView) -> tuple[dict[str, int], list[tuple[str, Finding]]]:
+    """Extended resources a container asks for: the larger of request and limit, per resource."""
     amounts: dict[str, int] = {}
+    errors: list[tuple[str, Finding]] = []
     for section in ("limits", "requests"):
         values = c.resources.get(section)
         if not isinstance(values, Mapping):
             continue
         for resource, raw in values.items():
-            if not any(p.fullmatch(str(resource)) for p in rules.resources):
+            if not is_extended(str(resource)):
                 continue
             try:
                 quantity = parse_quantity(raw)
@@ -45,38 +52,64 @@ def _container_gpus(rules: GpuRules, c: ContainerView) -> tuple[int, list[Findin
             except InvalidQuantity as exc:
                 problem = str(exc)
             if problem is not None:  # a negative amount must not offset other containers' GPUs
-                errors.append(
-                    Finding(
-                        Rule.GPU_MAX_PER_POD,
-                        f'{c.resources_path}.{section}["{resource}"]',
-                        f"{problem}; GPU resources must be whole numbers",
-                    )
-                )
+                path = f'{c.resources_path}.{section}["{resource}"]'
+                message = f"{problem}; GPU resources must be whole numbers"
+                errors.append((str(resource), Finding(Rule.GPU_MAX_PER_POD, path, message)))
                 continue
-            amounts[resource] = max(amounts.get(resource, 0), math.ceil(quantity))
-    total = sum(amounts.values())
-    return total, errors
+            amounts[str(resource)] = max(amounts.get(str(resource), 0), math.ceil(quantity))
+    return amounts, errors
 
 
-def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
-    """Effective GPUs of a pod, as the scheduler counts them.
+def pod_amounts(pod: PodView) -> tuple[dict[str, int], list[tuple[str, Finding]]]:
+    """Effective extended resources of a pod, per resource, as the scheduler counts them.
 
     App containers and sidecars run together; plain init containers run one at a time before
     them, each alongside the sidecars declared before it, so the pod needs the larger of the two
     (the scheduler's formula; `pod.containers` keeps init containers in declaration order).
     """
-    running, sidecars, init_peak, errors = 0, 0, 0, []
+    running: dict[str, int] = {}
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
+    errors: list[tuple[str, Finding]] = []
     for c in pod.containers:
-        gpus, problems = _container_gpus(rules, c)
+        amounts, problems = _container_amounts(c)
         errors.extend(problems)
-        if c.kind is ContainerKind.APP:
-            running += gpus
-        elif c.kind is ContainerKind.SIDECAR:
-            sidecars += gpus
-            init_peak = max(init_peak, sidecars)
-        elif c.kind is ContainerKind.INIT:
-            init_peak = max(init_peak, gpus + sidecars)
-    return PodDemand(pod, max(running + sidecars, init_peak), tuple(errors))
+        for resource, n in amounts.items():
+            if c.kind is ContainerKind.APP:
+                running[resource] = running.get(resource, 0) + n
+            elif c.kind is ContainerKind.SIDECAR:
+                sidecars[resource] = sidecars.get(resource, 0) + n
+                init_peak[resource] = max(init_peak.get(resource, 0), sidecars[resource])
+            elif c.kind is ContainerKind.INIT:
+                peak = n + sidecars.get(resource, 0)
+                init_peak[resource] = max(init_peak.get(resource, 0), peak)
+    names = {*running, *sidecars, *init_peak}
+    effective = {r: max(running.get(r, 0) + sidecars.get(r, 0), init_peak.get(r, 0)) for r in names}
+    return {r: n for r, n in effective.items() if n}, errors
+
+
+def workload_amounts(view: WorkloadView) -> dict[str, int]:
+    """Extended resources of the whole workload (replicas x pods), per resource."""
+    total: dict[str, int] = {}
+    for pod in view.pods:
+        for resource, n in pod_amounts(pod)[0].items():
+            total[resource] = total.get(resource, 0) + n * pod.count
+    return total
+
+
+def _counts(rules: GpuRules, resource: str) -> bool:
+    return any(p.fullmatch(resource) for p in rules.resources)
+
+
+def counted(rules: GpuRules, amounts: Mapping[str, int]) -> int:
+    """The part of `amounts` a policy counts as GPUs."""
+    return sum(n for r, n in amounts.items() if _counts(rules, r))
+
+
+def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
+    amounts, errors = pod_amounts(pod)
+    mine = tuple(finding for resource, finding in errors if _counts(rules, resource))
+    return PodDemand(pod, counted(rules, amounts), mine)
 
 
 def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
@@ -164,8 +197,45 @@ def _per_pod(rules: GpuRules, demands: list[PodDemand]) -> Iterator[Finding]:
                 yield finding
 
 
+def covered(owner: GpuLoad | None, amounts: Mapping[str, int]) -> bool:
+    """Whether the owner's reservation still has room for the workload, resource by resource:
+    then the workload is part of it, not on top of it."""
+    if owner is None:
+        return False
+    return all(
+        owner.observed.get(r, 0) + n <= owner.reserved.get(r, 0) for r, n in amounts.items() if n
+    )
+
+
+def _load(rules: GpuRules, load: GpuLoad) -> int:
+    return max(counted(rules, load.reserved), counted(rules, load.observed))
+
+
+def _quota(
+    rules: GpuRules, view: WorkloadView, total: int, usage: GpuUsage | None
+) -> Iterator[Finding]:
+    if rules.namespace_quota is None or not total:
+        return
+    usage = usage or GpuUsage()
+    used = sum(_load(rules, load) for load in usage.others)
+    owner = usage.owner
+    if owner is not None:
+        used += _load(rules, owner)
+    if covered(owner, usage.demand):
+        return  # already counted in full inside the owner's reservation
+    if used + total > rules.namespace_quota:
+        beyond = f", beyond the reservation of {usage.owner_name}" if owner is not None else ""
+        yield Finding(
+            Rule.GPU_NAMESPACE_QUOTA,
+            "spec",
+            f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
+            f"({used} in use + {_amount(total)} requested{beyond}), above its quota of "
+            f"{rules.namespace_quota}; free GPUs or request fewer",
+        )
+
+
 def _per_workload(
-    rules: GpuRules, view: WorkloadView, total: int, demands: list[PodDemand], usage: int | None
+    rules: GpuRules, view: WorkloadView, total: int, demands: list[PodDemand]
 ) -> Iterator[Finding]:
     if (
         view.per_node
@@ -187,18 +257,10 @@ def _per_workload(
             "above the "
             f"limit of {rules.max_per_workload}; reduce replicas or GPUs per pod",
         )
-    if rules.namespace_quota is not None and total:
-        used = usage or 0
-        if used + total > rules.namespace_quota:
-            yield Finding(
-                Rule.GPU_NAMESPACE_QUOTA,
-                "spec",
-                f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
-                f"({used} in use + {_amount(total)} requested), above its quota of "
-                f"{rules.namespace_quota}; free GPUs or request fewer",
-            )
 
 
-def check(rules: GpuRules, view: WorkloadView, usage: int | None) -> list[Finding]:
+def check(rules: GpuRules, view: WorkloadView, usage: GpuUsage | None) -> list[Finding]:
     total, demands = workload_demand(rules, view)
-    return [*_per_pod(rules, demands), *_per_workload(rules, view, total, demands, usage)]
+    per_workload = list(_per_workload(rules, view, total, demands))
+    quota = [] if view.per_node else list(_quota(rules, view, total, usage))
+    return [*_per_pod(rules, demands), *per_workload, *quota]

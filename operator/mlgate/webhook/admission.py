@@ -6,12 +6,12 @@ one deadline around it and answer fail-closed when it is exceeded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress
@@ -22,16 +22,14 @@ from mlgate.engine.evaluate import (
     evaluate_network_policy,
     evaluate_view,
 )
-from mlgate.engine.gpu import workload_demand
-from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.webhook.gpu_facts import GpuAccounting, GpuPlan, GpuStep, ObjectLookup
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
-# (group, version, plural, namespace, name) -> the object, or None when it does not exist
-ObjectLookup = Callable[[str, str, str, str, str], Awaitable[Mapping[str, Any] | None]]
 ImageVerifier = Callable[
     [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
 ]
@@ -69,7 +67,7 @@ class Config:
     own_namespace: str = "mlgate-system"
     # Who may take a namespace out of a policy's scope by relabelling it.
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
-    gpu_rules: GpuRules | None = None  # resources counted for the quota ledger
+    gpu_rules: GpuRules | None = None  # resources always tracked, whatever the policies count
     # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
     # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
@@ -117,7 +115,12 @@ class Admission:
     object_lookup: ObjectLookup = no_object_lookup
     egress_present: EgressLookup = no_egress_lookup
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    monotonic: Callable[[], float] = time.monotonic
+    budgets: BudgetStore = field(default_factory=MemoryBudgetStore)
+
+    @property
+    def gpu(self) -> GpuAccounting:
+        base = self.config.gpu_rules.resources if self.config.gpu_rules else ()
+        return GpuAccounting(self.ledger, self.budgets, self.object_lookup, self.now, base)
 
     def exempt(self, namespace: str) -> bool:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
@@ -143,7 +146,7 @@ class Admission:
         item = view(obj)
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, obj)
 
     async def _judge_scale(self, req: Request) -> Outcome:
         """A scale-up through /scale is judged as the parent workload with the new replicas."""
@@ -158,14 +161,14 @@ class Admission:
                 False, f"mlgate cannot read {req.resource}/{req.name} to judge the scale-up"
             )
         spec = parent.get("spec")
-        scaled = {
-            **parent,
-            "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
-        }
-        item = view(_with_namespace(scaled, req.namespace))
+        scaled = _with_namespace(
+            {**parent, "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted}},
+            req.namespace,
+        )
+        item = view(scaled)
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, scaled)
 
     def _watched_annotations(self) -> set[str]:
         return {
@@ -191,27 +194,32 @@ class Admission:
             images=images,
         )
 
-    async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
+    async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, snapshot.policies)
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
-        # Usage is read after the last await, so the check and the reservation below happen
-        # atomically on the event loop: two concurrent admissions cannot both fit the quota.
-        facts = replace(
-            facts,
-            gpu_usage=self.ledger.usage(
-                item.namespace, self.monotonic(), exclude=_ledger_key(item)
-            ),
-        )
-        decision = evaluate_view(snapshot.policies, item, facts)
-        if waiting:
-            decision = decide(
-                [*decision.violations, *waiting], decision.matched_policies, decision.notes
-            )
-        outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
-        if outcome.allowed and not req.dry_run:
-            self._reserve(item)
-        return outcome
+        plan = await self.gpu.plan(item, obj, snapshot.policies)
+        while True:
+            # GPU usage is read last; the reservation is written only if nobody (this replica
+            # or another) reserved since, otherwise the workload is judged again on the news.
+            usage, step = await self._gpu_usage(item, plan)
+            decision = evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage))
+            if waiting:
+                decision = decide(
+                    [*decision.violations, *waiting], decision.matched_policies, decision.notes
+                )
+            outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
+            if not outcome.allowed or req.dry_run or step is None:
+                return outcome
+            if await self.gpu.reserve(step):
+                return outcome
+
+    async def _gpu_usage(
+        self, item: WorkloadView, plan: GpuPlan | None
+    ) -> tuple[GpuUsage | None, GpuStep | None]:
+        if plan is None:
+            return None, None
+        return await self.gpu.gather(item.namespace, plan)
 
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
@@ -273,12 +281,6 @@ class Admission:
             "instead (or add a NetworkPolicy of your own within the allowlist)",
             route="egress-guard",
         )
-
-    def _reserve(self, item: WorkloadView) -> None:
-        if self.config.gpu_rules is None:
-            return
-        demand, _ = workload_demand(self.config.gpu_rules, item)
-        self.ledger.reserve(item.namespace, _ledger_key(item), demand, self.monotonic())
 
     async def _namespace_guard(self, req: Request) -> Outcome:
         if req.operation != "UPDATE" or req.obj is None or req.old_obj is None:
@@ -350,7 +352,3 @@ def _with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]
         **obj,
         "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
     }
-
-
-def _ledger_key(item: WorkloadView) -> str:
-    return item.name
