@@ -387,12 +387,12 @@ def test_rbac_follows_the_tls_mode_and_options() -> None:
     docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
     # mlgate neither touches Secrets nor the webhook configuration: cert-manager does. Only
     # the GPU budgets and leader-election Roles are left in the release namespace.
-    assert [
+    assert sorted(
         (d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in {"Role", "RoleBinding"}
-    ] == [
+    ) == [
         ("Role", "mlgate-gpu-budgets"),
-        ("RoleBinding", "mlgate-gpu-budgets"),
         ("Role", "mlgate-leader-election"),
+        ("RoleBinding", "mlgate-gpu-budgets"),
         ("RoleBinding", "mlgate-leader-election"),
     ]
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
