@@ -302,7 +302,7 @@ async def serve(opts: RunOptions) -> None:
             ledger,
             leads=elector.leads,
             egress=egress,
-            released=reconciler.kick,
+            deleted=reconciler.deleted,
         )
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)

@@ -75,8 +75,12 @@ class BudgetReconciler:
     grace: float = 30.0
     interval: float = 15.0
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
+    _deleted: dict[tuple[str, Key], datetime] = field(default_factory=dict)
 
-    def kick(self) -> None:
+    def deleted(self, namespace: str, key: Key) -> None:
+        """The watch saw the object go: its reservation (if admitted before now) is checked at
+        once, without waiting for the grace period."""
+        self._deleted[(namespace, key)] = self.now()
         self._kick.set()
 
     async def run(self, after: asyncio.Event) -> None:
@@ -101,7 +105,8 @@ class BudgetReconciler:
         cutoff = self.now() - timedelta(seconds=self.grace)
         kept = dict(budget.reservations)
         for key, reservation in budget.reservations.items():
-            if reservation.updated > cutoff:
+            gone_at = self._deleted.pop((budget.namespace, key), None)
+            if reservation.updated > cutoff and (gone_at is None or reservation.updated > gone_at):
                 continue
             wanted = await self._wanted(budget.namespace, key, kept)
             if wanted is None:

@@ -19,6 +19,7 @@ from mlgate.controller.egress import EgressReconciler
 from mlgate.controller.gpu_ledger import GpuLedger, controller_of
 from mlgate.controller.state import CompileResult, PolicyState
 from mlgate.engine.gpu import workload_amounts
+from mlgate.engine.gpu_usage import Key
 from mlgate.engine.workloads import SUPPORTED, Unsupported, group_of, view
 
 MLGATE_PLURALS = tuple(crd.plural for crd in CRDS)
@@ -74,17 +75,20 @@ def observe_pod(ledger: GpuLedger, type: str, body: Mapping[str, Any]) -> None:
     ledger.pod_seen(uid, namespace, name, controller_of(meta), pod_amounts(body))
 
 
-def observe_workload(ledger: GpuLedger, type: str, body: Mapping[str, Any]) -> None:
+def observe_workload(
+    ledger: GpuLedger, type: str, body: Mapping[str, Any]
+) -> tuple[str, Key] | None:
     """Remember who controls a workload object, so its pods can be charged to the root."""
     meta = body.get("metadata") or {}
     namespace = str(meta.get("namespace") or "")
     if not namespace:
-        return
+        return None
     key = (group_of(str(body.get("apiVersion") or "")), str(body.get("kind") or ""), meta["name"])
     if type == "DELETED":
         ledger.object_gone(namespace, key)
     else:
         ledger.object_seen(namespace, key, controller_of(meta))
+    return namespace, key
 
 
 def register(
@@ -94,7 +98,7 @@ def register(
     leads: Callable[[], bool] = lambda: True,
     *,
     egress: EgressReconciler | None = None,
-    released: Callable[[], None] = lambda: None,
+    deleted: Callable[[str, Key], None] = lambda _, __: None,
 ) -> None:
     """Attach every handler to `registry`.
 
@@ -124,9 +128,9 @@ def register(
         kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"track-{plural}")(on_resource)
 
     def on_workload(type: str, body: kopf.Body, **_: Any) -> None:
-        observe_workload(ledger, type, body)
-        if type == "DELETED":
-            released()  # the budget reconciler frees its reservation without waiting
+        key = observe_workload(ledger, type, body)
+        if type == "DELETED" and key is not None:
+            deleted(*key)  # the budget reconciler frees its reservation without waiting
 
     # Owner links of every workload object (Deployment -> ReplicaSet -> Pod), and deletions.
     for spec in SUPPORTED:
@@ -146,8 +150,9 @@ def register(
     @kopf.on.event("", "v1", "pods", registry=registry, id="track-pod-gpus")
     def on_pod(type: str, body: kopf.Body, **_: Any) -> None:
         observe_pod(ledger, type, body)
+        meta = body.get("metadata") or {}
         if type == "DELETED" or (body.get("status") or {}).get("phase") in _TERMINAL_PHASES:
-            released()
+            deleted(str(meta.get("namespace") or ""), ("", "Pod", str(meta.get("name") or "")))
 
     if egress is not None:
         egress.register(registry)
