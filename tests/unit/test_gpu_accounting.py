@@ -14,7 +14,7 @@ from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.gpu_reconcile import BudgetReconciler
 from mlgate.controller.handlers import observe_pod, observe_workload
 from mlgate.controller.state import PolicyState
-from mlgate.engine.gpu_usage import ObservedPod, loads, total
+from mlgate.engine.gpu_usage import ObservedPod, Records, loads, total
 from mlgate.metrics import Metrics
 from mlgate.run import LEDGER_GPU_RULES
 from mlgate.webhook.admission import Admission, Config, Outcome
@@ -199,12 +199,12 @@ def test_charges_take_the_larger_of_reservation_and_pods() -> None:
         ObservedPod((("", "Pod", "p2"), rs, dep), {"nvidia.com/gpu": 2}),
         ObservedPod((("", "Pod", "bare"),), {"nvidia.com/gpu": 1}),
     ]
-    table = loads(pods, {dep: {"nvidia.com/gpu": 6}})
+    table = loads(pods, Records({dep: {"nvidia.com/gpu": 6}}))
     assert {k[2]: total(v) for k, v in table.items()} == {
         "web": {"nvidia.com/gpu": 6},
         "bare": {"nvidia.com/gpu": 1},
     }
-    over = loads(pods, {dep: {"nvidia.com/gpu": 3}})
+    over = loads(pods, Records({dep: {"nvidia.com/gpu": 3}}))
     assert total(over[dep]) == {"nvidia.com/gpu": 4}
 
 

@@ -19,14 +19,22 @@ GPU_BUDGET_KIND = "GPUBudget"
 GPU_BUDGET_PLURAL = "gpubudgets"
 
 
-class GpuReservation(Spec):
+class GpuOwner(Spec):
     group: Annotated[str, Field(max_length=253)] = Field("", description='"" for the core group.')
     kind: Annotated[str, Field(min_length=1, max_length=63)]
     name: Annotated[str, Field(min_length=1, max_length=253)]
+
+
+class GpuReservation(GpuOwner):
     resources: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Extended resources reserved for the object."
     )
     updated: datetime = Field(description="When an admission last raised the reservation.")
+    within: list[GpuOwner] = Field(
+        [],
+        description="For a pod admitted inside its owner's reservation: its controlling owners, "
+        "nearest first. It then counts as one of that owner's pods, not as a charge of its own.",
+    )
 
 
 class GpuBudgetSpec(Spec):

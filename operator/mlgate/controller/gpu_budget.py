@@ -16,10 +16,16 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from mlgate.api.gpubudget import GPU_BUDGET_KIND, GPU_BUDGET_PLURAL, GpuBudgetSpec, GpuReservation
+from mlgate.api.gpubudget import (
+    GPU_BUDGET_KIND,
+    GPU_BUDGET_PLURAL,
+    GpuBudgetSpec,
+    GpuOwner,
+    GpuReservation,
+)
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
-from mlgate.engine.gpu_usage import Key
+from mlgate.engine.gpu_usage import Key, Records
 
 log = logging.getLogger("mlgate.gpu")
 CONFLICT = 409
@@ -29,6 +35,8 @@ CONFLICT = 409
 class Reservation:
     amounts: Mapping[str, int]
     updated: datetime
+    # A pod admitted inside an owner's reservation: its owner chain (see `Records.members`).
+    within: tuple[Key, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,8 +45,12 @@ class Budget:
     reservations: Mapping[Key, Reservation] = field(default_factory=dict)
     version: str | None = None  # resourceVersion read; None: no record yet
 
-    def amounts(self) -> dict[Key, Mapping[str, int]]:
-        return {k: r.amounts for k, r in self.reservations.items()}
+    def records(self) -> Records:
+        items = self.reservations.items()
+        return Records(
+            {k: r.amounts for k, r in items if not r.within},
+            {k: (r.within, r.amounts) for k, r in items if r.within},
+        )
 
 
 class BudgetStore(Protocol):
@@ -90,7 +102,9 @@ def _parse(namespace: str, obj: Mapping[str, Any]) -> Budget:
         log.error("GPUBudget %s is unreadable, starting it over: %s", namespace, exc)
         return Budget(namespace, {}, version)
     reservations = {
-        (r.group, r.kind, r.name): Reservation(dict(r.resources), r.updated)
+        (r.group, r.kind, r.name): Reservation(
+            dict(r.resources), r.updated, tuple((o.group, o.kind, o.name) for o in r.within)
+        )
         for r in spec.reservations
     }
     return Budget(namespace, reservations, version)
@@ -99,7 +113,12 @@ def _parse(namespace: str, obj: Mapping[str, Any]) -> Budget:
 def _spec(namespace: str, reservations: Mapping[Key, Reservation]) -> dict[str, Any]:
     items = [
         GpuReservation(
-            group=k[0], kind=k[1], name=k[2], resources=dict(r.amounts), updated=r.updated
+            group=k[0],
+            kind=k[1],
+            name=k[2],
+            resources=dict(r.amounts),
+            updated=r.updated,
+            within=[GpuOwner(group=o[0], kind=o[1], name=o[2]) for o in r.within],
         )
         for k, r in sorted(reservations.items())
     ]

@@ -108,6 +108,10 @@ class BudgetReconciler:
             gone_at = self._deleted.pop((budget.namespace, key), None)
             if reservation.updated > cutoff and (gone_at is None or reservation.updated > gone_at):
                 continue
+            if reservation.within:  # a pod inside its owner's reservation: kept while it runs
+                if await self._alive(budget.namespace, key) is None:
+                    del kept[key]
+                continue
             wanted = await self._wanted(budget.namespace, key, kept)
             if wanted is None:
                 del kept[key]
@@ -121,15 +125,18 @@ class BudgetReconciler:
             return budget  # an admission wrote meanwhile; next round
         return await self.store.read(budget.namespace)
 
+    async def _alive(self, namespace: str, key: Key) -> Mapping[str, Any] | None:
+        """The object, unless it is gone or finished."""
+        obj = await object_of(self.object_lookup, namespace, key)
+        return None if obj is None or finished(obj) else obj
+
     async def _wanted(
         self, namespace: str, key: Key, reservations: Mapping[Key, Reservation]
     ) -> dict[str, int] | None:
         """What `key` should hold now; None: nothing (drop the reservation)."""
-        obj = await object_of(self.object_lookup, namespace, key)
-        if obj is None:
-            return None
-        item = view(obj)
-        if finished(obj) or isinstance(item, Unsupported):
+        obj = await self._alive(namespace, key)
+        item = view(obj) if obj is not None else None
+        if obj is None or item is None or isinstance(item, Unsupported):
             return None
         demand = self._tracked(workload_amounts(item))
         if not demand:
@@ -137,7 +144,7 @@ class BudgetReconciler:
         meta = obj.get("metadata")
         parent = controller_of(meta) if isinstance(meta, Mapping) else None
         owners = self.ledger.chain(namespace, parent) if parent is not None else ()
-        others = {k: r.amounts for k, r in reservations.items() if k != key}
+        others = Budget(namespace, {k: r for k, r in reservations.items() if k != key}).records()
         pods = self.ledger.pods(namespace)
         usage, anchor = usage_for(key, owners, pods, others, demand)
         mine = total(GpuLoad(demand, _subtree(pods, key)))
@@ -151,7 +158,7 @@ class BudgetReconciler:
     async def report(self, budget: Budget) -> None:
         """GPUBudget status (leader) and gauges (every replica), in the tracked resources."""
         namespace = budget.namespace
-        table = loads(self.ledger.pods(namespace), budget.amounts())
+        table = loads(self.ledger.pods(namespace), budget.records())
         per_resource: dict[str, dict[str, int]] = {}
         for load in table.values():
             for resource, n in self._tracked(total(load)).items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from mlgate.engine.gpu import is_extended
 from mlgate.engine.policy import CompiledPolicy, GpuLoad, GpuUsage
@@ -41,33 +41,53 @@ def charge_of(chain: Sequence[Key], reserved: Mapping[Key, object]) -> Key:
     return next((k for k in chain if k in reserved), chain[-1])
 
 
+@dataclass(frozen=True, slots=True)
+class Records:
+    """What admissions recorded durably for a namespace.
+
+    `charges` are reservations: GPUs held for an object (and its pods). `members` are pods
+    admitted inside an owner's reservation, with their owner chain: they count as that owner's
+    pods until this replica's watch shows them, so two replicas admitting pods into the same
+    reservation at once cannot both see room for theirs.
+    """
+
+    charges: Mapping[Key, Mapping[str, int]]
+    members: Mapping[Key, tuple[tuple[Key, ...], Mapping[str, int]]] = field(default_factory=dict)
+
+
 def loads(
-    pods: Iterable[ObservedPod],
-    reservations: Mapping[Key, Mapping[str, int]],
-    leave_out: Key | None = None,
+    pods: Iterable[ObservedPod], records: Records, leave_out: Key | None = None
 ) -> dict[Key, GpuLoad]:
     """Every charge in the namespace; pods below `leave_out` (the workload being judged) are
     left out, since the workload's own demand replaces them."""
+    charges = records.charges
     observed: dict[Key, dict[str, int]] = {}
+    seen: set[Key] = set()
     for pod in pods:
+        seen.add(pod.chain[0])
         if leave_out is not None and leave_out in pod.chain:
             continue
-        _add(observed.setdefault(charge_of(pod.chain, reservations), {}), pod.amounts)
-    keys = [*reservations, *(k for k in observed if k not in reservations)]
-    return {k: GpuLoad(dict(reservations.get(k, {})), observed.get(k, {})) for k in keys}
+        _add(observed.setdefault(charge_of(pod.chain, charges), {}), pod.amounts)
+    for key, (owners, amounts) in records.members.items():
+        chain = (key, *owners)
+        if key in seen or (leave_out is not None and leave_out in chain):
+            continue  # the watch shows the pod itself (or it is being judged)
+        _add(observed.setdefault(charge_of(chain, charges), {}), amounts)
+    keys = [*charges, *(k for k in observed if k not in charges)]
+    return {k: GpuLoad(dict(charges.get(k, {})), observed.get(k, {})) for k in keys}
 
 
 def usage_for(
     key: Key,
     owners: Sequence[Key],
     pods: Iterable[ObservedPod],
-    reservations: Mapping[Key, Mapping[str, int]],
+    records: Records,
     demand: Mapping[str, int],
 ) -> tuple[GpuUsage, Key | None]:
     """What the workload `key` (whose controlling owners up the chain are `owners`) is judged
     against, and the reserved owner it may be charged to (None: it is charged by itself)."""
-    anchor = next((k for k in owners if k in reservations), None)
-    table = loads(pods, reservations, leave_out=key)
+    anchor = next((k for k in owners if k in records.charges), None)
+    table = loads(pods, records, leave_out=key)
     table.pop(key, None)
     owner = table.pop(anchor) if anchor is not None else None
     name = describe(anchor) if anchor is not None else ""

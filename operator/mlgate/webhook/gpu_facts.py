@@ -24,6 +24,7 @@ from mlgate.engine.workloads import WorkloadView, group_of, lookup
 
 # (group, version, plural, namespace, name) -> the object, or None when it does not exist
 ObjectLookup = Callable[[str, str, str, str, str], Awaitable[Mapping[str, Any] | None]]
+POD = ("", "Pod")
 
 
 def key_of(item: WorkloadView) -> Key:
@@ -61,6 +62,7 @@ class GpuStep:
     budget: Budget
     key: Key
     amounts: Mapping[str, int]
+    within: tuple[Key, ...] = ()  # a pod recorded inside its owner's reservation
 
 
 @dataclass
@@ -115,17 +117,21 @@ class GpuAccounting:
     async def gather(self, namespace: str, plan: GpuPlan) -> tuple[GpuUsage, GpuStep | None]:
         """The usage fact and, should the engine admit the workload, the reservation to record.
 
-        A workload that fits inside its reserved owner's reservation records nothing; any other
-        raises its own reservation to its demand (never lowers it: an update that fails after
-        admission must not leave GPUs uncounted, and the reconciler lowers it later)."""
+        A pod that fits inside its reserved owner's reservation is recorded as one of the
+        owner's pods (other replicas' watches may not show it yet); another workload that fits
+        records nothing (its pods will be judged). Any other raises its own reservation to its
+        demand (never lowers it: an update that fails after admission must not leave GPUs
+        uncounted; the reconciler lowers it later)."""
         await self._complete_chains(namespace)
         budget = await self.store.read(namespace)
-        reservations = budget.amounts()
+        records = budget.records()
         pods = self.ledger.pods(namespace)
-        usage, _ = usage_for(plan.key, plan.owners, pods, reservations, plan.amounts)
+        usage, _ = usage_for(plan.key, plan.owners, pods, records, plan.amounts)
         if covered(usage.owner, plan.amounts):
-            return usage, None
-        current = reservations.get(plan.key, {})
+            if plan.key[:2] != POD or plan.key in records.members:
+                return usage, None
+            return usage, GpuStep(budget, plan.key, plan.amounts, plan.owners)
+        current = records.charges.get(plan.key, {})
         wanted = raised(current, plan.amounts)
         if wanted == dict(current):
             return usage, None
@@ -133,5 +139,6 @@ class GpuAccounting:
 
     async def reserve(self, step: GpuStep) -> bool:
         """Record the step; False when the budget changed since it was read."""
-        reservations = {**step.budget.reservations, step.key: Reservation(step.amounts, self.now())}
+        record = Reservation(step.amounts, self.now(), step.within)
+        reservations = {**step.budget.reservations, step.key: record}
         return await self.store.write(step.budget, reservations)
