@@ -24,7 +24,7 @@ def _findings(policy: CompiledPolicy, workload: WorkloadView, facts: Facts) -> l
     if policy.egress is not None:
         found += egress.check(policy.egress, workload)
     if policy.gpu is not None:
-        found += gpu.check(policy.gpu, workload, facts.gpu_usage)
+        found += gpu.check(policy.gpu, workload, facts.gpu_usage, facts.device_claims)
     return found
 
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.dra import ClaimRef, Claims, pod_devices
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
@@ -88,13 +89,25 @@ def pod_amounts(pod: PodView) -> tuple[dict[str, int], list[tuple[str, Finding]]
     return {r: n for r, n in effective.items() if n}, errors
 
 
-def workload_amounts(view: WorkloadView) -> dict[str, int]:
-    """Extended resources of the whole workload (replicas x pods), per resource."""
+def _merge(*parts: Mapping[str, int]) -> dict[str, int]:
     total: dict[str, int] = {}
-    for pod in view.pods:
-        for resource, n in pod_amounts(pod)[0].items():
-            total[resource] = total.get(resource, 0) + n * pod.count
+    for part in parts:
+        for resource, n in part.items():
+            total[resource] = total.get(resource, 0) + n
     return total
+
+
+def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[str, int]:
+    """Extended resources and DRA devices of the whole workload, per resource: each pod's own
+    (containers, template claims) times its count, plus each shared ResourceClaim once."""
+    total: dict[str, int] = {}
+    shared: dict[str, dict[str, int]] = {}
+    for pod in view.pods:
+        devices = pod_devices(pod.spec, pod.path, claims)
+        for resource, n in _merge(pod_amounts(pod)[0], devices.per_pod).items():
+            total[resource] = total.get(resource, 0) + n * pod.count
+        shared.update(devices.shared)
+    return _merge(total, *shared.values())
 
 
 def _counts(rules: GpuRules, resource: str) -> bool:
@@ -106,15 +119,30 @@ def counted(rules: GpuRules, amounts: Mapping[str, int]) -> int:
     return sum(n for r, n in amounts.items() if _counts(rules, r))
 
 
-def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
+def pod_demand(rules: GpuRules, pod: PodView, claims: Claims | None = None) -> PodDemand:
+    """GPUs one pod uses (shared claims included: the pod holds their devices too)."""
     amounts, errors = pod_amounts(pod)
-    mine = tuple(finding for resource, finding in errors if _counts(rules, resource))
-    return PodDemand(pod, counted(rules, amounts), mine)
+    devices = pod_devices(pod.spec, pod.path, claims)
+    mine = [finding for resource, finding in errors if _counts(rules, resource)]
+    mine += [_unknown_claim(ref) for ref in devices.missing]
+    gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
+    return PodDemand(pod, gpus, tuple(mine))
 
 
-def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
-    demands = [pod_demand(rules, pod) for pod in view.pods]
-    return sum(d.gpus * d.pod.count for d in demands), demands
+def _unknown_claim(ref: ClaimRef) -> Finding:
+    return Finding(
+        Rule.GPU_MAX_PER_POD,
+        ref.path,
+        f"the pod uses {ref.kind} {ref.name}, which mlgate cannot find, so its devices cannot "
+        f"be counted; create the {ref.kind} first (or pass it to mlgate check)",
+    )
+
+
+def workload_demand(
+    rules: GpuRules, view: WorkloadView, claims: Claims | None = None
+) -> tuple[int, list[PodDemand]]:
+    demands = [pod_demand(rules, pod, claims) for pod in view.pods]
+    return counted(rules, workload_amounts(view, claims)), demands
 
 
 def _pods(count: int) -> str:
@@ -259,8 +287,10 @@ def _per_workload(
         )
 
 
-def check(rules: GpuRules, view: WorkloadView, usage: GpuUsage | None) -> list[Finding]:
-    total, demands = workload_demand(rules, view)
+def check(
+    rules: GpuRules, view: WorkloadView, usage: GpuUsage | None, claims: Claims | None = None
+) -> list[Finding]:
+    total, demands = workload_demand(rules, view, claims)
     per_workload = list(_per_workload(rules, view, total, demands))
     quota = [] if view.per_node else list(_quota(rules, view, total, usage))
     return [*_per_pod(rules, demands), *per_workload, *quota]

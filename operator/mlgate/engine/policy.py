@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mlgate.engine.decisions import Mode
 
@@ -169,3 +170,5 @@ class Facts:
     gpu_usage: GpuUsage | None = None
     # None: signatures were not verified (offline check); rules report them as unverified.
     images: Mapping[str, ImageFact] | None = None
+    # DRA claims the workload's pods name: (kind, name) -> claim spec. None: not gathered.
+    device_claims: Mapping[tuple[str, str], Any] | None = None
