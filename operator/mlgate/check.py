@@ -19,6 +19,7 @@ from mlgate.api import models as api
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
+from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
 from mlgate.engine.workloads import WorkloadView, lookup, view
@@ -143,6 +144,8 @@ class Resources:
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
+    # DRA claims and claim templates among the manifests: the devices pods request through them
+    claims: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def add(self, doc: Document) -> None:
         self.read.add(doc.ref)
@@ -179,11 +182,13 @@ class Resources:
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
-        return Facts(now=now, approvals=tuple(self.approvals.values()))
+        return Facts(
+            now=now, approvals=tuple(self.approvals.values()), device_claims=dict(self.claims)
+        )
 
 
 def _may_be_mlgate(text: str) -> bool:
-    return _MLGATE_API_VERSION.search(text) is not None
+    return _MLGATE_API_VERSION.search(text) is not None or "ResourceClaim" in text
 
 
 def collect_resources(
@@ -199,7 +204,17 @@ def collect_resources(
         for doc in documents(source, _may_be_mlgate):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
+            elif (claim := _claim(doc.obj)) is not None:
+                found.claims[claim[0]] = claim[1]
     return found
+
+
+def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
+    """A ResourceClaim or ResourceClaimTemplate (any served version): its key and claim spec."""
+    api_version, kind = api_version_kind(obj)
+    if not api_version.startswith(f"{DRA_GROUP}/") or kind not in {CLAIM, TEMPLATE}:
+        return None
+    return (kind, _meta(obj, "name")), claim_spec(kind, obj)
 
 
 def _only_mlgate(doc: Document | InputError) -> Document | InputError:

@@ -22,8 +22,8 @@ import uvloop
 from aiohttp import web
 
 from mlgate import logs
-from mlgate.api.compile import name_globs
-from mlgate.api.models import DEFAULT_GPU_RESOURCES
+from mlgate.api.compile import gpu_resources
+from mlgate.api.models import DEFAULT_DEVICE_CLASSES, DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
@@ -47,7 +47,7 @@ from mlgate.webhook.server import Webhook
 
 log = logging.getLogger("mlgate.run")
 # Quota accounting counts every extended resource any default policy would count as a GPU.
-LEDGER_GPU_RULES = GpuRules(resources=name_globs(DEFAULT_GPU_RESOURCES))
+LEDGER_GPU_RULES = GpuRules(resources=gpu_resources(DEFAULT_GPU_RESOURCES, DEFAULT_DEVICE_CLASSES))
 
 
 @dataclass(frozen=True)

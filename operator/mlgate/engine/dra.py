@@ -22,6 +22,7 @@ from typing import Any
 
 from mlgate.engine.workloads import UNBOUNDED
 
+DRA_GROUP = "resource.k8s.io"
 DEVICE_SUFFIX = ".deviceclass.resource.k8s.io/devices"
 TEMPLATE = "ResourceClaimTemplate"
 CLAIM = "ResourceClaim"
