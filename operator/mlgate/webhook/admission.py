@@ -26,7 +26,13 @@ from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, Imag
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
-from mlgate.webhook.gpu_facts import GpuAccounting, GpuPlan, GpuStep, ObjectLookup
+from mlgate.webhook.gpu_facts import (
+    GpuAccounting,
+    GpuPlan,
+    GpuStep,
+    ObjectLookup,
+    device_claims,
+)
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
@@ -192,13 +198,14 @@ class Admission:
             namespace_labels=labels,
             approvals=self.state.snapshot().approvals,
             images=images,
+            device_claims=await device_claims(self.object_lookup, item),
         )
 
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, snapshot.policies)
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
-        plan = await self.gpu.plan(item, obj, snapshot.policies)
+        plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
         while True:
             # GPU usage is read last; the reservation is written only if nobody (this replica
             # or another) reserved since, otherwise the workload is judged again on the news.

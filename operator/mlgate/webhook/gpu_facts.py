@@ -17,6 +17,7 @@ from typing import Any
 
 from mlgate.controller.gpu_budget import Budget, BudgetStore, Reservation
 from mlgate.controller.gpu_ledger import MAX_CHAIN, GpuLedger, controller_of
+from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, Claims, claim_spec, pod_claims
 from mlgate.engine.gpu import covered, workload_amounts
 from mlgate.engine.gpu_usage import Key, raised, tracked, usage_for
 from mlgate.engine.policy import CompiledPolicy, GpuUsage
@@ -44,6 +45,28 @@ async def object_of(
         return None
     api_version = f"{group}/{spec.versions[0]}" if group else spec.versions[0]
     return {"apiVersion": api_version, "kind": kind, **found}
+
+
+DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")  # whichever the apiserver serves
+DRA_PLURALS = {CLAIM: "resourceclaims", TEMPLATE: "resourceclaimtemplates"}
+
+
+async def device_claims(object_lookup: ObjectLookup, item: WorkloadView) -> Claims:
+    """The ResourceClaims and templates the workload's pods name, read from the apiserver;
+    absent ones are left out (the engine says their devices cannot be counted)."""
+    found: dict[tuple[str, str], Any] = {}
+    for pod in item.pods:
+        for ref in pod_claims(pod.spec, pod.path):
+            if (ref.kind, ref.name) in found:
+                continue
+            for version in DRA_VERSIONS:
+                obj = await object_lookup(
+                    DRA_GROUP, version, DRA_PLURALS[ref.kind], item.namespace, ref.name
+                )
+                if obj is not None:
+                    found[(ref.kind, ref.name)] = claim_spec(ref.kind, obj)
+                    break
+    return found
 
 
 @dataclass(frozen=True)
@@ -74,10 +97,14 @@ class GpuAccounting:
     base: tuple[re.Pattern[str], ...] = ()
 
     async def plan(
-        self, item: WorkloadView, obj: Mapping[str, Any], policies: Iterable[CompiledPolicy]
+        self,
+        item: WorkloadView,
+        obj: Mapping[str, Any],
+        policies: Iterable[CompiledPolicy],
+        claims: Claims | None,
     ) -> GpuPlan | None:
         """None when the workload asks for no tracked resource: nothing to read or reserve."""
-        amounts = tracked(self.base, policies, workload_amounts(item))
+        amounts = tracked(self.base, policies, workload_amounts(item, claims))
         if not amounts:
             return None
         meta = obj.get("metadata")
