@@ -40,7 +40,7 @@ CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 NAMESPACE = "mlgate-system"
 RELEASE = "mlgate"
 ML_SWITCHES = ("kserve", "kubeflow", "trainer", "ray", "jobset", "lws")
-BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
+BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
 ALL_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=true")]
 NO_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=false")]
 

@@ -106,7 +106,8 @@ def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[s
         devices = pod_devices(pod.spec, pod.path, claims)
         for resource, n in _merge(pod_amounts(pod)[0], devices.per_pod).items():
             total[resource] = total.get(resource, 0) + n * pod.count
-        shared.update(devices.shared)
+        if pod.count:
+            shared.update(devices.shared)
     return _merge(total, *shared.values())
 
 

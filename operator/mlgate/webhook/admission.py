@@ -190,7 +190,9 @@ class Admission:
             labels = await self.namespace_lookup(namespace)
         return labels if labels is not None else {}
 
-    async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
+    async def _facts(
+        self, item: WorkloadView, obj: Mapping[str, Any], policies: tuple[CompiledPolicy, ...]
+    ) -> Facts:
         labels = await self._namespace_labels(item.namespace)
         images = await self.verify_images(policies, item)
         return Facts(
@@ -198,12 +200,12 @@ class Admission:
             namespace_labels=labels,
             approvals=self.state.snapshot().approvals,
             images=images,
-            device_claims=await device_claims(self.object_lookup, item),
+            device_claims=await device_claims(self.object_lookup, item, obj),
         )
 
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
-        facts = await self._facts(item, snapshot.policies)
+        facts = await self._facts(item, obj, snapshot.policies)
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
         while True:

@@ -51,20 +51,25 @@ DRA_VERSIONS = ("v1", "v1beta2", "v1beta1")  # whichever the apiserver serves
 DRA_PLURALS = {CLAIM: "resourceclaims", TEMPLATE: "resourceclaimtemplates"}
 
 
-async def device_claims(object_lookup: ObjectLookup, item: WorkloadView) -> Claims:
+async def device_claims(
+    object_lookup: ObjectLookup, item: WorkloadView, obj: Mapping[str, Any]
+) -> Claims:
     """The ResourceClaims and templates the workload's pods name, read from the apiserver;
-    absent ones are left out (the engine says their devices cannot be counted)."""
+    absent ones are left out (the engine says their devices cannot be counted). A claim or
+    template being admitted is its own (its pod names it)."""
     found: dict[tuple[str, str], Any] = {}
+    if group_of(item.api_version) == DRA_GROUP and item.kind in DRA_PLURALS:
+        found[(item.kind, item.name)] = claim_spec(item.kind, obj)
     for pod in item.pods:
         for ref in pod_claims(pod.spec, pod.path):
             if (ref.kind, ref.name) in found:
                 continue
             for version in DRA_VERSIONS:
-                obj = await object_lookup(
+                claim = await object_lookup(
                     DRA_GROUP, version, DRA_PLURALS[ref.kind], item.namespace, ref.name
                 )
-                if obj is not None:
-                    found[(ref.kind, ref.name)] = claim_spec(ref.kind, obj)
+                if claim is not None:
+                    found[(ref.kind, ref.name)] = claim_spec(ref.kind, claim)
                     break
     return found
 
