@@ -255,3 +255,36 @@ def test_reconciler_drops_gone_lowers_shrunk_and_folds_covered_children() -> Non
     }
     status = cluster.store.statuses[NS]
     assert (status["reserved"], status["charged"], status["quota"]) == (5, 5, 16)
+
+
+def test_dra_template_devices_are_reserved_and_counted_against_the_quota() -> None:
+    cluster = Cluster(policy(gpu={"namespaceQuota": 48}))
+    cluster.objects[("resourceclaimtemplates", "sixteen")] = {
+        "spec": {
+            "spec": {
+                "devices": {
+                    "requests": [
+                        {"name": "g", "exactly": {"deviceClassName": "gpu.nvidia.com", "count": 16}}
+                    ]
+                }
+            }
+        }
+    }
+    admission = cluster.replica()
+    claimed = pod("c0", 0)
+    claimed["spec"]["resourceClaims"] = [{"name": "g", "resourceClaimTemplateName": "sixteen"}]
+    for i in range(3):
+        claimed["metadata"]["name"] = f"c{i}"
+        assert judge(admission, claimed, "pods").allowed
+    claimed["metadata"]["name"] = "c3"
+    denied = judge(admission, claimed, "pods")
+    assert not denied.allowed and "48 in use + 16 requested" in denied.message
+    cluster.objects[("pods", "c0")] = claimed | {"metadata": {"name": "c0", "namespace": NS}}
+    Reconciled(cluster, GpuLedger()).run()  # the reconciler reads the claims too: kept at 16
+    assert asyncio.run(cluster.store.read(NS)).reservations[("", "Pod", "c0")].amounts == {
+        "gpu.nvidia.com.deviceclass.resource.k8s.io/devices": 16
+    }
+    missing = pod("m", 0)
+    missing["spec"]["resourceClaims"] = [{"name": "g", "resourceClaimName": "not-yet"}]
+    refused = judge(admission, missing, "pods")
+    assert not refused.allowed and "ResourceClaim not-yet" in refused.message

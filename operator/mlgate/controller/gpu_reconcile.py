@@ -31,7 +31,7 @@ from mlgate.engine.policy import GpuLoad, GpuRules
 from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.workloads import Unsupported, view
 from mlgate.metrics import Metrics
-from mlgate.webhook.gpu_facts import ObjectLookup, object_of
+from mlgate.webhook.gpu_facts import ObjectLookup, device_claims, object_of
 
 log = logging.getLogger("mlgate.gpu")
 _FINISHED_POD = frozenset({"Succeeded", "Failed"})
@@ -138,7 +138,8 @@ class BudgetReconciler:
         item = view(obj) if obj is not None else None
         if obj is None or item is None or isinstance(item, Unsupported):
             return None
-        demand = self._tracked(workload_amounts(item))
+        claims = await device_claims(self.object_lookup, item, obj)
+        demand = self._tracked(workload_amounts(item, claims))
         if not demand:
             return None
         meta = obj.get("metadata")
