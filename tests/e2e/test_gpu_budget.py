@@ -248,3 +248,48 @@ def test_budget_is_readable_with_kubectl_and_as_gauges(
         time.sleep(1)
     metrics = "".join(p.metrics() for p in replicas.processes[-2:])
     assert f'mlgate_gpu_quota{{namespace="{namespace}"}} 8.0' in metrics
+
+
+def _claim_spec(mode: str = "ExactCount", count: int = 16) -> dict[str, Any]:
+    exactly: dict[str, Any] = {"deviceClassName": "gpu.nvidia.com", "allocationMode": mode}
+    if mode == "ExactCount":
+        exactly["count"] = count
+    return {"devices": {"requests": [{"name": "gpus", "exactly": exactly}]}}
+
+
+def _claimed_pod(name: str, namespace: str, **ref: str) -> dict[str, Any]:
+    pod = workload("Pod", name, namespace, GOOD)
+    pod["spec"]["resourceClaims"] = [{"name": "gpus", **ref}]
+    return pod
+
+
+def test_dra_claims_and_templates_count_in_every_rule(
+    control_plane: Cluster, replicas: Replicas, namespace: str
+) -> None:
+    name = f"dra-{uuid.uuid4().hex[:8]}"
+    limits = {"maxPerPod": 16, "namespaceQuota": 48}
+    apply(control_plane, policy_doc(name, namespace, gpu=limits)).check_returncode()
+    wait_policy(control_plane, name)
+    meta = {"namespace": namespace}
+    dra = "resource.k8s.io/v1"
+    try:
+        template = {"apiVersion": dra, "kind": "ResourceClaimTemplate",
+                    "metadata": {"name": "sixteen", **meta}, "spec": {"spec": _claim_spec()}}  # fmt: skip
+        apply(control_plane, template).check_returncode()
+        for i in range(3):  # a template claim counts per pod
+            ref = {"resourceClaimTemplateName": "sixteen"}
+            apply(control_plane, _claimed_pod(f"t{i}", namespace, **ref)).check_returncode()
+        out = apply(
+            control_plane, _claimed_pod("t3", namespace, resourceClaimTemplateName="sixteen")
+        )
+        assert out.returncode != 0 and "48 in use + 16 requested" in out.stderr, out.stderr
+        # A claim is judged itself: more devices than one pod may hold, or every device.
+        for spec, why in ((_claim_spec(count=64), "64"), (_claim_spec("All"), "unbounded")):
+            claim = {"apiVersion": dra, "kind": "ResourceClaim",
+                     "metadata": {"name": f"c-{why}", **meta}, "spec": spec}  # fmt: skip
+            out = apply(control_plane, claim)
+            assert out.returncode != 0 and "gpu.maxPerPod" in out.stderr, out.stderr
+        out = apply(control_plane, _claimed_pod("s", namespace, resourceClaimName="absent"))
+        assert out.returncode != 0 and "ResourceClaim absent" in out.stderr, out.stderr
+    finally:
+        control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
