@@ -273,8 +273,12 @@ def test_dra_claims_and_templates_count_in_every_rule(
     meta = {"namespace": namespace}
     dra = "resource.k8s.io/v1"
     try:
-        template = {"apiVersion": dra, "kind": "ResourceClaimTemplate",
-                    "metadata": {"name": "sixteen", **meta}, "spec": {"spec": _claim_spec()}}  # fmt: skip
+        template = {
+            "apiVersion": dra,
+            "kind": "ResourceClaimTemplate",
+            "metadata": {"name": "sixteen", **meta},
+            "spec": {"spec": _claim_spec()},
+        }
         apply(control_plane, template).check_returncode()
         for i in range(3):  # a template claim counts per pod
             ref = {"resourceClaimTemplateName": "sixteen"}
@@ -285,8 +289,12 @@ def test_dra_claims_and_templates_count_in_every_rule(
         assert out.returncode != 0 and "48 in use + 16 requested" in out.stderr, out.stderr
         # A claim is judged itself: more devices than one pod may hold, or every device.
         for spec, why in ((_claim_spec(count=64), "64"), (_claim_spec("All"), "unbounded")):
-            claim = {"apiVersion": dra, "kind": "ResourceClaim",
-                     "metadata": {"name": f"c-{why}", **meta}, "spec": spec}  # fmt: skip
+            claim = {
+                "apiVersion": dra,
+                "kind": "ResourceClaim",
+                "metadata": {"name": f"c-{why}", **meta},
+                "spec": spec,
+            }
             out = apply(control_plane, claim)
             assert out.returncode != 0 and "gpu.maxPerPod" in out.stderr, out.stderr
         out = apply(control_plane, _claimed_pod("s", namespace, resourceClaimName="absent"))
