@@ -217,8 +217,8 @@ def _per_pod(rules: GpuRules, demands: list[PodDemand]) -> Iterator[Finding]:
             yield Finding(
                 Rule.GPU_MAX_PER_POD,
                 d.pod.path,
-                f"each pod requests {_amount(d.gpus)} GPUs, above the limit of {rules.max_per_pod} per "
-                "pod; lower the GPU requests/limits of its containers",
+                f"each pod requests {_amount(d.gpus)} GPUs, above the limit of "
+                f"{rules.max_per_pod} per pod; lower the GPU requests/limits of its containers",
             )
         if rules.allowed_products and d.gpus > 0:
             finding = _product_finding(rules, d.pod)
