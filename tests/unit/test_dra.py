@@ -168,3 +168,34 @@ def test_a_claim_object_is_judged_as_the_devices_one_pod_gets() -> None:
     item = view(template)
     assert isinstance(item, WorkloadView)
     assert gpu.check(rules(maxPerPod=16), item, None, {(TEMPLATE, "big"): claim["spec"]}) == []
+
+
+def _selected(expression: str) -> dict[str, Any]:
+    request = {
+        "deviceClassName": "gpu.nvidia.com",
+        "selectors": [{"cel": {"expression": expression}}],
+    }
+    return {(TEMPLATE, "t"): spec({"name": "g", "exactly": request})}
+
+
+PINNED_H100 = 'device.attributes["gpu.nvidia.com"].productName == "H100"'
+
+
+@pytest.mark.parametrize(
+    ("expression", "verdict"),
+    [
+        (PINNED_H100, None),
+        ('device.attributes["gpu.nvidia.com"].productName in ["H100", "A100"]', None),
+        ('device.attributes["gpu.nvidia.com"].productName == "T4"', "selects GPU products T4"),
+        (PINNED_H100 + " || true", "cannot be verified"),  # a looser selector pins nothing
+        ('device.attributes["gpu.nvidia.com"].memory > 40', "cannot be verified"),
+    ],
+)
+def test_allowed_products_apply_to_dra_requests(expression: str, verdict: str | None) -> None:
+    w = deployment(1, {"name": "g", "resourceClaimTemplateName": "t"})
+    found = gpu.check(rules(allowedProducts=["H100", "A100"]), w, None, _selected(expression))
+    if verdict is None:
+        assert found == []
+    else:
+        (finding,) = found
+        assert finding.rule.value == "gpu.product" and verdict in finding.message

@@ -16,6 +16,7 @@ resources to count.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -106,26 +107,83 @@ def claim_spec(kind: str, obj: Mapping[str, Any]) -> Any:
 Claims = Mapping[tuple[str, str], Any]
 
 
+# A CEL selector that pins the product, and nothing else: `device.attributes["<driver>"].
+# productName == "X"` or `... in ["X", "Y"]`. Anything looser (`|| true`) pins nothing.
+_ATTRIBUTE = r'device\.attributes\["[a-z0-9.-]+"\]\.productName'
+_PRODUCT_EQ = re.compile(rf'\s*{_ATTRIBUTE}\s*==\s*"([^"\\]+)"\s*')
+_PRODUCT_IN = re.compile(rf'\s*{_ATTRIBUTE}\s+in\s+\[((?:\s*"[^"\\]+"\s*,?)+)\]\s*')
+
+
+def _pinned(selectors: Any) -> frozenset[str] | None:
+    """Products a request's selectors restrict it to (they are AND-ed); None: not restricted."""
+    pinned: frozenset[str] | None = None
+    for selector in selectors if isinstance(selectors, list) else []:
+        cel = selector.get("cel") if isinstance(selector, Mapping) else None
+        expression = cel.get("expression") if isinstance(cel, Mapping) else None
+        if not isinstance(expression, str):
+            continue
+        if match := _PRODUCT_EQ.fullmatch(expression):
+            products = frozenset({match.group(1)})
+        elif match := _PRODUCT_IN.fullmatch(expression):
+            products = frozenset(re.findall(r'"([^"\\]+)"', match.group(1)))
+        else:
+            continue
+        pinned = products if pinned is None else pinned & products
+    return pinned
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRequest:
+    """One way a claim asks for devices (a request, or one `firstAvailable` alternative)."""
+
+    ref: ClaimRef
+    name: str
+    resource: str  # device_resource(class)
+    products: frozenset[str] | None  # pinned by CEL selectors; None: any product of the class
+
+
+def _requests(ref: ClaimRef, spec: Any) -> Iterator[DeviceRequest]:
+    devices = spec.get("devices") if isinstance(spec, Mapping) else None
+    requests = devices.get("requests") if isinstance(devices, Mapping) else None
+    for request in requests if isinstance(requests, list) else []:
+        if not isinstance(request, Mapping):
+            continue
+        name = str(request.get("name") or "")
+        alternatives = request.get("firstAvailable")
+        if isinstance(alternatives, list) and alternatives:
+            options = [a for a in alternatives if isinstance(a, Mapping)]
+        else:
+            exact = request.get("exactly")
+            options = [exact if isinstance(exact, Mapping) else request]
+        for option in options:
+            if isinstance(option.get("deviceClassName"), str):
+                resource = device_resource(option["deviceClassName"])
+                yield DeviceRequest(ref, name, resource, _pinned(option.get("selectors")))
+
+
 @dataclass(frozen=True, slots=True)
 class PodDevices:
     per_pod: dict[str, int]  # from templates: every pod gets its own claim
     shared: dict[str, dict[str, int]]  # ResourceClaim name -> devices, counted once
     missing: tuple[ClaimRef, ...]  # claims whose devices cannot be known
+    requests: tuple[DeviceRequest, ...] = ()
 
 
 def pod_devices(spec: Mapping[str, Any], path: str, claims: Claims | None) -> PodDevices:
     per_pod: dict[str, int] = {}
     shared: dict[str, dict[str, int]] = {}
     missing: list[ClaimRef] = []
+    requests: list[DeviceRequest] = []
     for ref in pod_claims(spec, path):
         found = None if claims is None else claims.get((ref.kind, ref.name))
         if found is None:
             missing.append(ref)
             continue
+        requests.extend(_requests(ref, found))
         devices = claim_devices(found)
         if ref.kind == CLAIM:
             shared[ref.name] = devices
         else:
             for resource, n in devices.items():
                 _add(per_pod, resource, n)
-    return PodDevices(per_pod, shared, tuple(missing))
+    return PodDevices(per_pod, shared, tuple(missing), tuple(requests))

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.dra import ClaimRef, Claims, pod_devices
+from mlgate.engine.dra import ClaimRef, Claims, DeviceRequest, device_class_of, pod_devices
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
@@ -25,8 +25,10 @@ PRODUCT_LABEL = "nvidia.com/gpu.product"
 @dataclass(frozen=True, slots=True)
 class PodDemand:
     pod: PodView
-    gpus: int
+    gpus: int  # all GPUs the pod holds
     errors: tuple[Finding, ...] = ()
+    extended: int = 0  # of which requested as extended resources (the node selector decides)
+    requests: tuple[DeviceRequest, ...] = ()  # DRA requests of classes the policy counts
 
 
 def is_extended(resource: str) -> bool:
@@ -127,7 +129,8 @@ def pod_demand(rules: GpuRules, pod: PodView, claims: Claims | None = None) -> P
     mine = [finding for resource, finding in errors if _counts(rules, resource)]
     mine += [_unknown_claim(ref) for ref in devices.missing]
     gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
-    return PodDemand(pod, gpus, tuple(mine))
+    requests = tuple(r for r in devices.requests if _counts(rules, r.resource))
+    return PodDemand(pod, gpus, tuple(mine), counted(rules, amounts), requests)
 
 
 def _unknown_claim(ref: ClaimRef) -> Finding:
@@ -221,9 +224,34 @@ def _per_pod(rules: GpuRules, demands: list[PodDemand]) -> Iterator[Finding]:
                 f"{rules.max_per_pod} per pod; lower the GPU requests/limits of its containers",
             )
         if rules.allowed_products and d.gpus > 0:
-            finding = _product_finding(rules, d.pod)
-            if finding is not None:
-                yield finding
+            yield from _products(rules, d)
+
+
+def _products(rules: GpuRules, d: PodDemand) -> Iterator[Finding]:
+    """Extended-resource GPUs take the node's product: the node selector must pin it. A DRA
+    request is verified by its CEL selectors (productName) or, failing those, the same node
+    selector; otherwise the message says what cannot be verified."""
+    node = _product_finding(rules, d.pod)
+    if d.extended and node is not None:
+        yield node
+    allowed = ", ".join(sorted(rules.allowed_products))
+    for r in d.requests:
+        where = f"request {r.name!r} of {r.ref.kind} {r.ref.name}"
+        if r.products is not None and not r.products <= rules.allowed_products:
+            yield Finding(
+                Rule.GPU_PRODUCT,
+                r.ref.path,
+                f"{where} selects GPU products {', '.join(sorted(r.products))}; allowed: {allowed}",
+            )
+        elif r.products is None and node is not None:
+            yield Finding(
+                Rule.GPU_PRODUCT,
+                r.ref.path,
+                f"the GPU product of {where} (device class "
+                f"{device_class_of(r.resource)}) cannot be verified: add a CEL selector "
+                f'device.attributes["<driver>"].productName == one of {allowed}, or pin '
+                f"the node selector {PRODUCT_LABEL}",
+            )
 
 
 def covered(owner: GpuLoad | None, amounts: Mapping[str, int]) -> bool:
