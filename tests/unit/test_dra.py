@@ -4,10 +4,13 @@ counts; templates count per pod, a shared claim once; unknown claims fail closed
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
+from mlgate import cli
 from mlgate.api.compile import compile_policy, parse_resource
 from mlgate.engine import gpu
 from mlgate.engine.dra import CLAIM, KUBERNETES_ALL_CEILING, TEMPLATE, claim_devices
@@ -199,3 +202,40 @@ def test_allowed_products_apply_to_dra_requests(expression: str, verdict: str | 
     else:
         (finding,) = found
         assert finding.rule.value == "gpu.product" and verdict in finding.message
+
+
+FOUR_GPUS = {"deviceClassName": "gpu.nvidia.com", "count": 4}
+
+
+def test_mlgate_check_reads_claims_from_the_given_documents(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    template = {
+        "apiVersion": "resource.k8s.io/v1",
+        "kind": "ResourceClaimTemplate",
+        "metadata": {"name": "four", "namespace": "team-a"},
+        "spec": {"spec": spec({"name": "g", "exactly": FOUR_GPUS})},
+    }
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "namespace": "team-a"},
+        "spec": {
+            "containers": [{"name": "m", "image": "x"}],
+            "resourceClaims": [{"name": "g", "resourceClaimTemplateName": "four"}],
+        },
+    }
+    policy = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ClusterMLPolicy",
+        "metadata": {"name": "gpus"},
+        "spec": {"gpu": {"maxPerPod": 2}},
+    }
+    (tmp_path / "policy.yaml").write_text(yaml.safe_dump(policy))
+    (tmp_path / "app.yaml").write_text(yaml.safe_dump_all([template, pod]))
+    code = cli.main(["check", "-p", str(tmp_path / "policy.yaml"), str(tmp_path / "app.yaml")])
+    out = capsys.readouterr().out
+    assert code == 1 and "each pod requests 4 GPUs" in out
+    (tmp_path / "app.yaml").write_text(yaml.safe_dump(pod))  # the template is not given
+    assert cli.main(["check", "-p", str(tmp_path / "policy.yaml"), str(tmp_path / "app.yaml")]) == 1
+    assert "ResourceClaimTemplate four, which mlgate cannot find" in capsys.readouterr().out
