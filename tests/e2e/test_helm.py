@@ -586,8 +586,15 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("create", "leases.coordination.k8s.io", rel.namespace),
         ("get", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
         ("update", f"leases.coordination.k8s.io/{rel.lease}", rel.namespace),
+        ("create", "gpubudgets.mlgate.io", rel.namespace),
+        ("update", "gpubudgets.mlgate.io/team-a", rel.namespace),
+        ("patch", "gpubudgets.mlgate.io/team-a", rel.namespace, "status"),
+        ("get", "resourceclaimtemplates.resource.k8s.io/t", rel.governed),
     ]
     denied = [
+        # GPU budgets: only in its own namespace, never deleted.
+        ("create", "gpubudgets.mlgate.io", rel.governed),
+        ("delete", "gpubudgets.mlgate.io/team-a", rel.namespace),
         # Secrets: only its own TLS Secret and the listed key Secret.
         ("get", "secrets/anything", "default"),
         ("list", "secrets", ""),
