@@ -28,7 +28,7 @@ from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.engine.gpu_usage import Key, Records
 
 log = logging.getLogger("mlgate.gpu")
-CONFLICT = 409
+CONFLICT, NOT_FOUND = 409, 404
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,7 +153,9 @@ class ApiBudgetStore:
                 metadata["resourceVersion"] = budget.version
                 await self.client.replace(self.path(budget.namespace), body)
         except ApiError as exc:
-            if exc.status in {CONFLICT, 404}:  # written (or deleted) since we read it
+            # Written, or deleted, since we read it. (A 404 on create means the GPUBudget CRD
+            # is not installed: that is raised, and the admission fails closed saying so.)
+            if exc.status == CONFLICT or (exc.status == NOT_FOUND and budget.version is not None):
                 return False
             raise
         return True
