@@ -76,6 +76,7 @@ class BudgetReconciler:
     interval: float = 15.0
     _kick: asyncio.Event = field(default_factory=asyncio.Event)
     _deleted: dict[tuple[str, Key], datetime] = field(default_factory=dict)
+    _written: dict[str, dict[str, Any]] = field(default_factory=dict)  # last status, per budget
 
     def deleted(self, namespace: str, key: Key) -> None:
         """The watch saw the object go: its reservation (if admitted before now) is checked at
@@ -173,18 +174,25 @@ class BudgetReconciler:
                 self.metrics.gpu.labels(namespace, resource, what).set(n)
         if quota is not None:
             self.metrics.gpu_quota.labels(namespace).set(quota)
-        if not self.leads() or budget.version is None:
+        if not self.leads():
+            self._written.clear()  # another replica writes meanwhile; rewrite on taking over
             return
-        status = {
+        if budget.version is None:
+            return
+        status: dict[str, Any] = {
             **{what: sum(row[what] for row in per_resource.values()) for what in _COLUMNS},
             "quota": quota,
             "resources": per_resource,
-            "observedTime": self.now().strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
+        if self._written.get(namespace) == status:
+            return  # no write every round for nothing
+        stamped = {**status, "observedTime": self.now().strftime("%Y-%m-%dT%H:%M:%SZ")}
         try:
-            await self.store.write_status(namespace, status)
+            await self.store.write_status(namespace, stamped)
         except ApiError as exc:
             log.warning("could not write the status of GPUBudget %s: %s", namespace, exc)
+            return
+        self._written[namespace] = status
 
     def _quota(self, namespace: str) -> int | None:
         labels = self.state.namespace_labels(namespace) or {}

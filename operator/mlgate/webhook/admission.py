@@ -211,6 +211,7 @@ class Admission:
         while True:
             # GPU usage is read last; the reservation is written only if nobody (this replica
             # or another) reserved since, otherwise the workload is judged again on the news.
+            # The server's deadline bounds the retries (and then denies: fail closed).
             usage, step = await self._gpu_usage(item, plan)
             decision = evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage))
             if waiting:
