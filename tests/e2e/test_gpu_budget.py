@@ -243,7 +243,7 @@ def test_budget_is_readable_with_kubectl_and_as_gauges(
         out = control_plane.kubectl("-n", "mlgate-system", "get", "gpubudget", namespace)
         row = out.stdout.splitlines()[1].split() if out.returncode == 0 else []
         if row[2:6] == ["0", "4", "4", "8"]:
-            break  # NAME NAMESPACE USED RESERVED CHARGED QUOTA AGE (no pods without controllers)
+            break  # NAME TARGET USED RESERVED CHARGED QUOTA AGE (no pods without controllers)
         assert time.monotonic() < deadline, out.stdout + out.stderr
         time.sleep(1)
     metrics = "".join(p.metrics() for p in replicas.processes[-2:])

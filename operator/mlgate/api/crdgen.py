@@ -105,7 +105,7 @@ GPU_BUDGET_CRD = CrdSpec(
     GpuBudgetSpec,
     GpuBudgetStatus,
     (
-        {"name": "Namespace", "type": "string", "jsonPath": ".spec.namespace"},
+        {"name": "Target", "type": "string", "jsonPath": ".spec.namespace"},
         {"name": "Used", "type": "integer", "jsonPath": ".status.used"},
         {"name": "Reserved", "type": "integer", "jsonPath": ".status.reserved"},
         {"name": "Charged", "type": "integer", "jsonPath": ".status.charged"},
