@@ -206,8 +206,9 @@ def test_deployment_replicaset_and_pods_as_controllers_create_them_are_one_charg
     rs_doc = workload("Deployment", "web-5d8f", namespace, GOOD, gpus=2, replicas=3)
     rs_doc["kind"] = "ReplicaSet"
     rs = _create(control_plane, _owned(rs_doc, web))
-    for i in range(3):
-        pod = workload("Pod", f"web-5d8f-{i}", namespace, GOOD, gpus=2)
+    for _ in range(3):  # named as the ReplicaSet controller names them
+        pod = workload("Pod", "", namespace, GOOD, gpus=2)
+        pod["metadata"] = {"generateName": "web-5d8f-", "namespace": namespace}
         _create(control_plane, _owned(pod, rs))  # a refusal here fails the test
     other = workload("Deployment", "other", namespace, GOOD, gpus=2)
     apply(control_plane, other).check_returncode()
