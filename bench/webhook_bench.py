@@ -59,9 +59,7 @@ async def _serve(port: int, directory: Path) -> None:
     (directory / "tls.key").write_bytes(leaf.key_pem)
     (directory / "ca.crt").write_bytes(ca.cert_pem)
     # Dry-run requests reserve nothing, so the quota never fills: this measures the hot path.
-    admission = Admission(
-        _load_state(), GpuLedger(reservation_ttl=0.0), Config(gpu_rules=LEDGER_GPU_RULES)
-    )
+    admission = Admission(_load_state(), GpuLedger(), Config(gpu_rules=LEDGER_GPU_RULES))
     webhook = Webhook(admission, Metrics())
     webhook.ready.set()
     runner = web.AppRunner(webhook.app(), access_log=None)

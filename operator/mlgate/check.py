@@ -16,18 +16,14 @@ from enum import StrEnum
 from typing import Any, TextIO
 
 from mlgate.api import models as api
-from mlgate.api.compile import (
-    QUOTA_GPU_RULES,
-    compile_approval,
-    compile_policy,
-    parse_resource,
-)
+from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
+from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
-from mlgate.engine.gpu import workload_demand
-from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
+from mlgate.engine.gpu import workload_amounts
+from mlgate.engine.policy import Approval, CompiledPolicy, Facts, GpuLoad, GpuUsage, ImageFact
 from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
 from mlgate.engine.workloads import WorkloadView, lookup
 from mlgate.manifests import (
@@ -158,6 +154,8 @@ class Resources:
     errors: list[InputError] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
     runtimes: list[Mapping[str, Any]] = field(default_factory=list)  # catalog kinds, any order
+    # DRA claims and claim templates among the manifests: the devices pods request through them
+    claims: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     def add(self, doc: Document) -> None:
         self.read.add(doc.ref)
@@ -198,11 +196,16 @@ class Resources:
             now=now,
             approvals=tuple(self.approvals.values()),
             runtimes=RuntimeCatalog.of(self.runtimes),
+            device_claims=dict(self.claims),
         )
 
 
 def _may_be_mlgate(text: str) -> bool:
-    return _MLGATE_API_VERSION.search(text) is not None or _CATALOG_KIND.search(text) is not None
+    return (
+        _MLGATE_API_VERSION.search(text) is not None
+        or _CATALOG_KIND.search(text) is not None
+        or "ResourceClaim" in text
+    )
 
 
 def collect_resources(
@@ -233,7 +236,17 @@ def collect_resources(
                 _collect(found, doc, namespace)
             elif catalog_key(doc.obj) is not None:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
+            elif (claim := _claim(doc.obj)) is not None:
+                found.claims[claim[0]] = claim[1]
     return found
+
+
+def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
+    """A ResourceClaim or ResourceClaimTemplate (any served version): its key and claim spec."""
+    api_version, kind = api_version_kind(obj)
+    if not api_version.startswith(f"{DRA_GROUP}/") or kind not in {CLAIM, TEMPLATE}:
+        return None
+    return (kind, _meta(obj, "name")), claim_spec(kind, obj)
 
 
 def _only_mlgate(doc: Document | InputError) -> Document | InputError:
@@ -310,23 +323,24 @@ def judge(
 
 @dataclass(slots=True)
 class _QuotaLedger:
-    """GPUs the workloads admitted so far in this run hold per namespace: one run is judged
-    against a namespace quota together, as the webhook's ledger reserves each admitted workload,
-    so seven 16-GPU workloads in one file do not each pass a 32-GPU quota on their own."""
+    """What the workloads admitted so far in this run hold per namespace, per resource: one run
+    is judged against a namespace quota together, as the webhook reserves each admitted
+    workload, so seven 16-GPU workloads in one file do not each pass a 32-GPU quota on their own.
+    Each policy counts the resources it names, as in the cluster."""
 
-    used: dict[str, int] = field(default_factory=dict)
+    held: dict[str, list[GpuLoad]] = field(default_factory=dict)
 
     def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
-        return replace(facts, gpu_usage=self.used.get(_meta(obj, "namespace"), 0))
+        others = tuple(self.held.get(_meta(obj, "namespace"), ()))
+        return replace(facts, gpu_usage=GpuUsage(others=others))
 
     def admit(self, obj: Mapping[str, Any], result: Result | InputError, facts: Facts) -> None:
         if isinstance(result, InputError) or not result.decision.allowed:
             return
         item = effective_view(obj, facts.runtimes)
-        if isinstance(item, WorkloadView):
-            demand, _ = workload_demand(QUOTA_GPU_RULES, item)
-            namespace = item.namespace
-            self.used[namespace] = self.used.get(namespace, 0) + demand
+        if isinstance(item, WorkloadView) and item.runs_pods:
+            amounts = workload_amounts(item, facts.device_claims)
+            self.held.setdefault(item.namespace, []).append(GpuLoad(reserved=amounts))
 
 
 def judge_all(

@@ -146,7 +146,7 @@ class MlgateProcess:
         self.stop()
 
 
-_BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
+_BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
 
 
 def stand_in_crds() -> list[dict[str, Any]]:

@@ -96,3 +96,16 @@ class Metrics:
             ["task"],
             registry=self.registry,
         )
+        self.gpu = Gauge(
+            "mlgate_gpu",
+            "GPUs per namespace and resource: used by live pods, reserved by admitted workloads, "
+            "and charged against the quota (per workload, the larger of the two)",
+            ["namespace", "resource", "state"],
+            registry=self.registry,
+        )
+        self.gpu_quota = Gauge(
+            "mlgate_gpu_quota",
+            "The smallest gpu.namespaceQuota of the policies governing a namespace",
+            ["namespace"],
+            registry=self.registry,
+        )

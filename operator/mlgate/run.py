@@ -10,10 +10,9 @@ import logging
 import os
 import socket
 import ssl
-import time
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -23,20 +22,24 @@ import uvloop
 from aiohttp import web
 
 from mlgate import logs
-from mlgate.api.compile import QUOTA_GPU_RULES
+from mlgate.api.compile import gpu_resources
+from mlgate.api.models import DEFAULT_DEVICE_CLASSES, DEFAULT_GPU_RESOURCES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
+from mlgate.controller.gpu_budget import ApiBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.gpu_reconcile import BudgetReconciler
 from mlgate.controller.handlers import register
 from mlgate.controller.inventory import Inventory
 from mlgate.controller.leader import LeaderElection
 from mlgate.controller.policy_reports import DEFAULT_MAX_RESULTS
 from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
-from mlgate.controller.status import settle_quota_conditions, write_all_statuses
+from mlgate.controller.status import write_all_statuses
 from mlgate.controller.sync import initial_sync
+from mlgate.engine.policy import GpuRules
 from mlgate.metrics import Metrics
 from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
@@ -54,7 +57,7 @@ from mlgate.webhook.server import Webhook
 
 log = logging.getLogger("mlgate.run")
 # Quota accounting counts every extended resource any default policy would count as a GPU.
-LEDGER_GPU_RULES = QUOTA_GPU_RULES
+LEDGER_GPU_RULES = GpuRules(resources=gpu_resources(DEFAULT_GPU_RESOURCES, DEFAULT_DEVICE_CLASSES))
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class RunOptions:
     approval_expiry_window: float = 7 * 24 * 3600.0  # seconds
     lease_name: str = "mlgate"
     identity: str = ""  # this replica's name in the Lease; defaults to host name and pid
-    gpu_reservation_ttl: float = 600.0
+    gpu_reservation_ttl: float = 30.0
     service_account: str = "mlgate"
     egress_managers: tuple[str, ...] = ()
     insecure_registries: tuple[str, ...] = ()  # reached over plain HTTP
@@ -218,6 +221,7 @@ def _admission(
     egress_managers: frozenset[str],
     verify_images: ImageVerifier,
     runtimes: RuntimeCache,
+    budgets: ApiBudgetStore,
 ) -> Admission:
     return Admission(
         state,
@@ -234,6 +238,7 @@ def _admission(
         network_policies=egress.network_policies,
         verify_images=verify_images,
         runtimes=runtimes.catalog,
+        budgets=budgets,
     )
 
 
@@ -260,13 +265,11 @@ def _elector(
 ) -> Elector:
     if not opts.leader_election:
         return Elector(None)
-    started = time.monotonic()
 
     async def take_over() -> None:
         # What the previous leader left unwritten (or wrote from older policies) is now ours.
         await synced.wait()
-        uptime = time.monotonic() - started
-        await write_all_statuses(client, state, uptime, opts.gpu_reservation_ttl)
+        await write_all_statuses(client, state)
         egress.kick_all()
 
     identity = opts.identity or f"{socket.gethostname()}-{os.getpid()}"
@@ -277,7 +280,7 @@ def _elector(
 
 async def serve(opts: RunOptions) -> None:
     """Run until SIGINT/SIGTERM (kopf's operator handles them) or until the operator fails."""
-    state, ledger, metrics = PolicyState(), GpuLedger(opts.gpu_reservation_ttl), Metrics()
+    state, ledger, metrics = PolicyState(), GpuLedger(), Metrics()
     async with KubeClient(login()) as client:
         tls = await _tls(client, opts)
         egress = EgressReconciler(client, state, opts.namespace)
@@ -291,6 +294,7 @@ async def serve(opts: RunOptions) -> None:
             namespace_labels=state.namespace_labels,
         )
         managers = await _egress_managers(client, opts)
+        budgets = ApiBudgetStore(client, opts.namespace)
         webhook = Webhook(
             _admission(
                 client,
@@ -301,6 +305,7 @@ async def serve(opts: RunOptions) -> None:
                 egress_managers=managers,
                 verify_images=verifier,
                 runtimes=runtimes,
+                budgets=budgets,
             ),
             metrics,
             opts.deadline,
@@ -313,7 +318,25 @@ async def serve(opts: RunOptions) -> None:
         elector = _elector(client, opts, state, egress, webhook.ready)
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
-        register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
+        reconciler = BudgetReconciler(
+            budgets,
+            ledger,
+            state,
+            partial(_object, client),
+            LEDGER_GPU_RULES,
+            metrics,
+            elector.leads,
+            lambda: datetime.now(UTC),
+            grace=opts.gpu_reservation_ttl,
+        )
+        register(
+            registry,
+            state,
+            ledger,
+            leads=elector.leads,
+            egress=egress,
+            deleted=reconciler.deleted,
+        )
         runtimes.register(registry)
         inventory = Inventory()
         inventory.register(registry)
@@ -322,7 +345,7 @@ async def serve(opts: RunOptions) -> None:
         )
         refresher = asyncio.create_task(supervise("certificates", tls.refresher, metrics))
         settle = asyncio.create_task(
-            settle_quota_conditions(client, state, opts.gpu_reservation_ttl, elector.leads)
+            supervise("gpu-budgets", partial(reconciler.run, after=webhook.ready), metrics)
         )
         reconcile = asyncio.create_task(
             supervise("egress", partial(egress.run, after=webhook.ready), metrics)
@@ -346,7 +369,7 @@ async def serve(opts: RunOptions) -> None:
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)
         )
         try:
-            await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
+            await initial_sync(client, state, ledger)
             await runtimes.sync(client)
             # Everything loaded so far lives for the whole process: keep full collections from
             # rescanning it on the request path.
@@ -466,8 +489,9 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     add(
         "--gpu-reservation-ttl",
         type=float,
-        default=600.0,
-        help="seconds an admitted workload's GPUs stay reserved while its pods are created",
+        default=30.0,
+        help="seconds after an admission before its GPU reservation is reconciled with the live "
+        "object (dropped when it is gone or finished, lowered when it shrank)",
     )
     add(
         "--service-account",

@@ -604,8 +604,15 @@ def test_chart_rbac_grants_nothing_more(control_plane: Cluster, release: Release
         ("patch", "policyreports.wgpolicyk8s.io/mlgate-audit", rel.governed),
         ("delete", "policyreports.wgpolicyk8s.io/mlgate-audit", rel.governed),
         ("patch", "clusterpolicyreports.wgpolicyk8s.io/mlgate-audit", ""),
+        ("create", "gpubudgets.mlgate.io", rel.namespace),
+        ("update", "gpubudgets.mlgate.io/team-a", rel.namespace),
+        ("patch", "gpubudgets.mlgate.io/team-a", rel.namespace, "status"),
+        ("get", "resourceclaimtemplates.resource.k8s.io/t", rel.governed),
     ]
     denied = [
+        # GPU budgets: only in its own namespace, never deleted.
+        ("create", "gpubudgets.mlgate.io", rel.governed),
+        ("delete", "gpubudgets.mlgate.io/team-a", rel.namespace),
         # Secrets: only its own TLS Secret and the listed key Secret.
         ("get", "secrets/anything", "default"),
         ("list", "secrets", ""),

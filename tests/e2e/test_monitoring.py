@@ -186,8 +186,10 @@ def test_workload_admitted_before_its_policy_is_reported_fixed_and_deleted(
 
 
 def inference_service(name: str, namespace: str, uri: str) -> dict[str, Any]:
+    """A custom predictor whose model KServe's storage initializer downloads from STORAGE_URI
+    (one naming a model format would need a ServingRuntime)."""
     body = workload("InferenceService", name, namespace, GOOD)
-    body["spec"]["predictor"]["model"]["storageUri"] = uri
+    body["spec"]["predictor"]["containers"][0]["env"] = [{"name": "STORAGE_URI", "value": uri}]
     return body
 
 

@@ -42,7 +42,7 @@ CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 NAMESPACE = "mlgate-system"
 RELEASE = "mlgate"
 ML_SWITCHES = ("kserve", "kubeflow", "trainer", "ray", "jobset", "lws")
-BUILT_IN_GROUPS = frozenset({"", "apps", "batch"})
+BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
 ALL_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=true")]
 NO_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=false")]
 
@@ -352,6 +352,11 @@ def workload_read_rules() -> list[tuple[Any, ...]]:
     return [rule(g or "-", " ".join(rs), "get list watch") for g, rs in by_group.items()]
 
 
+GPU_BUDGET_RULES = [
+    rule("mlgate.io", "gpubudgets", "get list create update"),
+    rule("mlgate.io", "gpubudgets/status", "patch"),
+]
+
 TLS_RULES = [
     rule("-", "secrets", "create"),
     rule("-", "secrets", "get update", "mlgate-tls"),
@@ -371,13 +376,16 @@ def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
     assert _rules(docs, "ClusterRole", "mlgate") == sorted(CLUSTER_RULES + workload_read_rules())
     assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
+    assert _rules(docs, "Role", "mlgate-gpu-budgets") == sorted(GPU_BUDGET_RULES)
     assert sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"}) == [
         "mlgate",
+        "mlgate-gpu-budgets",
         "mlgate-leader-election",
         "mlgate-tls",
     ]
     for kind, role in (
         ("ClusterRoleBinding", "mlgate"),
+        ("RoleBinding", "mlgate-gpu-budgets"),
         ("RoleBinding", "mlgate-tls"),
         ("RoleBinding", "mlgate-leader-election"),
     ):
@@ -398,10 +406,15 @@ def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
 def test_rbac_follows_the_tls_mode_and_options() -> None:
     docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
     # mlgate neither touches Secrets nor the webhook configuration: cert-manager does. Only
-    # the leader-election Role is left in the release namespace.
-    assert [
+    # the GPU budgets and leader-election Roles are left in the release namespace.
+    assert sorted(
         (d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in {"Role", "RoleBinding"}
-    ] == [("Role", "mlgate-leader-election"), ("RoleBinding", "mlgate-leader-election")]
+    ) == [
+        ("Role", "mlgate-gpu-budgets"),
+        ("Role", "mlgate-leader-election"),
+        ("RoleBinding", "mlgate-gpu-budgets"),
+        ("RoleBinding", "mlgate-leader-election"),
+    ]
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     cluster = _rules(docs, "ClusterRole", "mlgate")
     assert not [r for r in cluster if {"validatingwebhookconfigurations"} & set(r[1])]

@@ -9,13 +9,18 @@ import pytest
 from mlgate.api.compile import compile_policy, parse_resource
 from mlgate.engine import gpu
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import GpuRules
+from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.workloads import WorkloadView, view
 
 PRODUCT = "nvidia.com/gpu.product"
 H100 = "NVIDIA-H100-80GB-HBM3"
 A100 = "NVIDIA-A100-SXM4-80GB"
 T4 = "Tesla-T4"
+
+
+def in_use(gpus: int, resource: str = "nvidia.com/gpu") -> GpuUsage:
+    """A namespace whose pods already use `gpus` of `resource`."""
+    return GpuUsage(others=(GpuLoad(observed={resource: gpus}),))
 
 
 def rules(**gpu_spec: Any) -> GpuRules:
@@ -315,8 +320,8 @@ def test_zero_replicas_request_nothing() -> None:
 
 def test_namespace_quota_with_usage() -> None:
     w = deployment(2, 8)
-    assert gpu.check(rules(namespaceQuota=32), w, 16) == []
-    assert gpu.check(rules(namespaceQuota=32), w, 17) == [
+    assert gpu.check(rules(namespaceQuota=32), w, in_use(16)) == []
+    assert gpu.check(rules(namespaceQuota=32), w, in_use(17)) == [
         Finding(
             Rule.GPU_NAMESPACE_QUOTA,
             "spec",
@@ -334,7 +339,7 @@ def test_namespace_quota_without_usage_counts_the_workload() -> None:
 
 
 def test_namespace_quota_ignores_cpu_only_workloads_even_when_full() -> None:
-    assert gpu.check(rules(namespaceQuota=8), deployment(3, 0), 100) == []
+    assert gpu.check(rules(namespaceQuota=8), deployment(3, 0), in_use(100)) == []
 
 
 # --- DaemonSet -------------------------------------------------------------------------------
@@ -371,7 +376,7 @@ def test_daemonset_with_gpus_is_unbounded_under_workload_limits() -> None:
         )
     ]
     assert gpu.check(rules(maxPerWorkload=100), daemonset(1), None) == expected
-    assert gpu.check(rules(namespaceQuota=100), daemonset(1), 0) == expected
+    assert gpu.check(rules(namespaceQuota=100), daemonset(1), in_use(0)) == expected
     assert gpu.check(rules(maxPerWorkload=100), daemonset(0), None) == []
 
 
@@ -499,7 +504,7 @@ def test_match_fields_term_does_not_pin() -> None:
 
 def test_every_rule_together() -> None:
     r = rules(maxPerPod=4, maxPerWorkload=8, namespaceQuota=10, allowedProducts=ALLOWED)
-    findings = gpu.check(r, deployment(3, 6, nodeSelector={PRODUCT: T4}), 2)
+    findings = gpu.check(r, deployment(3, 6, nodeSelector={PRODUCT: T4}), in_use(2))
     assert [f.rule for f in findings] == [
         Rule.GPU_MAX_PER_POD,
         Rule.GPU_PRODUCT,

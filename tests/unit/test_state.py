@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from datetime import UTC, datetime
 
-from mlgate.controller.handlers import quota_condition, status_patch
+from mlgate.controller.handlers import status_patch
 from mlgate.controller.state import PolicyState
 from tests.unit.factories import policy
 
@@ -47,21 +47,3 @@ def test_status_patch_written_once_per_change() -> None:
         ready["type"] == "Ready" and ready["status"] == "True" and ready["observedGeneration"] == 1
     )
     assert status_patch(change, result, now) is None
-
-
-def test_quota_condition_reports_the_post_restart_window() -> None:
-    now = datetime(2026, 1, 1, tzinfo=UTC)
-    body = policy(gpu={"namespaceQuota": 8})
-    early = quota_condition(body, uptime=30, reservation_ttl=600, now=now)
-    assert early is not None and early["status"] == "False"
-    assert early["reason"] == "ReservationsRebuilding" and "overrun" in early["message"]
-    late = quota_condition(body, uptime=601, reservation_ttl=600, now=now)
-    assert late is not None and late["status"] == "True"
-    assert quota_condition(policy(gpu={"maxPerPod": 1}), 30, 600, now) is None
-    state = PolicyState()
-    result = state.upsert(body)
-    change = status_patch({}, result, now, (early,))
-    assert change is not None
-    assert [c["type"] for c in change["conditions"]] == ["Ready", "GpuQuotaExact"]
-    assert status_patch(change, result, now, (late,)) is not None
-    assert status_patch(change, result, now, (early,)) is None

@@ -649,8 +649,35 @@ spec:
             limits: {nvidia.com/gpu: "8"}
 """
 
+RESOURCE_CLAIM = """
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaim
+metadata: {name: shared-gpus, namespace: team-a}
+spec:
+  devices:
+    requests:
+    - name: gpus
+      exactly: {deviceClassName: gpu.nvidia.com, allocationMode: ExactCount, count: 4}
+"""
+
+RESOURCE_CLAIM_TEMPLATE = """
+apiVersion: resource.k8s.io/v1
+kind: ResourceClaimTemplate
+metadata: {name: one-gpu, namespace: team-a}
+spec:
+  spec:
+    devices:
+      requests:
+      - name: gpu
+        firstAvailable:
+        - {name: big, deviceClassName: gpu.nvidia.com, count: 2}
+        - {name: small, deviceClassName: gpu.nvidia.com, count: 1}
+"""
+
 ALL_MANIFESTS = {
     "Pod": POD,
+    "ResourceClaim": RESOURCE_CLAIM,
+    "ResourceClaimTemplate": RESOURCE_CLAIM_TEMPLATE,
     "Deployment": DEPLOYMENT,
     "DaemonSet": DAEMONSET,
     "Job": JOB,
@@ -730,6 +757,8 @@ def test_supported_table_lists_every_kind_of_the_design_once() -> None:
         ("serving.kserve.io", "LLMInferenceServiceConfig"),
         ("trainer.kubeflow.org", "TrainingRuntime"),
         ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
+        ("resource.k8s.io", "ResourceClaim"),
+        ("resource.k8s.io", "ResourceClaimTemplate"),
     }
 
 

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from mlgate.api import models as api
 from mlgate.engine import policy as engine
+from mlgate.engine.dra import device_resource
 from mlgate.engine.references import compile_pattern
 
 
@@ -62,9 +63,10 @@ def name_globs(globs: list[str]) -> tuple[re.Pattern[str], ...]:
     return tuple(re.compile(fnmatch.translate(g)) for g in globs)
 
 
-# The GPUs a namespace quota counts: every extended resource any default policy counts as a GPU.
-# The webhook's ledger and `mlgate check` count the same, so cluster and CI agree.
-QUOTA_GPU_RULES = engine.GpuRules(resources=name_globs(api.DEFAULT_GPU_RESOURCES))
+def gpu_resources(resources: list[str], device_classes: list[str]) -> tuple[re.Pattern[str], ...]:
+    """What a policy counts as GPUs: extended resources, and DRA devices of the given classes
+    (as the `<class>.deviceclass.resource.k8s.io/devices` names the engine counts them under)."""
+    return name_globs([*resources, *(device_resource(c) for c in device_classes)])
 
 
 def _selector(sel: api.LabelSelector | None) -> engine.LabelSelector | None:
@@ -161,7 +163,7 @@ def _gpu(gpu: api.Gpu | None) -> engine.GpuRules | None:
     if gpu is None:
         return None
     return engine.GpuRules(
-        resources=name_globs(gpu.resources),
+        resources=gpu_resources(gpu.resources, gpu.device_classes),
         max_per_pod=gpu.max_per_pod,
         max_per_workload=gpu.max_per_workload,
         namespace_quota=gpu.namespace_quota,

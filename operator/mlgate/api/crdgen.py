@@ -13,6 +13,12 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
+from mlgate.api.gpubudget import (
+    GPU_BUDGET_KIND,
+    GPU_BUDGET_PLURAL,
+    GpuBudgetSpec,
+    GpuBudgetStatus,
+)
 from mlgate.api.models import (
     GROUP,
     VERSION,
@@ -89,6 +95,25 @@ CRDS: tuple[CrdSpec, ...] = (
         ("am",),
         "A model version that security has approved for use in governed namespaces.",
     ),
+)
+
+# Not a policy or approval: mlgate's own record, kept apart so policy handling never sees it.
+GPU_BUDGET_CRD = CrdSpec(
+    GPU_BUDGET_KIND,
+    GPU_BUDGET_PLURAL,
+    "Namespaced",
+    GpuBudgetSpec,
+    GpuBudgetStatus,
+    (
+        {"name": "Target", "type": "string", "jsonPath": ".spec.namespace"},
+        {"name": "Used", "type": "integer", "jsonPath": ".status.used"},
+        {"name": "Reserved", "type": "integer", "jsonPath": ".status.reserved"},
+        {"name": "Charged", "type": "integer", "jsonPath": ".status.charged"},
+        {"name": "Quota", "type": "integer", "jsonPath": ".status.quota"},
+        _AGE,
+    ),
+    ("gpub",),
+    "GPU reservations and usage of one namespace, recorded by mlgate (read-only for users).",
 )
 
 
@@ -189,5 +214,5 @@ def render_all() -> dict[str, str]:
     return {
         f"{GROUP}_{spec.plural}.yaml": header
         + yaml.safe_dump(crd(spec), sort_keys=False, width=100)
-        for spec in CRDS
+        for spec in (*CRDS, GPU_BUDGET_CRD)
     }

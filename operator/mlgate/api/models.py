@@ -41,6 +41,7 @@ PEM_PUBLIC_KEY = r"^\s*-----BEGIN PUBLIC KEY-----[A-Za-z0-9+/=\s]+-----END PUBLI
 MODEL_URI = r"^(s3|gs|hf|oci|pvc|https|http|az|file|kserve-storage)://\S+$"
 
 DEFAULT_GPU_RESOURCES = list(DEFAULT_RESOURCES)
+DEFAULT_DEVICE_CLASSES = ["gpu.nvidia.com", "mig.nvidia.com", "gpu.amd.com", "gpu.intel.com"]
 DEFAULT_MODEL_ANNOTATIONS = ["mlgate.io/model", "mlgate.io/model-uri"]
 DEFAULT_MODEL_ENV = ["MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI"]
 
@@ -260,6 +261,10 @@ class Gpu(Spec):
     )
     allowed_products: list[Annotated[str, Field(min_length=1, max_length=63)]] = Field(
         [], description="Values of node label nvidia.com/gpu.product the pods may select."
+    )
+    device_classes: list[Annotated[str, Field(pattern=NAME_GLOB, max_length=253)]] = Field(
+        default_factory=lambda: list(DEFAULT_DEVICE_CLASSES),
+        description="DRA device classes whose devices count as GPUs (globs).",
     )
 
 

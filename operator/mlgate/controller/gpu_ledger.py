@@ -1,84 +1,92 @@
-"""GPUs in use and reserved per namespace, for the namespace quota.
+"""What this replica's watches see of GPU use: pods' extended resources and who owns whom.
 
-Pods count as soon as they exist (pending or running). A workload admitted by the webhook is
-reserved at once, before its controller has created pods, so two concurrent admissions cannot
-both slip under the quota. Its pods then consume the reservation instead of adding to it: a pod
-belongs to a reserved workload when its controlling owner is named after the workload (`job-x`
-for Job `job-x`, `web-5d8f` for Deployment `web`), the naming every workload controller uses.
+This is a cache of facts, not the record of reservations (those live in the apiserver, see
+`gpu_budget`). Every extended resource of every live pod is kept, whatever the policies count,
+so a policy that starts counting another resource needs no rebuild. Workload objects are kept
+only as links to their controlling owner, so a pod can be charged to its root owner's
+reservation (Pod -> ReplicaSet -> Deployment).
 """
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
+
+from mlgate.engine.gpu_usage import Key, ObservedPod
+from mlgate.engine.workloads import group_of
+
+MAX_CHAIN = 16  # owner chains are a few links long; a loop or a forged chain stops here
+
+
+def controller_of(meta: Mapping[str, Any]) -> Key | None:
+    """The object's controlling owner, from its ownerReferences."""
+    for ref in meta.get("ownerReferences") or []:
+        if isinstance(ref, Mapping) and ref.get("controller") is True:
+            api_version, kind, name = ref.get("apiVersion"), ref.get("kind"), ref.get("name")
+            if isinstance(api_version, str) and isinstance(kind, str) and isinstance(name, str):
+                return (group_of(api_version), kind, name)
+    return None
 
 
 @dataclass(slots=True)
 class _Pod:
-    owner: str  # name of the controlling owner, "" for a bare pod
-    gpus: int
-
-
-@dataclass(slots=True)
-class _Reservation:
-    demand: int
-    expires: float
-
-
-def _belongs(owner: str, workload: str) -> bool:
-    return owner == workload or owner.startswith(f"{workload}-")
+    namespace: str
+    name: str
+    amounts: Mapping[str, int]
 
 
 @dataclass
 class GpuLedger:
-    reservation_ttl: float = 600.0  # seconds a reservation waits for its pods
-    _pods: dict[str, dict[str, _Pod]] = field(default_factory=lambda: defaultdict(dict))
-    _pod_namespace: dict[str, str] = field(default_factory=dict)
-    _reserved: dict[str, dict[str, _Reservation]] = field(default_factory=lambda: defaultdict(dict))
+    _pods: dict[str, _Pod] = field(default_factory=dict)  # by uid
+    _by_namespace: dict[str, set[str]] = field(default_factory=dict)
+    # (namespace, object) -> its controlling owner, or None for a root
+    _owners: dict[tuple[str, Key], Key | None] = field(default_factory=dict)
 
-    def pod_seen(self, uid: str, namespace: str, owner: str, gpus: int) -> None:
+    def pod_seen(
+        self, uid: str, namespace: str, name: str, owner: Key | None, amounts: Mapping[str, int]
+    ) -> None:
         self.pod_gone(uid)
-        if gpus > 0:
-            self._pods[namespace][uid] = _Pod(owner, gpus)
-            self._pod_namespace[uid] = namespace
+        self._owners[(namespace, ("", "Pod", name))] = owner
+        if any(amounts.values()):
+            self._pods[uid] = _Pod(namespace, name, dict(amounts))
+            self._by_namespace.setdefault(namespace, set()).add(uid)
 
-    def pod_gone(self, uid: str) -> None:
-        namespace = self._pod_namespace.pop(uid, None)
-        if namespace is not None:
-            self._pods[namespace].pop(uid, None)
+    def pod_gone(self, uid: str, *, deleted: bool = False) -> None:
+        pod = self._pods.pop(uid, None)
+        if pod is not None:
+            self._by_namespace.get(pod.namespace, set()).discard(uid)
+            if deleted:
+                self._owners.pop((pod.namespace, ("", "Pod", pod.name)), None)
 
-    def reserve(self, namespace: str, workload: str, demand: int, now: float) -> None:
-        """Reserve a workload's whole GPU demand; a later admission of it replaces the amount."""
-        if demand > 0:
-            self._reserved[namespace][workload] = _Reservation(demand, now + self.reservation_ttl)
-        else:
-            self._reserved[namespace].pop(workload, None)
+    def object_seen(self, namespace: str, key: Key, owner: Key | None) -> None:
+        self._owners[(namespace, key)] = owner
 
-    def release(self, namespace: str, workload: str) -> None:
-        self._reserved[namespace].pop(workload, None)
+    def object_gone(self, namespace: str, key: Key) -> None:
+        self._owners.pop((namespace, key), None)
 
-    def _owner_of(self, pod: _Pod, names: list[str]) -> str | None:
-        # Longest name first, so pods of `train-big` are not charged to `train`.
-        for name in names:
-            if _belongs(pod.owner, name):
-                return name
-        return None
+    def known(self, namespace: str, key: Key) -> bool:
+        return (namespace, key) in self._owners
 
-    def usage(self, namespace: str, now: float, exclude: str | None = None) -> int:
-        """GPUs used or reserved in a namespace, leaving out workload `exclude` entirely."""
-        reserved = self._reserved.get(namespace, {})
-        for name in [n for n, r in reserved.items() if r.expires <= now]:
-            del reserved[name]
-        names = sorted([*reserved, *([exclude] if exclude else [])], key=len, reverse=True)
-        consumed: dict[str, int] = defaultdict(int)
-        total = 0
-        for pod in self._pods.get(namespace, {}).values():
-            owner = self._owner_of(pod, names) if pod.owner else None
-            if owner is None:
-                total += pod.gpus
-            elif owner != exclude:
-                consumed[owner] += pod.gpus
-        for name, r in reserved.items():
-            if name != exclude:
-                total += max(r.demand, consumed[name])
-        return total
+    def owner(self, namespace: str, key: Key) -> Key | None:
+        return self._owners.get((namespace, key))
+
+    def chain(self, namespace: str, key: Key) -> tuple[Key, ...]:
+        """`key` and its controlling owners as far as this replica has seen them."""
+        links = [key]
+        while len(links) < MAX_CHAIN:
+            parent = self._owners.get((namespace, links[-1]))
+            if parent is None or parent in links:
+                break
+            links.append(parent)
+        return tuple(links)
+
+    def pods(self, namespace: str) -> list[ObservedPod]:
+        found = []
+        for uid in self._by_namespace.get(namespace, ()):
+            pod = self._pods[uid]
+            found.append(ObservedPod(self.chain(namespace, ("", "Pod", pod.name)), pod.amounts))
+        return found
+
+    def namespaces(self) -> list[str]:
+        return [ns for ns, uids in self._by_namespace.items() if uids]

@@ -6,7 +6,6 @@ Handlers are registered on a registry built per process (no module-level globals
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -17,11 +16,11 @@ from mlgate.api.crdgen import CRDS
 from mlgate.api.models import GROUP, VERSION
 from mlgate.cluster.client import login
 from mlgate.controller.egress import EgressReconciler
-from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.gpu_ledger import GpuLedger, controller_of
 from mlgate.controller.state import CompileResult, PolicyState
-from mlgate.engine.gpu import pod_demand
-from mlgate.engine.policy import GpuRules
-from mlgate.engine.workloads import SUPPORTED, PodView, Unsupported, view
+from mlgate.engine.gpu import workload_amounts
+from mlgate.engine.gpu_usage import Key
+from mlgate.engine.workloads import SUPPORTED, Unsupported, group_of, view
 
 MLGATE_PLURALS = tuple(crd.plural for crd in CRDS)
 KIND_OF_PLURAL = {crd.plural: crd.kind for crd in CRDS}
@@ -44,43 +43,13 @@ def _same_condition(current: Mapping[str, Any], wanted: Mapping[str, Any]) -> bo
     return all(current.get(k) == wanted.get(k) for k in keys)
 
 
-def quota_condition(
-    body: Mapping[str, Any], uptime: float, reservation_ttl: float, now: datetime
-) -> dict[str, Any] | None:
-    """Whether this process can vouch for the policy's namespace GPU quota right now.
-
-    Reservations live in memory: after a restart, workloads admitted shortly before it whose
-    pods do not exist yet are not counted until their pods appear, so the quota can be overrun
-    for up to one reservation TTL. The condition says so instead of hiding it.
-    """
-    gpu = (body.get("spec") or {}).get("gpu") or {}
-    if gpu.get("namespaceQuota") is None:
-        return None
-    rebuilding = uptime < reservation_ttl
-    return {
-        "type": "GpuQuotaExact",
-        "status": "False" if rebuilding else "True",
-        "reason": "ReservationsRebuilding" if rebuilding else "Tracking",
-        "message": (
-            f"mlgate started {int(uptime)}s ago; GPUs of workloads admitted before the restart "
-            f"whose pods do not exist yet are not counted for up to {int(reservation_ttl)}s, "
-            "so the namespace quota can be overrun until then"
-            if rebuilding
-            else "pods and newly admitted workloads are counted against the namespace quota"
-        ),
-        "observedGeneration": (body.get("metadata") or {}).get("generation"),
-        "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-    }
-
-
 def status_patch(
     status: Mapping[str, Any],
     result: CompileResult,
     now: datetime,
-    extra: tuple[dict[str, Any], ...] = (),
 ) -> dict[str, Any] | None:
     """The status change to write, or None when the status already says this (no write loops)."""
-    wanted = [ready_condition(result, now), *extra]
+    wanted = [ready_condition(result, now)]
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
     current = {c.get("type"): c for c in conditions}
     if all(w["type"] in current and _same_condition(current[w["type"]], w) for w in wanted):
@@ -90,30 +59,46 @@ def status_patch(
     return {"conditions": [*others, *wanted], "observedGeneration": result.active_generation}
 
 
-def pod_owner(meta: Mapping[str, Any]) -> str:
-    """The pod's controlling owner, or the pod itself when it was created bare."""
-    for ref in meta.get("ownerReferences") or []:
-        if isinstance(ref, Mapping) and ref.get("controller"):
-            return str(ref.get("name") or "")
-    return str(meta.get("name") or "")
-
-
-def pod_gpus(rules: GpuRules, body: Mapping[str, Any]) -> int:
+def pod_amounts(body: Mapping[str, Any]) -> dict[str, int]:
+    """Every extended resource a pod requests (policies pick theirs when judging)."""
     item = view(body)
-    if isinstance(item, Unsupported):
-        return 0
-    pods: tuple[PodView, ...] = item.pods
-    return sum(pod_demand(rules, pod).gpus for pod in pods)
+    return {} if isinstance(item, Unsupported) else workload_amounts(item)
+
+
+def observe_pod(ledger: GpuLedger, type: str, body: Mapping[str, Any]) -> None:
+    meta = body.get("metadata") or {}
+    uid = str(meta.get("uid") or "")
+    if type == "DELETED" or (body.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+        ledger.pod_gone(uid, deleted=type == "DELETED")
+        return
+    namespace, name = str(meta.get("namespace") or ""), str(meta.get("name") or "")
+    ledger.pod_seen(uid, namespace, name, controller_of(meta), pod_amounts(body))
+
+
+def observe_workload(
+    ledger: GpuLedger, type: str, body: Mapping[str, Any]
+) -> tuple[str, Key] | None:
+    """Remember who controls a workload object, so its pods can be charged to the root."""
+    meta = body.get("metadata") or {}
+    namespace = str(meta.get("namespace") or "")
+    if not namespace:
+        return None
+    key = (group_of(str(body.get("apiVersion") or "")), str(body.get("kind") or ""), meta["name"])
+    if type == "DELETED":
+        ledger.object_gone(namespace, key)
+    else:
+        ledger.object_seen(namespace, key, controller_of(meta))
+    return namespace, key
 
 
 def register(
     registry: kopf.OperatorRegistry,
     state: PolicyState,
     ledger: GpuLedger,
-    gpu_rules: GpuRules,
     leads: Callable[[], bool] = lambda: True,
     *,
     egress: EgressReconciler | None = None,
+    deleted: Callable[[str, Key], None] = lambda _, __: None,
 ) -> None:
     """Attach every handler to `registry`.
 
@@ -122,12 +107,8 @@ def register(
     namespaces and managed NetworkPolicies it reconciles (its handlers run after the state's).
     """
 
-    started = time.monotonic()
-
     def write_status(body: kopf.Body, patch: kopf.Patch, result: CompileResult) -> None:
-        now = datetime.now(UTC)
-        quota = quota_condition(body, time.monotonic() - started, ledger.reservation_ttl, now)
-        change = status_patch(body.get("status") or {}, result, now, (quota,) if quota else ())
+        change = status_patch(body.get("status") or {}, result, datetime.now(UTC))
         if change is not None:
             patch.status.update(change)
 
@@ -146,11 +127,12 @@ def register(
     for plural in MLGATE_PLURALS:
         kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"track-{plural}")(on_resource)
 
-    def on_workload(type: str, name: str, namespace: str | None, **_: Any) -> None:
-        if type == "DELETED" and namespace:
-            ledger.release(namespace, name)
+    def on_workload(type: str, body: kopf.Body, **_: Any) -> None:
+        key = observe_workload(ledger, type, body)
+        if type == "DELETED" and key is not None:
+            deleted(*key)  # the budget reconciler frees its reservation without waiting
 
-    # Deleting a workload frees its GPU reservation at once instead of after the reservation TTL.
+    # Owner links of every workload object (Deployment -> ReplicaSet -> Pod), and deletions.
     for spec in SUPPORTED:
         if spec.plural != "pods":
             kopf.on.event(
@@ -158,7 +140,7 @@ def register(
                 spec.versions[0],
                 spec.plural,
                 registry=registry,
-                id=f"release-{spec.plural}",
+                id=f"owners-{spec.plural}",
             )(on_workload)
 
     @kopf.on.event("", "v1", "namespaces", registry=registry, id="track-namespaces")
@@ -166,15 +148,11 @@ def register(
         state.set_namespace(name, None if type == "DELETED" else labels)
 
     @kopf.on.event("", "v1", "pods", registry=registry, id="track-pod-gpus")
-    def on_pod(type: str, body: kopf.Body, meta: Mapping[str, Any], **_: Any) -> None:
-        uid = str(meta.get("uid") or "")
-        phase = (body.get("status") or {}).get("phase")
-        if type == "DELETED" or phase in _TERMINAL_PHASES:
-            ledger.pod_gone(uid)
-            return
-        ledger.pod_seen(
-            uid, str(meta.get("namespace") or ""), pod_owner(meta), pod_gpus(gpu_rules, body)
-        )
+    def on_pod(type: str, body: kopf.Body, **_: Any) -> None:
+        observe_pod(ledger, type, body)
+        meta = body.get("metadata") or {}
+        if type == "DELETED" or (body.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+            deleted(str(meta.get("namespace") or ""), ("", "Pod", str(meta.get("name") or "")))
 
     if egress is not None:
         egress.register(registry)

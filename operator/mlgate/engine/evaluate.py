@@ -27,7 +27,7 @@ def _findings(policy: CompiledPolicy, workload: WorkloadView, facts: Facts) -> l
     if policy.egress is not None:
         found += side_doors.check(policy.egress, workload)
     if policy.gpu is not None:
-        found += gpu.check(policy.gpu, workload, facts.gpu_usage)
+        found += gpu.check(policy.gpu, workload, facts.gpu_usage, facts.device_claims)
     return found
 
 

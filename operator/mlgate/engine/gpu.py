@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import GpuRules
+from mlgate.engine.dra import ClaimRef, Claims, DeviceRequest, device_class_of, pod_devices
+from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
     UNBOUNDED,
@@ -39,20 +40,29 @@ DEFAULT_RESOURCES: tuple[str, ...] = tuple(resource for resource, _ in ACCELERAT
 @dataclass(frozen=True, slots=True)
 class PodDemand:
     pod: PodView
-    gpus: int
+    gpus: int  # all GPUs the pod holds
     errors: tuple[Finding, ...] = ()
+    extended: int = 0  # of which requested as extended resources (the node selector decides)
+    requests: tuple[DeviceRequest, ...] = ()  # DRA requests of classes the policy counts
 
 
-def _container_gpus(rules: GpuRules, c: ContainerView) -> tuple[int, list[Finding]]:
-    """GPUs a container asks for: the larger of request and limit, summed over GPU resources."""
-    total, errors = 0, []
+def is_extended(resource: str) -> bool:
+    """Extended resources (`vendor.com/name`) are what accelerators are requested as; cpu,
+    memory, hugepages and storage are not, so the ledger keeps everything else and every policy
+    picks its own resources from it."""
+    return "/" in resource
+
+
+def _container_amounts(c: ContainerView) -> tuple[dict[str, int], list[tuple[str, Finding]]]:
+    """Extended resources a container asks for: the larger of request and limit, per resource."""
     amounts: dict[str, int] = {}
+    errors: list[tuple[str, Finding]] = []
     for section in ("limits", "requests"):
         values = c.resources.get(section)
         if not isinstance(values, Mapping):
             continue
         for resource, raw in values.items():
-            if not any(p.fullmatch(str(resource)) for p in rules.resources):
+            if not is_extended(str(resource)):
                 continue
             try:
                 quantity = parse_quantity(raw)
@@ -60,44 +70,99 @@ def _container_gpus(rules: GpuRules, c: ContainerView) -> tuple[int, list[Findin
             except InvalidQuantity as exc:
                 problem = str(exc)
             if problem is not None:  # a negative amount must not offset other containers' GPUs
-                errors.append(
-                    Finding(
-                        Rule.GPU_MAX_PER_POD,
-                        f'{c.resources_path}.{section}["{resource}"]',
-                        f"{problem}; GPU resources must be whole numbers",
-                    )
-                )
+                path = f'{c.resources_path}.{section}["{resource}"]'
+                message = f"{problem}; GPU resources must be whole numbers"
+                errors.append((str(resource), Finding(Rule.GPU_MAX_PER_POD, path, message)))
                 continue
-            amounts[resource] = max(amounts.get(resource, 0), math.ceil(quantity))
-    total = sum(amounts.values())
-    return total, errors
+            amounts[str(resource)] = max(amounts.get(str(resource), 0), math.ceil(quantity))
+    return amounts, errors
 
 
-def pod_demand(rules: GpuRules, pod: PodView) -> PodDemand:
-    """Effective GPUs of a pod, as the scheduler counts them.
+def pod_amounts(pod: PodView) -> tuple[dict[str, int], list[tuple[str, Finding]]]:
+    """Effective extended resources of a pod, per resource, as the scheduler counts them.
 
     App containers and sidecars run together; plain init containers run one at a time before
     them, each alongside the sidecars declared before it, so the pod needs the larger of the two
     (the scheduler's formula; `pod.containers` keeps init containers in declaration order).
     """
-    running, sidecars, init_peak, errors = 0, 0, 0, []
+    running: dict[str, int] = {}
+    sidecars: dict[str, int] = {}
+    init_peak: dict[str, int] = {}
+    errors: list[tuple[str, Finding]] = []
     for c in pod.containers:
-        gpus, problems = _container_gpus(rules, c)
+        amounts, problems = _container_amounts(c)
         errors.extend(problems)
-        if c.kind is ContainerKind.APP:
-            running += gpus
-        elif c.kind is ContainerKind.SIDECAR:
-            sidecars += gpus
-            init_peak = max(init_peak, sidecars)
-        elif c.kind is ContainerKind.INIT:
-            init_peak = max(init_peak, gpus + sidecars)
-    return PodDemand(pod, max(running + sidecars, init_peak), tuple(errors))
+        for resource, n in amounts.items():
+            if c.kind is ContainerKind.APP:
+                running[resource] = running.get(resource, 0) + n
+            elif c.kind is ContainerKind.SIDECAR:
+                sidecars[resource] = sidecars.get(resource, 0) + n
+                init_peak[resource] = max(init_peak.get(resource, 0), sidecars[resource])
+            elif c.kind is ContainerKind.INIT:
+                peak = n + sidecars.get(resource, 0)
+                init_peak[resource] = max(init_peak.get(resource, 0), peak)
+    names = {*running, *sidecars, *init_peak}
+    effective = {r: max(running.get(r, 0) + sidecars.get(r, 0), init_peak.get(r, 0)) for r in names}
+    return {r: n for r, n in effective.items() if n}, errors
 
 
-def workload_demand(rules: GpuRules, view: WorkloadView) -> tuple[int, list[PodDemand]]:
+def _merge(*parts: Mapping[str, int]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for part in parts:
+        for resource, n in part.items():
+            total[resource] = total.get(resource, 0) + n
+    return total
+
+
+def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[str, int]:
+    """Extended resources and DRA devices of the whole workload, per resource: each pod's own
+    (containers, template claims) times its count, plus each shared ResourceClaim once."""
+    total: dict[str, int] = {}
+    shared: dict[str, dict[str, int]] = {}
+    for pod in view.pods:
+        devices = pod_devices(pod.spec, pod.path, claims)
+        for resource, n in _merge(pod_amounts(pod)[0], devices.per_pod).items():
+            total[resource] = total.get(resource, 0) + n * pod.count
+        if pod.count:
+            shared.update(devices.shared)
+    return _merge(total, *shared.values())
+
+
+def _counts(rules: GpuRules, resource: str) -> bool:
+    return any(p.fullmatch(resource) for p in rules.resources)
+
+
+def counted(rules: GpuRules, amounts: Mapping[str, int]) -> int:
+    """The part of `amounts` a policy counts as GPUs."""
+    return sum(n for r, n in amounts.items() if _counts(rules, r))
+
+
+def pod_demand(rules: GpuRules, pod: PodView, claims: Claims | None = None) -> PodDemand:
+    """GPUs one pod uses (shared claims included: the pod holds their devices too)."""
+    amounts, errors = pod_amounts(pod)
+    devices = pod_devices(pod.spec, pod.path, claims)
+    mine = [finding for resource, finding in errors if _counts(rules, resource)]
+    mine += [_unknown_claim(ref) for ref in devices.missing]
+    gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
+    requests = tuple(r for r in devices.requests if _counts(rules, r.resource))
+    return PodDemand(pod, gpus, tuple(mine), counted(rules, amounts), requests)
+
+
+def _unknown_claim(ref: ClaimRef) -> Finding:
+    return Finding(
+        Rule.GPU_MAX_PER_POD,
+        ref.path,
+        f"the pod uses {ref.kind} {ref.name}, which mlgate cannot find, so its devices cannot "
+        f"be counted; create the {ref.kind} first (or pass it to mlgate check)",
+    )
+
+
+def workload_demand(
+    rules: GpuRules, view: WorkloadView, claims: Claims | None = None
+) -> tuple[int, list[PodDemand]]:
     """GPUs of the whole workload (none for a runtime, which runs no pod itself) and per pod."""
-    demands = [pod_demand(rules, pod) for pod in view.pods]
-    total = sum(d.gpus * d.pod.count for d in demands) if view.runs_pods else 0
+    demands = [pod_demand(rules, pod, claims) for pod in view.pods]
+    total = counted(rules, workload_amounts(view, claims)) if view.runs_pods else 0
     return total, demands
 
 
@@ -186,17 +251,80 @@ def _per_pod(rules: GpuRules, demands: list[PodDemand]) -> Iterator[Finding]:
             yield Finding(
                 Rule.GPU_MAX_PER_POD,
                 d.pod.path,
-                f"each pod requests {d.gpus} GPUs, above the limit of {rules.max_per_pod} per "
-                "pod; lower the GPU requests/limits of its containers",
+                f"each pod requests {_amount(d.gpus)} GPUs, above the limit of "
+                f"{rules.max_per_pod} per pod; lower the GPU requests/limits of its containers",
             )
         if rules.allowed_products and d.gpus > 0:
-            finding = _product_finding(rules, d.pod)
-            if finding is not None:
-                yield finding
+            yield from _products(rules, d)
+
+
+def _products(rules: GpuRules, d: PodDemand) -> Iterator[Finding]:
+    """Extended-resource GPUs take the node's product: the node selector must pin it. A DRA
+    request is verified by its CEL selectors (productName) or, failing those, the same node
+    selector; otherwise the message says what cannot be verified."""
+    node = _product_finding(rules, d.pod)
+    if d.extended and node is not None:
+        yield node
+    allowed = ", ".join(sorted(rules.allowed_products))
+    for r in d.requests:
+        where = f"request {r.name!r} of {r.ref.kind} {r.ref.name}"
+        if r.products is not None and not r.products <= rules.allowed_products:
+            yield Finding(
+                Rule.GPU_PRODUCT,
+                r.ref.path,
+                f"{where} selects GPU products {', '.join(sorted(r.products))}; allowed: {allowed}",
+            )
+        elif r.products is None and node is not None:
+            yield Finding(
+                Rule.GPU_PRODUCT,
+                r.ref.path,
+                f"the GPU product of {where} (device class "
+                f"{device_class_of(r.resource)}) cannot be verified: add a CEL selector "
+                f'device.attributes["<driver>"].productName == one of {allowed}, or pin '
+                f"the node selector {PRODUCT_LABEL}",
+            )
+
+
+def covered(owner: GpuLoad | None, amounts: Mapping[str, int]) -> bool:
+    """Whether the owner's reservation still has room for the workload, resource by resource:
+    then the workload is part of it, not on top of it."""
+    if owner is None:
+        return False
+    return all(
+        owner.observed.get(r, 0) + n <= owner.reserved.get(r, 0) for r, n in amounts.items() if n
+    )
+
+
+def _load(rules: GpuRules, load: GpuLoad) -> int:
+    return max(counted(rules, load.reserved), counted(rules, load.observed))
+
+
+def _quota(
+    rules: GpuRules, view: WorkloadView, total: int, usage: GpuUsage | None
+) -> Iterator[Finding]:
+    if rules.namespace_quota is None or not total:
+        return
+    usage = usage or GpuUsage()
+    used = sum(_load(rules, load) for load in usage.others)
+    owner = usage.owner
+    if owner is not None:
+        used += _load(rules, owner)
+    if covered(owner, usage.demand):
+        return  # already counted in full inside the owner's reservation
+    if used + total > rules.namespace_quota:
+        beyond = f", beyond the reservation of {usage.owner_name}" if owner is not None else ""
+        yield Finding(
+            Rule.GPU_NAMESPACE_QUOTA,
+            "spec",
+            f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
+            f"({used} in use + {_amount(total)} requested{beyond}), above its quota of "
+            f"{rules.namespace_quota}; "
+            + (_fix(view, total) if total >= UNBOUNDED else "free GPUs or request fewer"),
+        )
 
 
 def _per_workload(
-    rules: GpuRules, view: WorkloadView, total: int, demands: list[PodDemand], usage: int | None
+    rules: GpuRules, view: WorkloadView, total: int, demands: list[PodDemand]
 ) -> Iterator[Finding]:
     if (
         view.per_node
@@ -218,19 +346,12 @@ def _per_workload(
             "above the "
             f"limit of {rules.max_per_workload}; {_fix(view, total)}",
         )
-    if rules.namespace_quota is not None and total:
-        used = usage or 0
-        if used + total > rules.namespace_quota:
-            yield Finding(
-                Rule.GPU_NAMESPACE_QUOTA,
-                "spec",
-                f"namespace {view.namespace or '(unset)'} would use {_amount(used + total)} GPUs "
-                f"({used} in use + {_amount(total)} requested), above its quota of "
-                f"{rules.namespace_quota}; "
-                + (_fix(view, total) if total >= UNBOUNDED else "free GPUs or request fewer"),
-            )
 
 
-def check(rules: GpuRules, view: WorkloadView, usage: int | None) -> list[Finding]:
-    total, demands = workload_demand(rules, view)
-    return [*_per_pod(rules, demands), *_per_workload(rules, view, total, demands, usage)]
+def check(
+    rules: GpuRules, view: WorkloadView, usage: GpuUsage | None, claims: Claims | None = None
+) -> list[Finding]:
+    total, demands = workload_demand(rules, view, claims)
+    per_workload = list(_per_workload(rules, view, total, demands))
+    quota = [] if view.per_node else list(_quota(rules, view, total, usage))
+    return [*_per_pod(rules, demands), *per_workload, *quota]

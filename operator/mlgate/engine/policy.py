@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mlgate.engine.decisions import Mode
 from mlgate.engine.runtimes import RuntimeCatalog
@@ -145,14 +146,44 @@ class ImageFact:
 
 
 @dataclass(frozen=True, slots=True)
+class GpuLoad:
+    """One charge in a namespace's GPU ledger: what is reserved for it (durably, by admissions)
+    and what its existing pods use, per extended resource. It counts as the larger of the two."""
+
+    reserved: Mapping[str, int] = field(default_factory=dict)
+    observed: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GpuUsage:
+    """A namespace's GPU use as the workload under judgement sees it.
+
+    `others` is every charge except the workload's own. A workload with a controlling owner
+    that holds a reservation (a Deployment's ReplicaSet and Pods, a Job's Pods) is judged
+    against that reservation: `owner` is it, with `observed` counting only the owner's pods
+    outside the workload. The workload fits inside it when, for every resource, those pods plus
+    the workload's demand stay within the reservation; otherwise it is charged in full.
+    """
+
+    others: tuple[GpuLoad, ...] = ()
+    owner: GpuLoad | None = None
+    owner_name: str = ""  # e.g. "Deployment web", for messages
+    # The workload's demand in every resource the ledger tracks (the union of all policies'
+    # resources): coverage is decided on it, the same way whichever policy judges.
+    demand: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class Facts:
     now: datetime
     # None: the namespace's labels are unknown (offline check); selectors then count as matching.
     namespace_labels: Mapping[str, str] | None = None
     approvals: tuple[Approval, ...] = ()
-    # GPUs already used or reserved in the workload's namespace, excluding the workload itself.
-    gpu_usage: int | None = None
+    # GPUs already used or reserved in the workload's namespace; None: unknown (offline check).
+    gpu_usage: GpuUsage | None = None
     # None: signatures were not verified (offline check); rules report them as unverified.
     images: Mapping[str, ImageFact] | None = None
     # The runtimes and configs workloads may name; None views each object on its own.
     runtimes: RuntimeCatalog | None = None
+    # DRA claims the workload's pods name: (kind, name) -> claim spec. None: not gathered.
+    device_claims: Mapping[tuple[str, str], Any] | None = None

@@ -744,6 +744,19 @@ def _training_runtime(obj: Mapping[str, Any]) -> Iterator[PodView]:
     yield from replicated_jobs(_dig(spec, ("template", "spec")), "spec.template.spec", nodes)
 
 
+def _device_claim(reference: str) -> PodLayout:
+    """A ResourceClaim or ResourceClaimTemplate is judged as the devices one pod gets from it
+    (per-pod limits and products apply). Nothing runs from it (count 0): the pods that name it
+    are charged for its devices, once."""
+
+    def pods(obj: Mapping[str, Any]) -> Iterator[PodView]:
+        name = _str(_map(obj.get("metadata")).get("name"))
+        claims = [{"name": "claim", reference: name}]
+        yield PodView("spec", {"resourceClaims": claims}, (), 0, "", {})
+
+    return pods
+
+
 # ---------------------------------------------------------------------------------------------
 # The table
 
@@ -790,6 +803,7 @@ _KF = "kubeflow.org"
 _KSERVE = "serving.kserve.io"
 _TRAINER = "trainer.kubeflow.org"
 _RAY, _RAY_VERSIONS = "ray.io", ("v1", "v1alpha1")
+_DRA, _DRA_VERSIONS = "resource.k8s.io", ("v1", "v1beta2", "v1beta1")
 
 SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec("", "Pod", "pods", ("v1",), _bare_pod, subresources=("ephemeralcontainers",)),
@@ -803,6 +817,14 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec("apps", "DaemonSet", "daemonsets", ("v1",), _PER_NODE, per_node=True),
     KindSpec("batch", "Job", "jobs", ("v1",), _JOB),
     KindSpec("batch", "CronJob", "cronjobs", ("v1",), _cron_job),
+    KindSpec(
+        _DRA, "ResourceClaim", "resourceclaims", _DRA_VERSIONS,
+        _device_claim("resourceClaimName"),
+    ),
+    KindSpec(
+        _DRA, "ResourceClaimTemplate", "resourceclaimtemplates", _DRA_VERSIONS,
+        _device_claim("resourceClaimTemplateName"),
+    ),
     KindSpec(
         _KSERVE, "InferenceService", "inferenceservices", ("v1beta1",),
         _inference_service, _inference_service_models,

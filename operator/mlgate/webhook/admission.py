@@ -6,12 +6,12 @@ one deadline around it and answer fail-closed when it is exceeded.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress, widened
@@ -23,18 +23,22 @@ from mlgate.engine.evaluate import (
     evaluate_network_policy,
     evaluate_view,
 )
-from mlgate.engine.gpu import workload_demand
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
-from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
 from mlgate.engine.runtimes import RuntimeCatalog
 from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView
+from mlgate.webhook.gpu_facts import (
+    GpuAccounting,
+    GpuPlan,
+    GpuStep,
+    ObjectLookup,
+    device_claims,
+)
 from mlgate.webhook.review import Request
 
 NamespaceLookup = Callable[[str], Awaitable[Mapping[str, str] | None]]
-# (group, version, plural, namespace, name) -> the object, or None when it does not exist
-ObjectLookup = Callable[[str, str, str, str, str], Awaitable[Mapping[str, Any] | None]]
 ImageVerifier = Callable[
     [tuple[CompiledPolicy, ...], WorkloadView], Awaitable[Mapping[str, ImageFact]]
 ]
@@ -78,7 +82,7 @@ class Config:
     own_namespace: str = "mlgate-system"
     # Who may take a namespace out of a policy's scope by relabelling it.
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
-    gpu_rules: GpuRules | None = None  # resources counted for the quota ledger
+    gpu_rules: GpuRules | None = None  # resources always tracked, whatever the policies count
     # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
     # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
@@ -127,10 +131,15 @@ class Admission:
     egress_present: EgressLookup = no_egress_lookup
     network_policies: NetworkPolicyLookup = no_network_policies
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
-    monotonic: Callable[[], float] = time.monotonic
     # The runtimes and configs workloads name (the operator's watch cache). Empty by default, so
     # a workload naming one is refused for want of it rather than judged without it.
     runtimes: Callable[[], RuntimeCatalog] = RuntimeCatalog
+    budgets: BudgetStore = field(default_factory=MemoryBudgetStore)
+
+    @property
+    def gpu(self) -> GpuAccounting:
+        base = self.config.gpu_rules.resources if self.config.gpu_rules else ()
+        return GpuAccounting(self.ledger, self.budgets, self.object_lookup, self.now, base)
 
     def exempt(self, namespace: str) -> bool:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace
@@ -156,7 +165,7 @@ class Admission:
         item = effective_view(obj, self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, obj)
 
     async def _judge_scale(self, req: Request) -> Outcome:
         """A scale-up through /scale is judged as the parent workload with the new replicas."""
@@ -171,14 +180,14 @@ class Admission:
                 False, f"mlgate cannot read {req.resource}/{req.name} to judge the scale-up"
             )
         spec = parent.get("spec")
-        scaled = {
-            **parent,
-            "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
-        }
-        item = effective_view(with_namespace(scaled, req.namespace), self.runtimes())
+        scaled = with_namespace(
+            {**parent, "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted}},
+            req.namespace,
+        )
+        item = effective_view(scaled, self.runtimes())
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, scaled)
 
     def watched_annotations(self) -> set[str]:
         return {
@@ -194,7 +203,9 @@ class Admission:
             labels = await self.namespace_lookup(namespace)
         return labels if labels is not None else {}
 
-    async def _facts(self, item: WorkloadView, policies: tuple[CompiledPolicy, ...]) -> Facts:
+    async def _facts(
+        self, item: WorkloadView, obj: Mapping[str, Any], policies: tuple[CompiledPolicy, ...]
+    ) -> Facts:
         # A cluster-scoped runtime serves every namespace: judged as if in a governed one.
         labels = await self.namespace_labels(item.namespace) if item.namespace else None
         images = await self.verify_images(policies, item)
@@ -203,30 +214,39 @@ class Admission:
             namespace_labels=labels,
             approvals=self.state.snapshot().approvals,
             images=images,
+            device_claims=await device_claims(self.object_lookup, item, obj),
         )
 
-    async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
+    async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
-        facts = await self._facts(item, snapshot.policies)
+        facts = await self._facts(item, obj, snapshot.policies)
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
-        # Usage is read after the last await, so the check and the reservation below happen
-        # atomically on the event loop: two concurrent admissions cannot both fit the quota.
-        facts = replace(
-            facts,
-            gpu_usage=self.ledger.usage(
-                item.namespace, self.monotonic(), exclude=_ledger_key(item)
-            ),
-        )
-        decision = evaluate_view(snapshot.policies, item, facts)
         late = self._unpinned(req, snapshot.policies, item, facts)
-        if waiting or late:
-            decision = decide(
-                [*decision.violations, *waiting, *late], decision.matched_policies, decision.notes
-            )
-        outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
-        if outcome.allowed and not req.dry_run:
-            self._reserve(item)
-        return outcome
+        plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
+        while True:
+            # GPU usage is read last; the reservation is written only if nobody (this replica
+            # or another) reserved since, otherwise the workload is judged again on the news.
+            # The server's deadline bounds the retries (and then denies: fail closed).
+            usage, step = await self._gpu_usage(item, plan)
+            decision = evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage))
+            if waiting or late:
+                decision = decide(
+                    [*decision.violations, *waiting, *late],
+                    decision.matched_policies,
+                    decision.notes,
+                )
+            outcome = _verdict(item.kind, item.namespace, item.name, decision, item)
+            if not outcome.allowed or req.dry_run or step is None:
+                return outcome
+            if await self.gpu.reserve(step):
+                return outcome
+
+    async def _gpu_usage(
+        self, item: WorkloadView, plan: GpuPlan | None
+    ) -> tuple[GpuUsage | None, GpuStep | None]:
+        if plan is None:
+            return None, None
+        return await self.gpu.gather(item.namespace, plan)
 
     def _unpinned(
         self, req: Request, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
@@ -310,12 +330,6 @@ class Admission:
             route="egress-guard",
         )
 
-    def _reserve(self, item: WorkloadView) -> None:
-        if self.config.gpu_rules is None:
-            return
-        demand, _ = workload_demand(self.config.gpu_rules, item)
-        self.ledger.reserve(item.namespace, _ledger_key(item), demand, self.monotonic())
-
     async def _namespace_guard(self, req: Request) -> Outcome:
         if req.operation != "UPDATE" or req.obj is None or req.old_obj is None:
             return Outcome(True, route="scope-guard")
@@ -386,7 +400,3 @@ def with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
         **obj,
         "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
     }
-
-
-def _ledger_key(item: WorkloadView) -> str:
-    return item.name
