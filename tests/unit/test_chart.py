@@ -31,6 +31,7 @@ from mlgate.webhook.config import (
     network_policy_match_conditions,
     network_policy_rules,
     webhook_configuration,
+    workload_match_conditions,
     workload_rules,
 )
 
@@ -193,7 +194,8 @@ def test_workload_rules_are_mlgate_workload_rules() -> None:
         "mlgate.webhook.config.workload_rules():\n" + yaml.safe_dump(workload_rules())
     )
     resources = {r for rule in rules for r in rule["resources"]}
-    assert "pods/ephemeralcontainers" in resources
+    assert {"pods/ephemeralcontainers", "pods/status", "deployments/status"} <= resources
+    assert webhooks(render())[WORKLOADS_WEBHOOK]["matchConditions"] == workload_match_conditions()
 
 
 def test_network_policy_webhook_skips_deletes_of_other_policies() -> None:
@@ -208,7 +210,7 @@ def test_namespace_webhook_guards_relabelling() -> None:
         {
             "apiGroups": [""],
             "apiVersions": ["v1"],
-            "resources": ["namespaces"],
+            "resources": ["namespaces", "namespaces/status", "namespaces/finalize"],
             "operations": ["UPDATE"],
             "scope": "Cluster",
         }

@@ -136,7 +136,13 @@ class Admission:
         if req.sub_resource == "scale":
             return await self._judge_scale(req)
         obj = _with_namespace(req.obj, req.namespace)
-        if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
+        # A /status write is judged like an update of the object: the apiserver passes the
+        # object as it will be stored, and some kinds take metadata changes through /status.
+        if (
+            req.operation == "UPDATE"
+            and req.old_obj is not None
+            and req.sub_resource in ("", "status")
+        ):
             reason = benign_update(req.old_obj, obj, self._watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
@@ -232,6 +238,9 @@ class Admission:
     async def _network_policy(self, req: Request) -> Outcome:
         """User NetworkPolicies must not widen egress; mlgate-egress is mlgate's alone."""
         target = req.obj if req.obj is not None else req.old_obj
+        if target is None and req.operation == "DELETE" and not req.name:
+            # A collection delete: the apiserver admits each item again, with its old object.
+            return Outcome(True, route="collection-delete")
         if target is None:
             return Outcome(False, "mlgate: the request carries no object to judge", route="error")
         name = req.name or str(_meta(target).get("name") or "")

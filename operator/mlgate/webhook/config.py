@@ -16,6 +16,13 @@ WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 VALIDATE_PATH = "/validate"
+NAMESPACE_RESOURCES = ("namespaces", "namespaces/status", "namespaces/finalize")
+
+
+# A write to /status keeps the spec for most kinds, but Pods and other built-in kinds take
+# metadata from it (a Pod's annotations, e.g. the model annotation): every kind's status is
+# routed, and workload_match_conditions() sends only the writes that change what is judged.
+STATUS = "status"
 
 
 def workload_rules() -> list[dict[str, Any]]:
@@ -24,7 +31,7 @@ def workload_rules() -> list[dict[str, Any]]:
     for spec in SUPPORTED:
         resources = grouped[(spec.group, spec.versions)]
         resources.append(spec.plural)
-        resources.extend(f"{spec.plural}/{sub}" for sub in spec.subresources)
+        resources.extend(f"{spec.plural}/{sub}" for sub in (*spec.subresources, STATUS))
     return [
         {
             "apiGroups": [group],
@@ -34,6 +41,32 @@ def workload_rules() -> list[dict[str, Any]]:
             "scope": "Namespaced",
         }
         for (group, versions), resources in grouped.items()
+    ]
+
+
+def _or_empty(var: str, field: str) -> str:
+    """CEL for `var.field`, or {} when absent: CEL errors on a missing field."""
+    parent = field.rpartition(".")[0]
+    guards = [f"has({var}.{parent})"] if parent else []
+    guard = " && ".join([*guards, f"has({var}.{field})"])
+    return f"({guard} ? {var}.{field} : {{}})"
+
+
+def _unchanged(field: str) -> str:
+    return f"{_or_empty('object', field)} == {_or_empty('oldObject', field)}"
+
+
+def workload_match_conditions() -> list[dict[str, str]]:
+    """Status writes (kubelets, controllers: many, and they must work while mlgate is down) are
+    sent only when they change the annotations or spec mlgate judges; everything else always."""
+    return [
+        {
+            "name": "status-only-when-judged-fields-change",
+            "expression": (
+                f"!has(request.subResource) || request.subResource != '{STATUS}' || "
+                f"!({_unchanged('metadata.annotations')} && {_unchanged('spec')})"
+            ),
+        }
     ]
 
 
@@ -52,11 +85,21 @@ def network_policy_rules() -> list[dict[str, Any]]:
 
 def network_policy_match_conditions() -> list[dict[str, str]]:
     """Deleting any other NetworkPolicy only narrows egress: the apiserver need not ask, and
-    those deletes keep working while mlgate is down."""
+    those deletes keep working while mlgate is down.
+
+    A collection delete (`kubectl delete networkpolicies --all`, the namespace controller
+    emptying a namespace) is first admitted once without a name, then item by item with the
+    name and old object. CEL errors on a missing field, and under failurePolicy Fail that error
+    refuses the request, so every optional field is read behind has(): the nameless collection
+    request is not sent, the per-item delete of mlgate-egress still is.
+    """
     return [
         {
             "name": "delete-only-mlgate-egress",
-            "expression": f"request.operation != 'DELETE' || request.name == '{MANAGED_NAME}'",
+            "expression": (
+                "request.operation != 'DELETE' || "
+                f"(has(request.name) && request.name == '{MANAGED_NAME}')"
+            ),
         }
     ]
 
@@ -95,7 +138,12 @@ def webhook_configuration(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
         "webhooks": [
-            {"name": WORKLOADS_WEBHOOK, "rules": workload_rules(), **common},
+            {
+                "name": WORKLOADS_WEBHOOK,
+                "rules": workload_rules(),
+                "matchConditions": workload_match_conditions(),
+                **common,
+            },
             {
                 "name": NETWORK_POLICIES_WEBHOOK,
                 "rules": network_policy_rules(),
@@ -108,7 +156,8 @@ def webhook_configuration(
                     {
                         "apiGroups": [""],
                         "apiVersions": ["v1"],
-                        "resources": ["namespaces"],
+                        # /status and /finalize can rewrite the labels too.
+                        "resources": list(NAMESPACE_RESOURCES),
                         "operations": ["UPDATE"],
                         "scope": "Cluster",
                     }
