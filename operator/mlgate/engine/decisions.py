@@ -30,6 +30,7 @@ class Rule(StrEnum):
     EGRESS_HOST_NETWORK = "egress.hostNetwork"
     EGRESS_NETWORK_POLICY = "egress.networkPolicy"
     WORKLOAD_UNSUPPORTED = "workload.unsupported"
+    POLICY_INVALID = "policy.invalid"
 
 
 # MITRE ATLAS techniques per rule family (design section 3).
@@ -47,6 +48,7 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.EGRESS_HOST_NETWORK: ("AML.T0025", "AML.T0024.002"),
     Rule.EGRESS_NETWORK_POLICY: ("AML.T0025", "AML.T0024.002"),
     Rule.WORKLOAD_UNSUPPORTED: ("AML.T0010",),
+    Rule.POLICY_INVALID: (),  # not an attack technique: mlgate failing closed
 }
 
 

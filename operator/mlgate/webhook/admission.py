@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from mlgate.api.compile import InvalidResource, compile_resource
+from mlgate.api.models import GROUP
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress
@@ -97,7 +99,8 @@ def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violat
         f"mlgate denied {kind} {namespace}/{name or '(generated)'}: {len(violations)} violation(s)"
     ]
     lines += [
-        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message} (MITRE ATLAS {', '.join(v.atlas)})"
+        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message}"
+        + (f" (MITRE ATLAS {', '.join(v.atlas)})" if v.atlas else "")
         for i, v in enumerate(violations, 1)
     ]
     return "\n".join(lines)
@@ -125,6 +128,8 @@ class Admission:
     async def review(self, req: Request) -> Outcome:
         if req.resource == "networkpolicies" and not self.exempt(req.namespace):
             return await self._network_policy(req)
+        if req.resource_group == GROUP and req.operation in ("CREATE", "UPDATE"):
+            return _compiles(req)
         if req.operation not in ("CREATE", "UPDATE"):
             return Outcome(True, route="not-judged-operation")
         if req.resource == "namespaces":
@@ -313,6 +318,21 @@ class Admission:
             f"{admins} may do that",
             route="scope-guard",
         )
+
+
+def _compiles(req: Request) -> Outcome:
+    """A policy or approval is admitted only if the operator will be able to compile it, so
+    `kubectl apply` shows the field error instead of a policy silently not in force."""
+    if req.sub_resource or req.obj is None:
+        return Outcome(True, route="not-judged-operation")
+    if req.old_obj is not None and _spec(req.old_obj) == _spec(req.obj):
+        return Outcome(True, route="benign-update")  # metadata: an old spec stays editable
+    try:
+        compile_resource(_with_namespace(req.obj, req.namespace))
+    except InvalidResource as exc:
+        name = req.name or str(_meta(req.obj).get("name") or "")
+        return Outcome(False, f"mlgate denied {req.kind} {name}: {exc}", route="policy-invalid")
+    return Outcome(True, route="policy-compiles")
 
 
 def _verdict(

@@ -9,12 +9,15 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from mlgate.api.crdgen import CRDS
+from mlgate.api.models import GROUP, VERSION
 from mlgate.engine.egress import MANAGED_NAME
 from mlgate.engine.workloads import SUPPORTED
 
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
+POLICIES_WEBHOOK = "policies.mlgate.io"
 VALIDATE_PATH = "/validate"
 NAMESPACE_RESOURCES = ("namespaces", "namespaces/status", "namespaces/finalize")
 
@@ -104,6 +107,19 @@ def network_policy_match_conditions() -> list[dict[str, str]]:
     ]
 
 
+def policy_rules() -> list[dict[str, Any]]:
+    """mlgate's own resources, compiled on apply: a policy that would not compile is refused."""
+    return [
+        {
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "resources": [crd.plural for crd in CRDS],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "*",
+        }
+    ]
+
+
 def _excluded_namespaces(own_namespace: str) -> dict[str, Any]:
     return {
         "matchExpressions": [
@@ -166,6 +182,7 @@ def webhook_configuration(
                 # Relabelling must be judged even for namespaces outside every policy's scope
                 # today, so only mlgate's own and kube-system are left out.
             },
+            {"name": POLICIES_WEBHOOK, "rules": policy_rules(), **common},
         ],
     }
 

@@ -1,0 +1,253 @@
+"""Ways around the webhook, tried by a tenant (the `edit` role, plus the odd extra right)
+through the real kube-apiserver: collection deletes, subresources, hostile request shapes."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlgate.devcluster import Cluster
+from mlgate.devrun import MlgateProcess, stand_in_crds
+from tests.e2e.conftest import Tenant
+from tests.e2e.test_egress import (
+    ALLOWLIST,
+    apply,
+    cidr_rule,
+    eventually,
+    governed_policy,
+    network_policy,
+    wait_managed,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+WEBHOOK_CONFIG = "mlgate-bypass-e2e"
+GOOD = "registry.example.com/ml/serve@sha256:" + "a" * 64
+NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
+
+
+@pytest.fixture(scope="module")
+def mlgate(
+    control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[MlgateProcess]:
+    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
+    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
+    control_plane.kubectl(
+        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
+    )
+    control_plane.kubectl("create", "namespace", "mlgate-system")
+    log = tmp_path_factory.mktemp("mlgate-bypass") / "mlgate.log"
+    with MlgateProcess(control_plane.kubeconfig, log, webhook_config=WEBHOOK_CONFIG) as process:
+        yield process
+    control_plane.kubectl(
+        "delete", "validatingwebhookconfiguration", WEBHOOK_CONFIG, "--ignore-not-found"
+    )
+
+
+@pytest.fixture
+def governed(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str
+) -> Iterator[tuple[str, str]]:
+    """(policy, scope label) of an Enforce policy that manages egress, with `namespace` in it."""
+    name = f"bypass-{uuid.uuid4().hex[:8]}"
+    label = f"e2e.mlgate.io/{name}"
+    doc = governed_policy(name, label, **ALLOWLIST)
+    doc["spec"]["models"] = {"requireApproved": True}
+    apply(control_plane, doc).check_returncode()
+    control_plane.kubectl("label", "namespace", namespace, f"{label}=governed", check=True)
+    wait_managed(control_plane, namespace, "mlgate-egress to appear")
+    yield name, label
+    control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+def names(cp: Cluster, resource: str, namespace: str) -> list[str]:
+    out = cp.kubectl("get", resource, "-n", namespace, "-o", "name", check=True)
+    return sorted(line.rpartition("/")[2] for line in out.stdout.split())
+
+
+def user_policies(cp: Cluster, namespace: str) -> None:
+    """Two narrowing NetworkPolicies that sort before mlgate-egress (collection deletes go in
+    name order and stop at the first refusal)."""
+    for name in ("aa-one", "aa-two"):
+        apply(cp, network_policy(name, namespace, cidr_rule("10.1.0.0/16"))).check_returncode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 1: deleting NetworkPolicies, one by one or as a collection
+
+
+def test_tenant_deletes_network_policies_but_not_mlgate_egress(
+    control_plane: Cluster, governed: tuple[str, str], namespace: str, tenant: Tenant
+) -> None:
+    cp, user = control_plane, tenant(namespace)
+    user_policies(cp, namespace)
+    # kubectl deletes one object at a time: each user policy goes, mlgate-egress stays.
+    every = cp.kubectl("delete", "networkpolicies", "--all", "-n", namespace, kubeconfig=user)
+    assert every.returncode != 0
+    assert "mlgate-egress" in every.stderr and "only mlgate may delete it" in every.stderr
+    assert names(cp, "networkpolicies", namespace) == ["mlgate-egress"]
+
+    # DELETECOLLECTION: admitted once without a name (this used to fail the match condition
+    # and refuse everything), then item by item; mlgate-egress is refused by mlgate itself.
+    user_policies(cp, namespace)
+    url = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+    collection = cp.kubectl("delete", "--raw", url, kubeconfig=user)
+    assert collection.returncode != 0
+    assert "only mlgate may delete it" in collection.stderr, collection.stderr
+    assert "expression" not in collection.stderr and "matchCondition" not in collection.stderr
+    assert names(cp, "networkpolicies", namespace) == ["mlgate-egress"]
+
+
+def test_namespace_controller_empties_a_governed_namespace(
+    control_plane: Cluster, governed: tuple[str, str], namespace: str
+) -> None:
+    """What the namespace controller does on deletion: DELETECOLLECTION per resource, with
+    its own bootstrap RBAC (there is no controller-manager here, so it is impersonated)."""
+    cp = control_plane
+    user_policies(cp, namespace)
+    cp.kubectl("delete", "namespace", namespace, "--wait=false", check=True)
+    url = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+    emptied = cp.kubectl("delete", "--raw", url, f"--as={NAMESPACE_CONTROLLER}")
+    assert emptied.returncode == 0, emptied.stderr
+    assert names(cp, "networkpolicies", namespace) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 2: subresources that write labels, annotations or spec
+
+NAMESPACE_WRITES = [
+    {"apiGroups": [""], "resources": ["namespaces", "namespaces/status", "namespaces/finalize"]}
+]
+
+
+def _rules(rules: list[dict[str, Any]], verbs: tuple[str, ...]) -> list[dict[str, Any]]:
+    return [{**r, "verbs": list(verbs)} for r in rules]
+
+
+def _without_label(cp: Cluster, namespace: str, label: str) -> str:
+    body = json.loads(cp.kubectl("get", "namespace", namespace, "-o", "json", check=True).stdout)
+    del body["metadata"]["labels"][label]
+    return json.dumps(body)
+
+
+def test_namespace_status_and_finalize_cannot_relabel_out_of_scope(
+    control_plane: Cluster,
+    governed: tuple[str, str],
+    namespace: str,
+    tenant: Tenant,
+    tmp_path: Path,
+) -> None:
+    cp, (policy, label) = control_plane, governed
+    user = tenant(namespace, rules=_rules(NAMESPACE_WRITES, ("get", "update", "patch")))
+    drop = json.dumps({"metadata": {"labels": {label: None}}})
+    status = cp.kubectl(
+        "patch", "namespace", namespace, "--subresource=status", "--type=merge", "-p", drop,
+        kubeconfig=user,
+    )  # fmt: skip
+    assert status.returncode != 0
+    assert "namespaces.mlgate.io" in status.stderr and policy in status.stderr, status.stderr
+    body = tmp_path / "namespace.json"
+    body.write_text(_without_label(cp, namespace, label))
+    finalize = cp.kubectl(
+        "replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", str(body),
+        kubeconfig=user,
+    )  # fmt: skip
+    assert finalize.returncode != 0
+    assert "namespaces.mlgate.io" in finalize.stderr and policy in finalize.stderr
+    labels = json.loads(cp.kubectl("get", "namespace", namespace, "-o", "json").stdout)
+    assert labels["metadata"]["labels"][label] == "governed"
+    # Not a hole in theory only: a scope admin's /status write does drop the label.
+    admin = cp.kubectl(
+        "patch", "namespace", namespace, "--subresource=status", "--type=merge", "-p", drop
+    )
+    assert admin.returncode == 0, admin.stderr
+    after = json.loads(cp.kubectl("get", "namespace", namespace, "-o", "json").stdout)
+    assert label not in after["metadata"]["labels"]
+
+
+MODEL = "mlgate.io/model"
+STATUS_KINDS = {
+    "Pod": ("pods", {"apiVersion": "v1", "spec": {"containers": [{"name": "m", "image": GOOD}]}}),
+    "Deployment": (
+        "deployments",
+        {
+            "apiVersion": "apps/v1",
+            "spec": {
+                "selector": {"matchLabels": {"app": "m"}},
+                "template": {
+                    "metadata": {"labels": {"app": "m"}},
+                    "spec": {"containers": [{"name": "m", "image": GOOD}]},
+                },
+            },
+        },
+    ),
+    "Job": (
+        "jobs",
+        {
+            "apiVersion": "batch/v1",
+            "spec": {
+                "template": {
+                    "spec": {"restartPolicy": "Never", "containers": [{"name": "m", "image": GOOD}]}
+                }
+            },
+        },
+    ),
+}
+
+
+@pytest.fixture
+def approved(control_plane: Cluster, mlgate: MlgateProcess) -> Iterator[str]:
+    name = f"fraud-{uuid.uuid4().hex[:6]}"
+    doc = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": name},
+        "spec": {"model": name, "version": "3", "approvedBy": "e2e"},
+    }
+    apply(control_plane, doc).check_returncode()
+    yield f"{name}@3"
+    control_plane.kubectl("delete", "approvedmodel", name, "--ignore-not-found")
+
+
+@pytest.mark.parametrize("kind", sorted(STATUS_KINDS))
+def test_status_writes_cannot_swap_the_model(
+    control_plane: Cluster,
+    governed: tuple[str, str],
+    approved: str,
+    namespace: str,
+    tenant: Tenant,
+    kind: str,
+) -> None:
+    cp, (plural, body) = control_plane, STATUS_KINDS[kind]
+    meta = {"name": "served", "namespace": namespace, "annotations": {MODEL: approved}}
+    eventually(
+        lambda: apply(cp, {"kind": kind, "metadata": meta, **body}).returncode == 0 or None,
+        f"{kind} with the approved model admitted",
+    )
+    user = tenant(
+        namespace,
+        rules=_rules([{"apiGroups": ["", "apps", "batch"], "resources": [f"{plural}/status"]}],
+                     ("get", "update", "patch")),
+    )  # fmt: skip
+    swap = json.dumps({"metadata": {"annotations": {MODEL: "stolen@1"}}})
+    out = cp.kubectl(
+        "patch", plural, "served", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", swap, kubeconfig=user,
+    )  # fmt: skip
+    stored = json.loads(cp.kubectl("get", plural, "served", "-n", namespace, "-o", "json").stdout)
+    # Either the apiserver keeps metadata out of /status for this kind, or mlgate judged it.
+    assert stored["metadata"]["annotations"][MODEL] == approved, (kind, out.stdout)
+    if out.returncode != 0:
+        assert "models.approval" in out.stderr, out.stderr
+    # A status-only write (what kubelets and controllers send) is never held up.
+    conditions = json.dumps({"status": {"conditions": []}})
+    plain = cp.kubectl(
+        "patch", plural, "served", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", conditions, kubeconfig=user,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
