@@ -17,6 +17,8 @@ from typing import Any, Self
 import aiohttp
 import kopf
 
+from mlgate import jsonbound
+
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -121,7 +123,8 @@ class KubeClient:
             method, self.server + path, data=data, headers=headers, params=params
         ) as response:
             payload = await response.read()
-            document: JSON = json.loads(payload) if payload else {}
+            # Any depth a custom resource may have: one such object must not break a listing.
+            document: JSON = jsonbound.loads(payload) if payload else {}
             if response.status >= 400:
                 raise ApiError(
                     response.status,

@@ -106,4 +106,6 @@ class Auditor:
                     await self.audit_once()
                 except (ApiError, OSError, TimeoutError) as exc:
                     log.warning("audit pass failed, retrying in %gs: %s", self.interval, exc)
+                except Exception:  # a bug must not end the audit for good: next pass
+                    log.exception("audit pass failed, retrying in %gs", self.interval)
             await asyncio.sleep(self.interval)

@@ -27,6 +27,7 @@ from mlgate.engine.workloads import SUPPORTED, PodView, Unsupported, view
 MLGATE_PLURALS = tuple(crd.plural for crd in CRDS)
 KIND_OF_PLURAL = {crd.plural: crd.kind for crd in CRDS}
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+MAX_CONDITION_MESSAGE = 32768
 
 
 def ready_condition(result: CompileResult, now: datetime) -> dict[str, Any]:
@@ -34,7 +35,8 @@ def ready_condition(result: CompileResult, now: datetime) -> dict[str, Any]:
         "type": "Ready",
         "status": "True" if result.ok else "False",
         "reason": "Compiled" if result.ok else "Invalid",
-        "message": result.message,
+        # The schema's limit: a longer message would fail the whole status write.
+        "message": result.message[:MAX_CONDITION_MESSAGE],
         "observedGeneration": result.active_generation,
         "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
