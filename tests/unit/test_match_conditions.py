@@ -61,8 +61,17 @@ NETWORK_POLICY_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
         ),
         True,
     ),
-    # `kubectl delete networkpolicies --all`: once without name or object, then per item.
-    "collection delete": (_request("DELETE", namespace="ml"), False),
+    # DELETECOLLECTION: each item is admitted with its old object but no request.name.
+    "item of a collection delete": (
+        _request("DELETE", namespace="ml", oldObject=_netpol("x")),
+        False,
+    ),
+    "mlgate-egress in a collection delete": (
+        _request("DELETE", namespace="ml", oldObject=_netpol("mlgate-egress")),
+        True,
+    ),
+    "collection delete without objects": (_request("DELETE", namespace="ml"), False),
+    "old object without metadata": (_request("DELETE", namespace="ml", oldObject={}), False),
     "bare minimum": (_request("DELETE"), False),
 }
 
@@ -119,6 +128,18 @@ def _hooks(source: str) -> list[dict[str, Any]]:
     return list(webhook_configuration("mlgate", {}, "mlgate-system")["webhooks"])
 
 
+@pytest.fixture(autouse=True)
+def null_inequality(monkeypatch: pytest.MonkeyPatch) -> None:
+    """cel-go, the apiserver's CEL, compares any value with null (`oldObject != null`);
+    cel-python does for == but raises for != on maps. Give != the same answer as !(==)."""
+    original = celpy.celtypes.MapType.__ne__
+
+    def ne(self: celpy.celtypes.MapType, other: Any) -> bool:
+        return True if other is None else original(self, other)
+
+    monkeypatch.setattr(celpy.celtypes.MapType, "__ne__", ne)
+
+
 def evaluate(expression: str, request: dict[str, Any]) -> Any:
     env = celpy.Environment()
     program = env.program(env.compile(expression))
@@ -150,6 +171,6 @@ def test_match_conditions_never_error_and_route_as_intended(source: str) -> None
 def test_the_old_condition_fails_on_a_collection_delete() -> None:
     """The check above can fail: the condition mlgate used to ship errors on this shape."""
     old = "request.operation != 'DELETE' || request.name == 'mlgate-egress'"
-    request, _ = NETWORK_POLICY_REQUESTS["collection delete"]
+    request, _ = NETWORK_POLICY_REQUESTS["item of a collection delete"]
     with pytest.raises(celpy.evaluation.CELEvalError, match="name"):
         evaluate(old, request)

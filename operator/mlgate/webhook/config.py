@@ -90,18 +90,19 @@ def network_policy_match_conditions() -> list[dict[str, str]]:
     """Deleting any other NetworkPolicy only narrows egress: the apiserver need not ask, and
     those deletes keep working while mlgate is down.
 
-    A collection delete (`kubectl delete networkpolicies --all`, the namespace controller
-    emptying a namespace) is first admitted once without a name, then item by item with the
-    name and old object. CEL errors on a missing field, and under failurePolicy Fail that error
-    refuses the request, so every optional field is read behind has(): the nameless collection
-    request is not sent, the per-item delete of mlgate-egress still is.
+    A collection delete (DELETECOLLECTION, how the namespace controller empties a namespace)
+    is admitted item by item with the old object but without request.name. CEL errors on a
+    missing field, and under failurePolicy Fail that error refuses the request, so every
+    optional field is read behind has(): the name comes from the request or the old object.
     """
     return [
         {
             "name": "delete-only-mlgate-egress",
             "expression": (
                 "request.operation != 'DELETE' || "
-                f"(has(request.name) && request.name == '{MANAGED_NAME}')"
+                f"(has(request.name) && request.name == '{MANAGED_NAME}') || "
+                "(oldObject != null && has(oldObject.metadata) && "
+                f"has(oldObject.metadata.name) && oldObject.metadata.name == '{MANAGED_NAME}')"
             ),
         }
     ]
