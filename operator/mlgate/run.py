@@ -24,6 +24,7 @@ from aiohttp import web
 from mlgate import logs
 from mlgate.api.compile import name_globs
 from mlgate.api.models import DEFAULT_GPU_RESOURCES
+from mlgate.cluster import kopfjson
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
@@ -281,6 +282,7 @@ async def serve(opts: RunOptions) -> None:
         elector = _elector(client, opts, state, egress, webhook.ready)
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
+        kopfjson.install()
         register(registry, state, ledger, LEDGER_GPU_RULES, leads=elector.leads, egress=egress)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)

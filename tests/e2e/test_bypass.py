@@ -240,10 +240,19 @@ def test_status_writes_cannot_swap_the_model(
         "-p", swap, kubeconfig=user,
     )  # fmt: skip
     stored = json.loads(cp.kubectl("get", plural, "served", "-n", namespace, "-o", "json").stdout)
-    # Either the apiserver keeps metadata out of /status for this kind, or mlgate judged it.
-    assert stored["metadata"]["annotations"][MODEL] == approved, (kind, out.stdout)
-    if out.returncode != 0:
-        assert "models.approval" in out.stderr, out.stderr
+    # The apiserver takes annotations through /status for these kinds: mlgate judges them.
+    assert out.returncode != 0 and "models.approval" in out.stderr, out.stderr
+    stored = json.loads(cp.kubectl("get", plural, "served", "-n", namespace, "-o", "json").stdout)
+    assert stored["metadata"]["annotations"][MODEL] == approved
+    # Proof that the hole is real: a harmless annotation does go in through /status.
+    note = json.dumps({"metadata": {"annotations": {"note": "via-status"}}})
+    noted = cp.kubectl(
+        "patch", plural, "served", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", note, kubeconfig=user,
+    )  # fmt: skip
+    assert noted.returncode == 0, noted.stderr
+    stored = json.loads(cp.kubectl("get", plural, "served", "-n", namespace, "-o", "json").stdout)
+    assert stored["metadata"]["annotations"]["note"] == "via-status"
     # A status-only write (what kubelets and controllers send) is never held up.
     conditions = json.dumps({"status": {"conditions": []}})
     plain = cp.kubectl(
@@ -251,3 +260,92 @@ def test_status_writes_cannot_swap_the_model(
         "-p", conditions, kubeconfig=user,
     )  # fmt: skip
     assert plain.returncode == 0, plain.stderr
+
+
+def test_custom_resource_status_cannot_change_metadata(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str
+) -> None:
+    """Why custom resources need no judging of /status: the apiserver keeps everything but
+    .status from a /status write (what KServe, Kubeflow and Ray CRDs declare)."""
+    cp, group = control_plane, "probes.e2e.mlgate.io"
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": f"statusprobes.{group}"},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": "StatusProbe", "plural": "statusprobes", "singular": "statusprobe"},
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "x-kubernetes-preserve-unknown-fields": True,
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    apply(cp, crd).check_returncode()
+    cp.kubectl("wait", "--for=condition=Established", f"crd/statusprobes.{group}", check=True)
+    probe = {
+        "apiVersion": f"{group}/v1",
+        "kind": "StatusProbe",
+        "metadata": {"name": "p", "namespace": namespace, "annotations": {MODEL: "a@1"}},
+        "spec": {"image": GOOD},
+    }
+    eventually(lambda: apply(cp, probe).returncode == 0 or None, "the probe created")
+    swap = json.dumps({"metadata": {"annotations": {MODEL: "b@2"}}, "spec": {"image": "x"}})
+    out = cp.kubectl(
+        "patch", "statusprobes", "p", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", swap,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    stored = json.loads(
+        cp.kubectl("get", "statusprobes", "p", "-n", namespace, "-o", "json").stdout
+    )
+    assert stored["metadata"]["annotations"][MODEL] == "a@1" and stored["spec"]["image"] == GOOD
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 8: hostile shapes through the apiserver
+
+
+def _deep(depth: int) -> str:
+    return '{"k":' * depth + '"bottom"' + "}" * depth
+
+
+@pytest.mark.parametrize("depth", [3000, 9000])
+def test_deeply_nested_custom_resource_is_answered_and_can_shrink(
+    control_plane: Cluster, governed: tuple[str, str], namespace: str, tmp_path: Path, depth: int
+) -> None:
+    cp = control_plane
+    pod = {"containers": [{"name": "m", "image": GOOD}]}
+    ray = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayCluster",
+        "metadata": {"name": "deep", "namespace": namespace},
+        "spec": {
+            "headGroupSpec": {"template": {"spec": pod}},
+            "workerGroupSpecs": [{"groupName": "w", "replicas": 3, "template": {"spec": pod}}],
+            "extra": "DEEP",
+        },
+    }
+    path = tmp_path / "deep.json"
+    path.write_text(json.dumps(ray).replace('"DEEP"', _deep(depth)))
+    created = cp.kubectl("create", "-f", str(path))
+    assert created.returncode == 0, created.stderr[-2000:]
+    down = json.dumps([{"op": "replace", "path": "/spec/workerGroupSpecs/0/replicas", "value": 1}])
+    scaled = cp.kubectl("patch", "raycluster", "deep", "-n", namespace, "--type=json", "-p", down)
+    assert scaled.returncode == 0, scaled.stderr[-2000:]
+    labelled = cp.kubectl("label", "raycluster", "deep", "-n", namespace, "team=risk")
+    assert labelled.returncode == 0, labelled.stderr[-2000:]
+    # Still judged: an unapproved model next to the deep field is refused with mlgate's message.
+    swapped = cp.kubectl("annotate", "raycluster", "deep", "-n", namespace, f"{MODEL}=stolen@1")
+    assert swapped.returncode != 0 and "models.approval" in swapped.stderr, swapped.stderr[-2000:]
