@@ -37,5 +37,5 @@ async def _bounded_response_json(
 
 
 def install() -> None:
-    kopf_api.json = _BoundedJson  # type: ignore[attr-defined]
+    kopf_api.json = _BoundedJson  # type: ignore[attr-defined,assignment]
     aiohttp.ClientResponse.json = _bounded_response_json  # type: ignore[method-assign]
