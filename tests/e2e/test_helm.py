@@ -35,6 +35,7 @@ from mlgate.devrun import MlgateProcess, stand_in_crds
 from mlgate.webhook.config import (
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
+    POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
     workload_rules,
 )
@@ -246,7 +247,12 @@ def test_install_upgrade_uninstall(
             assert exists(cp, kind, release)
         config = kubectl_json(cp, "get", "validatingwebhookconfiguration", release)
         hooks = {w["name"]: w for w in config["webhooks"]}
-        assert set(hooks) == {WORKLOADS_WEBHOOK, NETWORK_POLICIES_WEBHOOK, NAMESPACES_WEBHOOK}
+        assert set(hooks) == {
+            WORKLOADS_WEBHOOK,
+            NETWORK_POLICIES_WEBHOOK,
+            NAMESPACES_WEBHOOK,
+            POLICIES_WEBHOOK,
+        }
         assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules()
         for hook in hooks.values():
             assert hook["clientConfig"]["service"]["name"] == release
