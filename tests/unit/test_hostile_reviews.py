@@ -8,10 +8,13 @@ import copy
 import json
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
+from kopf._cogs.clients import api as kopf_api
 
 from mlgate import jsonbound
+from mlgate.cluster import kopfjson
 from mlgate.engine.workloads import SUPPORTED
 from tests.unit.factories import deployment, review
 from tests.unit.test_server import make_webhook, serve
@@ -170,3 +173,13 @@ def test_bounded_loads_keeps_equal_subtrees_equal_and_different_ones_different()
     assert jsonbound.loads(json.dumps(shallow)) == shallow
     with pytest.raises(ValueError, match="never closed"):
         jsonbound.loads("[" * 50_000)
+
+
+def test_kopf_decodes_watch_events_of_any_depth(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(kopf_api, "json", json)  # as kopf ships, and restored afterwards
+    monkeypatch.setattr(aiohttp.ClientResponse, "json", aiohttp.ClientResponse.json)
+    event = '{"type":"ADDED","object":' + deep_text(DEEP) + "}"
+    with pytest.raises(RecursionError):
+        kopf_api.json.loads(event)
+    kopfjson.install()
+    assert kopf_api.json.loads(event)["type"] == "ADDED"
