@@ -8,13 +8,16 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
+import kopf
 import pytest
 
+from mlgate.controller.egress import EgressReconciler
 from mlgate.controller.gpu_ledger import GpuLedger
-from mlgate.controller.handlers import status_patch
+from mlgate.controller.handlers import register, status_patch
 from mlgate.controller.state import PolicyState
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import Facts
+from mlgate.run import LEDGER_GPU_RULES
 from mlgate.webhook.admission import Admission
 from mlgate.webhook.review import parse_review
 from tests.unit.factories import GOOD_IMAGE, deployment, policy, review
@@ -144,3 +147,22 @@ def test_metadata_edits_of_a_grandfathered_invalid_policy_pass() -> None:
     relabelled = copy.deepcopy(old)
     relabelled["metadata"]["labels"] = {"team": "sec"}
     assert judge(mlgate_review(relabelled, "UPDATE", old)).allowed
+
+
+def test_operator_handlers_never_retry_over_one_object() -> None:
+    """Only event handlers: kopf runs them once per event and logs an error instead of
+    retrying. Change handlers (on.create/update/...) retry with backoff, forever by default."""
+    registry = kopf.OperatorRegistry()
+    egress = EgressReconciler(None, PolicyState())  # type: ignore[arg-type]
+    register(registry, PolicyState(), GpuLedger(), LEDGER_GPU_RULES, egress=egress)
+    assert registry._watching.get_all_handlers()
+    for kind in (registry._changing, registry._spawning, registry._indexing):
+        assert not kind.get_all_handlers()
+    for handler in registry._watching.get_all_handlers():
+        assert handler.errors in (None, kopf.ErrorsMode.IGNORED), handler.id
+
+
+def test_a_bad_body_never_raises_from_the_state() -> None:
+    state = PolicyState()
+    for body in ({}, {"kind": "ClusterMLPolicy"}, {"kind": "MLPolicy", "metadata": [], "spec": 3}):
+        assert not state.upsert(body).ok
