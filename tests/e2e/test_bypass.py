@@ -117,6 +117,41 @@ def test_namespace_controller_empties_a_governed_namespace(
     assert names(cp, "networkpolicies", namespace) == []
 
 
+def test_a_namespace_is_emptied_and_finalized_while_mlgate_is_down(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str, tmp_path: Path
+) -> None:
+    """Deleting a namespace never waits for mlgate: neither the collection deletes nor the
+    namespace controller's /finalize write (labels unchanged) are sent to it."""
+    cp, victim_config = control_plane, "mlgate-bypass-victim"
+    user_policies(cp, namespace)
+    victim = MlgateProcess(cp.kubeconfig, tmp_path / "victim.log", webhook_config=victim_config)
+    with victim:
+        victim.kill()
+    try:
+        relabel = cp.kubectl("label", "namespace", namespace, "e2e.mlgate.io/probe=1")
+        assert relabel.returncode != 0 and "failed calling webhook" in relabel.stderr
+        cp.kubectl("delete", "namespace", namespace, "--wait=false", check=True)
+        url = f"/apis/networking.k8s.io/v1/namespaces/{namespace}/networkpolicies"
+        as_controller = f"--as={NAMESPACE_CONTROLLER}"
+        emptied = cp.kubectl("delete", "--raw", url, as_controller)
+        assert emptied.returncode == 0, emptied.stderr
+        body = json.loads(cp.kubectl("get", "namespace", namespace, "-o", "json").stdout)
+        body["spec"]["finalizers"] = []
+        path = tmp_path / "finalize.json"
+        path.write_text(json.dumps(body))
+        finalize = cp.kubectl(
+            "replace", "--raw", f"/api/v1/namespaces/{namespace}/finalize", "-f", str(path),
+            as_controller,
+        )  # fmt: skip
+        assert finalize.returncode == 0, finalize.stderr
+        eventually(
+            lambda: cp.kubectl("get", "namespace", namespace).returncode != 0 or None,
+            "the namespace gone",
+        )
+    finally:
+        cp.kubectl("delete", "validatingwebhookconfiguration", victim_config, "--ignore-not-found")
+
+
 # ---------------------------------------------------------------------------------------------
 # Item 2: subresources that write labels, annotations or spec
 

@@ -28,6 +28,7 @@ from mlgate.webhook.config import (
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
+    namespace_match_conditions,
     network_policy_match_conditions,
     network_policy_rules,
     webhook_configuration,
@@ -215,6 +216,7 @@ def test_namespace_webhook_guards_relabelling() -> None:
             "scope": "Cluster",
         }
     ]
+    assert hook["matchConditions"] == namespace_match_conditions()
 
 
 def test_webhook_settings_follow_values() -> None:

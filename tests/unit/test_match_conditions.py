@@ -14,6 +14,7 @@ import celpy.adapter
 import pytest
 
 from mlgate.webhook.config import (
+    NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
     webhook_configuration,
@@ -119,7 +120,49 @@ WORKLOAD_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
         False,
     ),
 }
-REQUESTS = {WORKLOADS_WEBHOOK: WORKLOAD_REQUESTS, NETWORK_POLICIES_WEBHOOK: NETWORK_POLICY_REQUESTS}
+
+
+def _namespace(labels: dict[str, str] | None, phase: str = "Active") -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": "ml"}
+    if labels is not None:
+        meta["labels"] = labels
+    return {"kind": "Namespace", "metadata": meta, "status": {"phase": phase}}
+
+
+def _namespace_write(old: Any, new: Any, sub: str = "") -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": "ml", "object": new, "oldObject": old}
+    return _request("UPDATE", **fields, **({"subResource": sub} if sub else {}))
+
+
+SCOPED = {"team": "ml", "mlgate.io/governed": "true"}
+NAMESPACE_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "relabel": (_namespace_write(_namespace(SCOPED), _namespace({"team": "ml"})), True),
+    "drop all labels": (_namespace_write(_namespace(SCOPED), _namespace(None)), True),
+    "label a bare namespace": (_namespace_write(_namespace(None), _namespace(SCOPED)), True),
+    "relabel through /status": (
+        _namespace_write(_namespace(SCOPED), _namespace({}), "status"),
+        True,
+    ),
+    "relabel through /finalize": (
+        _namespace_write(_namespace(SCOPED), _namespace({}), "finalize"),
+        True,
+    ),
+    "namespace controller: status": (
+        _namespace_write(_namespace(SCOPED), _namespace(SCOPED, "Terminating"), "status"),
+        False,
+    ),
+    "namespace controller: finalize": (
+        _namespace_write(_namespace(None), _namespace(None, "Terminating"), "finalize"),
+        False,
+    ),
+    "annotations only": (_namespace_write(_namespace(SCOPED), _namespace(SCOPED)), False),
+    "no metadata": (_namespace_write({}, {}), False),
+}
+REQUESTS = {
+    WORKLOADS_WEBHOOK: WORKLOAD_REQUESTS,
+    NETWORK_POLICIES_WEBHOOK: NETWORK_POLICY_REQUESTS,
+    NAMESPACES_WEBHOOK: NAMESPACE_REQUESTS,
+}
 
 
 def _hooks(source: str) -> list[dict[str, Any]]:

@@ -73,6 +73,12 @@ def workload_match_conditions() -> list[dict[str, str]]:
     ]
 
 
+def namespace_match_conditions() -> list[dict[str, str]]:
+    """The scope guard reads labels only: an update that keeps them (the namespace controller's
+    /status and /finalize writes while it deletes a namespace) never waits for mlgate."""
+    return [{"name": "labels-change", "expression": f"!({_unchanged('metadata.labels')})"}]
+
+
 def network_policy_rules() -> list[dict[str, Any]]:
     """User NetworkPolicies are judged for widening egress; DELETE only to guard mlgate-egress."""
     return [
@@ -179,6 +185,7 @@ def webhook_configuration(
                         "scope": "Cluster",
                     }
                 ],
+                "matchConditions": namespace_match_conditions(),
                 **common,
                 # Relabelling must be judged even for namespaces outside every policy's scope
                 # today, so only mlgate's own and kube-system are left out.
