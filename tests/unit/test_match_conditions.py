@@ -113,6 +113,10 @@ WORKLOAD_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
         True,
     ),
     "status adds an annotation": (_status_write(_pod(), _pod(MODEL)), True),
+    "status changes a label": (
+        _status_write(_pod(), {**_pod(), "metadata": {"name": "p", "labels": {"a": "b"}}}),
+        True,
+    ),
     "status drops the annotations": (_status_write(_pod(MODEL), _pod()), True),
     "status changes the spec": (_status_write(_pod(), _pod(image="other")), True),
     "status of an object without spec": (

@@ -61,13 +61,14 @@ def _unchanged(field: str) -> str:
 
 def workload_match_conditions() -> list[dict[str, str]]:
     """Status writes (kubelets, controllers: many, and they must work while mlgate is down) are
-    sent only when they change the annotations or spec mlgate judges; everything else always."""
+    sent only when they change what mlgate judges (labels, annotations, spec), and then judged
+    like any update; everything else always."""
+    judged = " && ".join(_unchanged(f) for f in ("metadata.labels", "metadata.annotations", "spec"))
     return [
         {
             "name": "status-only-when-judged-fields-change",
             "expression": (
-                f"!has(request.subResource) || request.subResource != '{STATUS}' || "
-                f"!({_unchanged('metadata.annotations')} && {_unchanged('spec')})"
+                f"!has(request.subResource) || request.subResource != '{STATUS}' || !({judged})"
             ),
         }
     ]
