@@ -384,3 +384,46 @@ def test_deeply_nested_custom_resource_is_answered_and_can_shrink(
     # Still judged: an unapproved model next to the deep field is refused with mlgate's message.
     swapped = cp.kubectl("annotate", "raycluster", "deep", "-n", namespace, f"{MODEL}=stolen@1")
     assert swapped.returncode != 0 and "models.approval" in swapped.stderr, swapped.stderr[-2000:]
+
+
+# ---------------------------------------------------------------------------------------------
+# Item 7: what mlgate enforces after a restart is written by mlgate only
+
+
+def test_tenant_cannot_forge_the_last_good_policy(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str, tenant: Tenant
+) -> None:
+    cp = control_plane
+    doc = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "MLPolicy",
+        "metadata": {"name": "team", "namespace": namespace},
+        "spec": {"mode": "Enforce", "images": {"requireDigest": True}},
+    }
+    apply(cp, doc).check_returncode()
+    eventually(
+        lambda: (get_mlpolicy(cp, namespace).get("status") or {}).get("lastGood"),
+        "mlgate persisted status.lastGood",
+    )
+    user = tenant(
+        namespace,
+        rules=_rules([{"apiGroups": ["mlgate.io"], "resources": ["mlpolicies/status"]}],
+                     ("get", "patch", "update")),
+    )  # fmt: skip
+    forged = {"generation": 1, "spec": json.dumps({"mode": "Audit", "match": {}})}
+    out = cp.kubectl(
+        "patch", "mlpolicy", "team", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"lastGood": forged}}), kubeconfig=user,
+    )  # fmt: skip
+    assert out.returncode != 0 and "only mlgate records" in out.stderr, out.stderr
+    plain = cp.kubectl(
+        "patch", "mlpolicy", "team", "-n", namespace, "--subresource=status", "--type=merge",
+        "-p", json.dumps({"status": {"violations": 0}}), kubeconfig=user,
+    )  # fmt: skip
+    assert plain.returncode == 0, plain.stderr
+
+
+def get_mlpolicy(cp: Cluster, namespace: str) -> dict[str, Any]:
+    out = cp.kubectl("get", "mlpolicy", "team", "-n", namespace, "-o", "json", check=True)
+    body: dict[str, Any] = json.loads(out.stdout)
+    return body

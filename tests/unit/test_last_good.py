@@ -166,3 +166,23 @@ def test_a_bad_body_never_raises_from_the_state() -> None:
     state = PolicyState()
     for body in ({}, {"kind": "ClusterMLPolicy"}, {"kind": "MLPolicy", "metadata": [], "spec": 3}):
         assert not state.upsert(body).ok
+
+
+def test_only_mlgate_writes_status_last_good() -> None:
+    admission = Admission(PolicyState(), GpuLedger())  # mlgate is the default ServiceAccount
+    old = {**policy(), "status": {"lastGood": {"generation": 1, "spec": "{}"}}}
+    forged = copy.deepcopy(old)
+    forged["status"]["lastGood"]["spec"] = '{"mode":"Audit","match":{}}'
+
+    def write(new: dict[str, Any], user: str) -> Any:
+        body = mlgate_review(new, "UPDATE", old)
+        body["request"]["subResource"] = "status"
+        body["request"]["userInfo"]["username"] = user
+        return asyncio.run(admission.review(parse_review(body)))
+
+    denied = write(forged, "mallory")
+    assert not denied.allowed and "only mlgate records" in denied.message
+    assert write(forged, "system:serviceaccount:mlgate-system:mlgate").allowed
+    conditions = copy.deepcopy(old)
+    conditions["status"]["conditions"] = []
+    assert write(conditions, "mallory").allowed

@@ -16,6 +16,7 @@ import pytest
 from mlgate.webhook.config import (
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
+    POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
     webhook_configuration,
 )
@@ -162,7 +163,31 @@ NAMESPACE_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
     "annotations only": (_namespace_write(_namespace(SCOPED), _namespace(SCOPED)), False),
     "no metadata": (_namespace_write({}, {}), False),
 }
+
+
+def _policy(last_good: str | None, ready: str = "True") -> dict[str, Any]:
+    status: dict[str, Any] = {"conditions": [{"type": "Ready", "status": ready}]}
+    if last_good is not None:
+        status["lastGood"] = {"generation": 1, "spec": last_good}
+    return {"kind": "ClusterMLPolicy", "metadata": {"name": "p"}, "spec": {}, "status": status}
+
+
+def _policy_write(old: Any, new: Any, sub: str = "status") -> dict[str, Any]:
+    fields: dict[str, Any] = {"name": "p", "object": new, "oldObject": old}
+    return _request("UPDATE", **fields, **({"subResource": sub} if sub else {}))
+
+
+POLICY_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "create": (_request("CREATE", name="p", object=_policy(None)), True),
+    "spec update": (_policy_write(_policy("{}"), _policy("{}"), sub=""), True),
+    "conditions only": (_policy_write(_policy("{}"), _policy("{}", "False")), False),
+    "first lastGood": (_policy_write(_policy(None), _policy("{}")), True),
+    "lastGood rewritten": (_policy_write(_policy("{}"), _policy('{"mode":"Audit"}')), True),
+    "lastGood dropped": (_policy_write(_policy("{}"), _policy(None)), True),
+    "no status at all": (_policy_write({"metadata": {}}, {"metadata": {}}), False),
+}
 REQUESTS = {
+    POLICIES_WEBHOOK: POLICY_REQUESTS,
     WORKLOADS_WEBHOOK: WORKLOAD_REQUESTS,
     NETWORK_POLICIES_WEBHOOK: NETWORK_POLICY_REQUESTS,
     NAMESPACES_WEBHOOK: NAMESPACE_REQUESTS,

@@ -72,8 +72,8 @@ class Config:
     # Who may take a namespace out of a policy's scope by relabelling it.
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     gpu_rules: GpuRules | None = None  # resources counted for the quota ledger
-    # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
-    # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
+    # Who may edit or delete NetworkPolicy mlgate-egress, and write status.lastGood of policies:
+    # mlgate itself (its ServiceAccount, and whatever identity `mlgate run` found it runs as).
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
 
     def manages_egress(self, username: str) -> bool:
@@ -129,7 +129,7 @@ class Admission:
         if req.resource == "networkpolicies" and not self.exempt(req.namespace):
             return await self._network_policy(req)
         if req.resource_group == GROUP and req.operation in ("CREATE", "UPDATE"):
-            return _compiles(req)
+            return self._last_good_guard(req) if req.sub_resource else _compiles(req)
         if req.operation not in ("CREATE", "UPDATE"):
             return Outcome(True, route="not-judged-operation")
         if req.resource == "namespaces":
@@ -288,6 +288,20 @@ class Admission:
             route="egress-guard",
         )
 
+    def _last_good_guard(self, req: Request) -> Outcome:
+        """status.lastGood is what mlgate enforces when the spec is invalid after a restart:
+        whoever could write it could pick the policy in force, so only mlgate may."""
+        before, after = (_status(o).get("lastGood") for o in (req.old_obj, req.obj))
+        if before == after or req.username in self.config.egress_managers:
+            return Outcome(True, route="last-good-guard")
+        name = req.name or str(_meta(req.obj or {}).get("name") or "")
+        return Outcome(
+            False,
+            f"mlgate denied writing status.lastGood of {req.kind} {name}: only mlgate records "
+            "the last spec it compiled, which it enforces while the current spec is invalid",
+            route="last-good-guard",
+        )
+
     def _reserve(self, item: WorkloadView) -> None:
         if self.config.gpu_rules is None:
             return
@@ -323,7 +337,7 @@ class Admission:
 def _compiles(req: Request) -> Outcome:
     """A policy or approval is admitted only if the operator will be able to compile it, so
     `kubectl apply` shows the field error instead of a policy silently not in force."""
-    if req.sub_resource or req.obj is None:
+    if req.obj is None:
         return Outcome(True, route="not-judged-operation")
     if req.old_obj is not None and _spec(req.old_obj) == _spec(req.obj):
         return Outcome(True, route="benign-update")  # metadata: an old spec stays editable
@@ -352,6 +366,11 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _spec(obj: Mapping[str, Any]) -> Any:
     return obj.get("spec")
+
+
+def _status(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    status = (obj or {}).get("status")
+    return status if isinstance(status, Mapping) else {}
 
 
 def _is_managed(obj: Mapping[str, Any]) -> bool:

@@ -116,14 +116,28 @@ def network_policy_match_conditions() -> list[dict[str, str]]:
 
 
 def policy_rules() -> list[dict[str, Any]]:
-    """mlgate's own resources, compiled on apply: a policy that would not compile is refused."""
+    """mlgate's own resources, compiled on apply: a policy that would not compile is refused.
+    Their /status too: status.lastGood is enforced after a restart, so only mlgate writes it."""
     return [
         {
             "apiGroups": [GROUP],
             "apiVersions": [VERSION],
-            "resources": [crd.plural for crd in CRDS],
+            "resources": [r for crd in CRDS for r in (crd.plural, f"{crd.plural}/{STATUS}")],
             "operations": ["CREATE", "UPDATE"],
             "scope": "*",
+        }
+    ]
+
+
+def policy_match_conditions() -> list[dict[str, str]]:
+    """Status writes only when they change status.lastGood (conditions, audit counts: never)."""
+    return [
+        {
+            "name": "status-only-when-last-good-changes",
+            "expression": (
+                f"!has(request.subResource) || request.subResource != '{STATUS}' || "
+                f"!({_unchanged('status.lastGood')})"
+            ),
         }
     ]
 
@@ -191,7 +205,12 @@ def webhook_configuration(
                 # Relabelling must be judged even for namespaces outside every policy's scope
                 # today, so only mlgate's own and kube-system are left out.
             },
-            {"name": POLICIES_WEBHOOK, "rules": policy_rules(), **common},
+            {
+                "name": POLICIES_WEBHOOK,
+                "rules": policy_rules(),
+                "matchConditions": policy_match_conditions(),
+                **common,
+            },
         ],
     }
 
