@@ -20,10 +20,8 @@ NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 POLICIES_WEBHOOK = "policies.mlgate.io"
 VALIDATE_PATH = "/validate"
 NAMESPACE_RESOURCES = ("namespaces", "namespaces/status", "namespaces/finalize")
-
-
-# A write to /status keeps the spec for most kinds, but Pods and other built-in kinds take
-# metadata from it (a Pod's annotations, e.g. the model annotation): every kind's status is
+# A /status write of a Pod, Deployment, Job (built-in kinds) can change labels and annotations,
+# such as the model annotation (custom resources keep all but .status): every kind's status is
 # routed, and workload_match_conditions() sends only the writes that change what is judged.
 STATUS = "status"
 
