@@ -40,7 +40,8 @@ class Metrics:
         )
         self.errors = Counter(
             "mlgate_admission_errors",
-            "Requests answered with an error: malformed review, deadline, internal error",
+            "Requests answered with an error: malformed review, deadline, internal error, "
+            "an object mlgate cannot judge",
             ["reason"],
             registry=self.registry,
         )

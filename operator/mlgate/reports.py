@@ -48,6 +48,7 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.EGRESS_NETWORK_POLICY: "NetworkPolicies must not widen the managed egress limits.",
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
     Rule.WORKLOAD_RUNTIME: "The runtime or config a workload names must exist to be judged.",
+    Rule.POLICY_INVALID: "A policy with no valid version in force denies what it governs.",
 }
 
 
@@ -63,7 +64,8 @@ def _subject(result: Result) -> str:
 
 
 def _violation_line(v: Violation) -> str:
-    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()} (ATLAS {', '.join(v.atlas)})"
+    atlas = f" (ATLAS {', '.join(v.atlas)})" if v.atlas else ""
+    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()}{atlas}"
 
 
 def _text_entry(result: Result) -> Iterator[str]:

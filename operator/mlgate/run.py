@@ -24,6 +24,7 @@ from aiohttp import web
 from mlgate import logs
 from mlgate.api.compile import gpu_resources
 from mlgate.api.models import DEFAULT_DEVICE_CLASSES, DEFAULT_GPU_RESOURCES
+from mlgate.cluster import kopfjson
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
 from mlgate.controller.audit import Auditor
@@ -318,6 +319,7 @@ async def serve(opts: RunOptions) -> None:
         elector = _elector(client, opts, state, egress, webhook.ready)
         egress.leads = elector.leads
         registry = kopf.OperatorRegistry()
+        kopfjson.install()
         reconciler = BudgetReconciler(
             budgets,
             ledger,

@@ -9,10 +9,12 @@ from __future__ import annotations
 import os
 import re
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from mlgate.devcluster import (
     ASSETS_ENV,
@@ -88,3 +90,64 @@ metadata: {{name: default, namespace: {name}}}
     )
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", "--ignore-not-found")
+
+
+# What `edit` grants on a real cluster. The local control plane has no controller-manager, so
+# the aggregated `edit` role stays empty there; binding its parts gives the same rights.
+EDIT_ROLES = ("edit", "system:aggregate-to-edit", "system:aggregate-to-view")
+Tenant = Callable[..., Path]
+
+
+@pytest.fixture
+def tenant(control_plane: Cluster) -> Tenant:
+    """``tenant(namespace, user="tenant", rules=())``: the kubeconfig of a non-admin user with
+    the ``edit`` role in ``namespace`` (group ``e2e-tenants``), plus ``rules`` (RBAC
+    PolicyRules) as a Role there. The bindings live in the namespace and go with it.
+
+    Use it as ``control_plane.kubectl(..., kubeconfig=tenant(namespace))``.
+    """
+
+    def bind(namespace: str, user: str = "tenant", rules: Sequence[dict[str, Any]] = ()) -> Path:
+        subject = {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+        docs: list[dict[str, Any]] = [
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"{user}-{_slug(role, 40)}", "namespace": namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role,
+                },
+                "subjects": [subject],
+            }
+            for role in EDIT_ROLES
+        ]
+        if rules:
+            name = f"{user}-extra"
+            meta = {"name": name, "namespace": namespace}
+            docs.append(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": meta,
+                    "rules": list(rules),
+                }
+            )
+            docs.append(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": meta,
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": name,
+                    },
+                    "subjects": [subject],
+                }
+            )
+        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs), check=True)
+        return control_plane.user_kubeconfig(user, ["e2e-tenants"])
+
+    return bind

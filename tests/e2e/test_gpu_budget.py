@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, free_port, stand_in_crds
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, free_port, stand_in_crds
 from tests.e2e.test_admission import GOOD, apply, policy_doc, wait_policy, workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,7 +108,7 @@ def replicas(
     group.start(1)
     yield group
     group.stop()
-    control_plane.kubectl("delete", "validatingwebhookconfiguration", WEBHOOK, "--ignore-not-found")
+    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK, "--ignore-not-found")
 
 
 @pytest.fixture

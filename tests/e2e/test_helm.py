@@ -36,6 +36,7 @@ from mlgate.webhook.config import (
     IMAGES_MUTATING_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
+    POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
     workload_rules,
 )
@@ -247,7 +248,12 @@ def test_install_upgrade_uninstall(
             assert exists(cp, kind, release)
         config = kubectl_json(cp, "get", "validatingwebhookconfiguration", release)
         hooks = {w["name"]: w for w in config["webhooks"]}
-        assert set(hooks) == {WORKLOADS_WEBHOOK, NETWORK_POLICIES_WEBHOOK, NAMESPACES_WEBHOOK}
+        assert set(hooks) == {
+            WORKLOADS_WEBHOOK,
+            NETWORK_POLICIES_WEBHOOK,
+            NAMESPACES_WEBHOOK,
+            POLICIES_WEBHOOK,
+        }
         assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules()
         for hook in hooks.values():
             assert hook["clientConfig"]["service"]["name"] == release

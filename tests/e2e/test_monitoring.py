@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, stand_in_crds
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 from tests.e2e.test_admission import BAD, GOOD, apply, policy_doc, wait_policy, workload
 
 REPO = Path(__file__).resolve().parents[2]
@@ -65,7 +65,7 @@ def monitor(
     ) as process:
         yield process
     control_plane.kubectl(
-        "delete", "validatingwebhookconfiguration", "mlgate-e2e-monitoring", "--ignore-not-found"
+        "delete", WEBHOOK_CONFIG_KINDS, "mlgate-e2e-monitoring", "--ignore-not-found"
     )
     _install(control_plane, _crds(ABSENT_GROUP))  # as the other modules expect
 

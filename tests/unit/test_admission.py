@@ -102,6 +102,20 @@ def test_metadata_only_update_is_allowed_unless_it_changes_the_model_annotation(
     assert not outcome.allowed and "models.approval" in outcome.message
 
 
+def test_status_write_that_changes_the_model_annotation_is_judged() -> None:
+    """A Pod's /status takes metadata changes, so it cannot launder the model annotation."""
+    admission = make_admission(policy(images=IMAGES, models={"requireApproved": True}))
+    old = deployment(image="nginx", annotations={"mlgate.io/model": "fraud@3"})
+    status = copy.deepcopy(old)
+    status["status"] = {"readyReplicas": 1}
+    plain = judge(admission, review(status, "UPDATE", old, sub_resource="status"))
+    assert plain.allowed and plain.route == "benign-update"
+    swap = copy.deepcopy(status)
+    swap["metadata"]["annotations"]["mlgate.io/model"] = "stolen@1"
+    outcome = judge(admission, review(swap, "UPDATE", old, sub_resource="status"))
+    assert not outcome.allowed and "models.approval" in outcome.message
+
+
 def test_image_update_on_running_pod_is_judged() -> None:
     admission = make_admission(policy(images=IMAGES))
     pod = {
@@ -150,6 +164,22 @@ def test_namespace_relabel_out_of_scope_is_denied_for_users_but_not_admins() -> 
     assert admin.allowed
     into_scope = judge(admission, review(old, "UPDATE", new, resource="namespaces"))
     assert into_scope.allowed
+
+
+@pytest.mark.parametrize("sub_resource", ["status", "finalize"])
+def test_namespace_subresources_cannot_relabel_out_of_scope(sub_resource: str) -> None:
+    admission = make_admission(policy(images=IMAGES))
+    old = {
+        "apiVersion": "v1",
+        "kind": "Namespace",
+        "metadata": {"name": "ml-prod", "labels": GOVERNED},
+    }
+    new = copy.deepcopy(old)
+    new["metadata"]["labels"] = {}
+    outcome = judge(
+        admission, review(new, "UPDATE", old, resource="namespaces", sub_resource=sub_resource)
+    )
+    assert not outcome.allowed and outcome.route == "scope-guard"
 
 
 def test_concurrent_gpu_admissions_cannot_both_fit_the_quota() -> None:

@@ -30,9 +30,11 @@ from mlgate.webhook.config import (
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
     mutating_webhook_configuration,
+    namespace_match_conditions,
     network_policy_match_conditions,
     network_policy_rules,
     webhook_configuration,
+    workload_match_conditions,
     workload_rules,
 )
 
@@ -198,12 +200,13 @@ def test_webhooks_equal_mlgate_generated_configuration() -> None:
 
 def test_workload_rules_are_mlgate_workload_rules() -> None:
     rules = webhooks(render(*ALL_ML))[WORKLOADS_WEBHOOK]["rules"]
-    assert rules == workload_rules(), (
+    assert rules == workload_rules(status=True), (
         "charts/mlgate/files/workload-rules.yaml is out of step with "
-        "mlgate.webhook.config.workload_rules():\n" + yaml.safe_dump(workload_rules())
+        "mlgate.webhook.config.workload_rules():\n" + yaml.safe_dump(workload_rules(status=True))
     )
     resources = {r for rule in rules for r in rule["resources"]}
-    assert "pods/ephemeralcontainers" in resources
+    assert {"pods/ephemeralcontainers", "pods/status", "deployments/status"} <= resources
+    assert webhooks(render())[WORKLOADS_WEBHOOK]["matchConditions"] == workload_match_conditions()
 
 
 def test_network_policy_webhook_skips_deletes_of_other_policies() -> None:
@@ -218,11 +221,12 @@ def test_namespace_webhook_guards_relabelling() -> None:
         {
             "apiGroups": [""],
             "apiVersions": ["v1"],
-            "resources": ["namespaces"],
+            "resources": ["namespaces", "namespaces/status", "namespaces/finalize"],
             "operations": ["UPDATE"],
             "scope": "Cluster",
         }
     ]
+    assert hook["matchConditions"] == namespace_match_conditions()
 
 
 def test_webhook_settings_follow_values() -> None:

@@ -150,6 +150,16 @@ def test_users_cannot_pre_empt_mlgate_egress_in_a_managed_namespace() -> None:
     assert not outcome.allowed and outcome.route == "egress-guard"
 
 
+def test_a_collection_delete_passes_and_its_items_are_judged_one_by_one() -> None:
+    admission, _ = make_admission(policy(egress=ALLOWLIST))
+    collection = np_review(None, "DELETE", None)
+    collection["request"]["namespace"] = "ml-prod"
+    assert judge(admission, collection).route == "collection-delete"
+    assert judge(admission, collection).allowed
+    item = judge(admission, np_review(None, "DELETE", netpol("mlgate-egress", labels=MANAGED)))
+    assert not item.allowed and item.route == "egress-guard"
+
+
 def test_mlgate_egress_elsewhere_is_an_ordinary_name() -> None:
     # Outside every managing policy's scope and without mlgate's label, the name is free.
     admission, _ = make_admission(policy(egress=ALLOWLIST), labels={})
@@ -206,9 +216,9 @@ def test_webhook_configuration_routes_network_policies() -> None:
         }
     ]
     [condition] = hook["matchConditions"]
-    assert condition["expression"] == (
-        "request.operation != 'DELETE' || request.name == 'mlgate-egress'"
-    )
+    # Evaluated against every request shape in tests/unit/test_match_conditions.py.
+    assert condition["expression"].startswith("request.operation != 'DELETE' || ")
+    assert "oldObject.metadata.name == 'mlgate-egress'" in condition["expression"]
     assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == [
         "kube-system",
         "mlgate-system",

@@ -378,7 +378,10 @@ def test_mutating_configuration_routes_what_validation_routes() -> None:
     (workloads, *_) = webhook_configuration("mlgate", {}, "mlgate-system")["webhooks"]
     assert config["kind"] == "MutatingWebhookConfiguration"
     assert hook["name"] == IMAGES_MUTATING_WEBHOOK
-    assert hook["rules"] == workload_rules() == workloads["rules"]
+    # The same kinds, but never /status: kubelets' status writes must not wait for pinning.
+    assert hook["rules"] == workload_rules()
+    assert workloads["rules"] == workload_rules(status=True)
+    assert not any(r.endswith("/status") for rule in hook["rules"] for r in rule["resources"])
     assert hook["namespaceSelector"] == workloads["namespaceSelector"]
     assert hook["clientConfig"] == client
     assert (hook["sideEffects"], hook["failurePolicy"], hook["reinvocationPolicy"]) == (

@@ -176,12 +176,22 @@ matchPolicy: Equivalent
 timeoutSeconds: {{ .Values.webhook.timeoutSeconds }}
 {{- end -}}
 
-{{/* The workload rules both webhook configurations route, from files/workload-rules.yaml. */}}
+{{/* The workload rules both webhook configurations route, from files/workload-rules.yaml; with
+"status", every kind's /status too (validation only: pinning a status write means nothing). */}}
 {{- define "mlgate.workloadRules" -}}
+{{- $root := .root -}}
+{{- $status := .status -}}
 {{- $rules := list -}}
-{{- range $rule := .Files.Get "files/workload-rules.yaml" | fromYamlArray -}}
-{{- if include "mlgate.ruleEnabled" (dict "root" $ "rule" $rule) -}}
-{{- $rules = append $rules (dict "apiGroups" $rule.apiGroups "apiVersions" $rule.apiVersions "resources" $rule.resources "operations" (list "CREATE" "UPDATE") "scope" ($rule.scope | default "Namespaced")) -}}
+{{- range $rule := $root.Files.Get "files/workload-rules.yaml" | fromYamlArray -}}
+{{- if include "mlgate.ruleEnabled" (dict "root" $root "rule" $rule) -}}
+{{- $resources := list -}}
+{{- range $resource := $rule.resources -}}
+{{- $resources = append $resources $resource -}}
+{{- if and $status (not (contains "/" $resource)) -}}
+{{- $resources = append $resources (printf "%s/status" $resource) -}}
+{{- end -}}
+{{- end -}}
+{{- $rules = append $rules (dict "apiGroups" $rule.apiGroups "apiVersions" $rule.apiVersions "resources" $resources "operations" (list "CREATE" "UPDATE") "scope" ($rule.scope | default "Namespaced")) -}}
 {{- end -}}
 {{- end -}}
 {{- toYaml $rules -}}

@@ -20,6 +20,7 @@ from pydantic import ValidationError
 
 from mlgate.api import models as api
 from mlgate.engine import policy as engine
+from mlgate.engine.decisions import Mode
 from mlgate.engine.dra import device_resource
 from mlgate.engine.references import compile_pattern
 
@@ -41,6 +42,7 @@ def describe_validation_error(exc: ValidationError) -> str:
 
 
 def parse_resource(doc: Mapping[str, Any]) -> api.Resource:
+    """Raises InvalidResource, also for documents too deeply nested to validate."""
     kind = doc.get("kind")
     model = api.MLGATE_KINDS.get(kind) if isinstance(kind, str) else None
     if model is None:
@@ -50,6 +52,8 @@ def parse_resource(doc: Mapping[str, Any]) -> api.Resource:
         return model.model_validate(doc)
     except ValidationError as exc:
         raise InvalidResource(describe_validation_error(exc)) from None
+    except RecursionError:
+        raise InvalidResource("<document>: nested too deeply") from None
 
 
 def key_id(pem: str) -> str:
@@ -207,4 +211,49 @@ def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
         expires=spec.expires,
         revoked=spec.revoked,
         namespaces=name_globs(spec.namespaces),
+    )
+
+
+def compile_resource(doc: Mapping[str, Any]) -> engine.CompiledPolicy | engine.Approval:
+    """Validate and compile one mlgate document: what the webhook checks on apply and the
+    operator puts in force. Raises InvalidResource naming the field, whatever went wrong:
+    one bad object must never take the operator's handlers or the webhook down."""
+    resource = parse_resource(doc)
+    try:
+        if isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
+            return compile_policy(resource)
+        assert isinstance(resource, api.ApprovedModel)  # the third of MLGATE_KINDS
+        return compile_approval(resource)
+    except InvalidResource:
+        raise
+    except Exception as exc:  # reported to the user; the policy fails closed
+        raise InvalidResource(f"cannot compile: {type(exc).__name__}: {exc}") from None
+
+
+def failed_policy(doc: Mapping[str, Any], reason: str) -> engine.CompiledPolicy | None:
+    """What stands in for a policy of which no version compiles: it denies what it governs.
+
+    Its scope is its own `spec.match` when that part compiles. When the match itself is
+    invalid mlgate cannot tell what the policy meant to govern, so it fails closed: an
+    MLPolicy governs its whole namespace, a ClusterMLPolicy every namespace mlgate judges.
+    None for documents that are not policies (an ApprovedModel that does not compile
+    approves nothing, which is already closed).
+    """
+    kind = doc.get("kind")
+    if kind not in ("ClusterMLPolicy", "MLPolicy"):
+        return None
+    meta = doc.get("metadata")
+    meta = meta if isinstance(meta, Mapping) else {}
+    name, namespace = str(meta.get("name") or ""), str(meta.get("namespace") or "")
+    own = namespace if kind == "MLPolicy" else None
+    spec = doc.get("spec")
+    try:
+        match = _match(api.Match.model_validate((spec or {}).get("match") or {}), own)
+    except (ValidationError, AttributeError, ValueError):
+        match = engine.Match(own_namespace=own)
+    return engine.CompiledPolicy(
+        name=name if own is None else f"{own}/{name}",
+        mode=Mode.ENFORCE,
+        match=match,
+        invalid=reason,
     )

@@ -306,14 +306,27 @@ class Condition(Spec):
     last_transition_time: datetime | None = None
 
 
+class LastGood(Spec):
+    """The last spec mlgate compiled, kept in force while the current spec is invalid."""
+
+    generation: int | None = None
+    spec: str = Field(description="The spec as JSON, written by mlgate.")
+
+
 class PolicyStatus(Spec):
     conditions: list[Condition] = []
+    last_good: LastGood | None = Field(
+        None, description="The last valid spec; enforced while the current one is invalid."
+    )
     violations: int | None = Field(None, description="Violations found by the background audit.")
     observed_generation: int | None = None
 
 
 class ApprovedModelStatus(Spec):
     conditions: list[Condition] = []
+    last_good: LastGood | None = Field(
+        None, description="The last valid spec; in force while the current one is invalid."
+    )
 
 
 class ObjectMeta(BaseModel):

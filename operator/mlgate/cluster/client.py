@@ -17,6 +17,8 @@ from typing import Any, Self
 import aiohttp
 import kopf
 
+from mlgate import jsonbound
+
 JSON = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -148,7 +150,8 @@ class KubeClient:
             if response.status >= 400:
                 raise api_error(response.status, str(response.reason or ""), payload)
             try:
-                document = json.loads(payload) if payload else {}
+                # Any depth a custom resource may have: one such object must not break a listing.
+                document = jsonbound.loads(payload) if payload else {}
             except ValueError as exc:
                 raise ApiError(
                     response.status, "InvalidResponse", f"not JSON: {_excerpt(payload)}"

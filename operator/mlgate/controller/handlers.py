@@ -6,6 +6,7 @@ Handlers are registered on a registry built per process (no module-level globals
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -25,6 +26,7 @@ from mlgate.engine.workloads import SUPPORTED, Unsupported, group_of, view
 MLGATE_PLURALS = tuple(crd.plural for crd in CRDS)
 KIND_OF_PLURAL = {crd.plural: crd.kind for crd in CRDS}
 _TERMINAL_PHASES = frozenset({"Succeeded", "Failed"})
+MAX_CONDITION_MESSAGE = 32768
 
 
 def ready_condition(result: CompileResult, now: datetime) -> dict[str, Any]:
@@ -32,7 +34,8 @@ def ready_condition(result: CompileResult, now: datetime) -> dict[str, Any]:
         "type": "Ready",
         "status": "True" if result.ok else "False",
         "reason": "Compiled" if result.ok else "Invalid",
-        "message": result.message,
+        # The schema's limit: a longer message would fail the whole status write.
+        "message": result.message[:MAX_CONDITION_MESSAGE],
         "observedGeneration": result.active_generation,
         "lastTransitionTime": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
@@ -48,15 +51,35 @@ def status_patch(
     result: CompileResult,
     now: datetime,
 ) -> dict[str, Any] | None:
-    """The status change to write, or None when the status already says this (no write loops)."""
+    """The status change to write, or None when the status already says this (no write loops).
+
+    A spec that compiled is persisted as status.lastGood, so that after a restart an invalid
+    spec that got in meanwhile does not leave the policy without a version in force.
+    """
     wanted = [ready_condition(result, now)]
     conditions = [c for c in status.get("conditions") or [] if isinstance(c, Mapping)]
     current = {c.get("type"): c for c in conditions}
-    if all(w["type"] in current and _same_condition(current[w["type"]], w) for w in wanted):
+    good = last_good_status(result)
+    if all(w["type"] in current and _same_condition(current[w["type"]], w) for w in wanted) and (
+        good is None or status.get("lastGood") == good
+    ):
         return None
     types = {w["type"] for w in wanted}
     others = [dict(c) for c in conditions if c.get("type") not in types]
-    return {"conditions": [*others, *wanted], "observedGeneration": result.active_generation}
+    change: dict[str, Any] = {
+        "conditions": [*others, *wanted],
+        "observedGeneration": result.active_generation,
+    }
+    if good is not None:
+        change["lastGood"] = good
+    return change
+
+
+def last_good_status(result: CompileResult) -> dict[str, Any] | None:
+    if result.good_spec is None:
+        return None
+    spec = json.dumps(result.good_spec, sort_keys=True, separators=(",", ":"))
+    return {"generation": result.active_generation, "spec": spec}
 
 
 def pod_amounts(body: Mapping[str, Any]) -> dict[str, int]:

@@ -6,17 +6,12 @@ changed, so a request never sees a half-applied update and never compiles anythi
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgate.api import models as api
-from mlgate.api.compile import (
-    InvalidResource,
-    compile_approval,
-    compile_policy,
-    parse_resource,
-)
+from mlgate.api.compile import InvalidResource, compile_resource, failed_policy
 from mlgate.engine.policy import Approval, CompiledPolicy
 
 
@@ -34,6 +29,8 @@ class CompileResult:
     ok: bool
     message: str
     active_generation: int | None  # generation of the version in force, if any
+    # The spec just compiled, to persist as status.lastGood; None when it did not compile.
+    good_spec: Mapping[str, Any] | None = None
 
 
 def resource_key(body: Mapping[str, Any]) -> str:
@@ -46,9 +43,25 @@ def resource_key(body: Mapping[str, Any]) -> str:
     )
 
 
+def last_good(body: Mapping[str, Any]) -> tuple[int | None, Mapping[str, Any]] | None:
+    """(generation, document) of the spec mlgate persisted in status.lastGood, if readable."""
+    status = body.get("status")
+    saved = status.get("lastGood") if isinstance(status, Mapping) else None
+    if not isinstance(saved, Mapping) or not isinstance(saved.get("spec"), str):
+        return None
+    try:
+        spec = json.loads(saved["spec"])
+    except ValueError:
+        return None
+    generation = saved.get("generation")
+    return (generation if isinstance(generation, int) else None), {**body, "spec": spec}
+
+
 @dataclass
 class PolicyState:
-    """Compiled policies and approvals; an invalid update keeps the last good version active."""
+    """Compiled policies and approvals. An invalid spec keeps the last good version in force:
+    the one in memory, else the one persisted in status.lastGood (so restarts keep it), else
+    the policy denies what it governs (compile.failed_policy)."""
 
     _policies: dict[str, tuple[int | None, CompiledPolicy]] = field(default_factory=dict)
     _approvals: dict[str, tuple[int | None, Approval]] = field(default_factory=dict)
@@ -65,23 +78,58 @@ class PolicyState:
             generation=self._snapshot.generation + 1,
         )
 
+    def _install(self, key: str, generation: int | None, item: CompiledPolicy | Approval) -> None:
+        if isinstance(item, Approval):
+            self._approvals[key] = (generation, item)
+        else:
+            self._policies[key] = (generation, item)
+        self._rebuild()
+
+    def _in_force(self, key: str) -> tuple[int | None, CompiledPolicy | Approval] | None:
+        current = self._policies.get(key) or self._approvals.get(key)
+        if current is None or (isinstance(current[1], CompiledPolicy) and current[1].invalid):
+            return None
+        return current
+
     def upsert(self, body: Mapping[str, Any]) -> CompileResult:
         key = resource_key(body)
         generation = (body.get("metadata") or {}).get("generation")
         try:
-            resource = parse_resource(body)
-            if isinstance(resource, api.ApprovedModel):
-                self._approvals[key] = (generation, compile_approval(resource))
-            elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
-                self._policies[key] = (generation, compile_policy(resource))
+            item = compile_resource(body)
         except InvalidResource as exc:
-            previous = self._policies.get(key) or self._approvals.get(key)
-            kept = (
-                f"; generation {previous[0]} stays in force" if previous else "; nothing in force"
+            return self._keep_last_good(key, body, str(exc))
+        self._install(key, generation, item)
+        spec = body.get("spec")
+        return CompileResult(
+            True, "compiled and in force", generation, spec if isinstance(spec, Mapping) else None
+        )
+
+    def _keep_last_good(self, key: str, body: Mapping[str, Any], error: str) -> CompileResult:
+        previous = self._in_force(key)
+        if previous is not None:
+            return CompileResult(
+                False, f"{error}; generation {previous[0]} stays in force", previous[0]
             )
-            return CompileResult(False, f"{exc}{kept}", previous[0] if previous else None)
-        self._rebuild()
-        return CompileResult(True, "compiled and in force", generation)
+        saved = last_good(body)
+        if saved is not None:
+            try:
+                item = compile_resource(saved[1])
+            except InvalidResource:
+                pass
+            else:
+                self._install(key, saved[0], item)
+                return CompileResult(
+                    False,
+                    f"{error}; generation {saved[0]} (status.lastGood) stays in force",
+                    saved[0],
+                )
+        failed = failed_policy(body, error)
+        if failed is None:
+            return CompileResult(False, f"{error}; nothing in force", None)
+        self._install(key, None, failed)
+        return CompileResult(
+            False, f"{error}; nothing in force, so it denies every workload it governs", None
+        )
 
     def remove(self, body: Mapping[str, Any]) -> None:
         key = resource_key(body)

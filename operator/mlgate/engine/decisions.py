@@ -38,6 +38,7 @@ class Rule(StrEnum):
     EGRESS_NETWORK_POLICY = "egress.networkPolicy"
     WORKLOAD_UNSUPPORTED = "workload.unsupported"
     WORKLOAD_RUNTIME = "workload.runtime"
+    POLICY_INVALID = "policy.invalid"
 
 
 # MITRE ATLAS techniques per rule family (design section 3).
@@ -63,6 +64,7 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.EGRESS_NETWORK_POLICY: ("AML.T0025", "AML.T0024.002"),
     Rule.WORKLOAD_UNSUPPORTED: ("AML.T0010",),
     Rule.WORKLOAD_RUNTIME: ("AML.T0010",),
+    Rule.POLICY_INVALID: (),  # not an attack technique: mlgate failing closed
 }
 
 

@@ -17,6 +17,8 @@ ALWAYS_EXEMPT = frozenset({"kube-system"})
 
 
 def _findings(policy: CompiledPolicy, workload: WorkloadView, facts: Facts) -> list[Finding]:
+    if policy.invalid is not None:
+        return [invalid_policy(policy.name, policy.invalid)]
     # A runtime the workload names but nobody can show: what will run is unknown, so every
     # policy governing it objects (mlgate.engine.effective).
     found = [Finding(Rule.WORKLOAD_RUNTIME, u.path, u.message) for u in workload.unresolved]
@@ -36,6 +38,15 @@ def _offline_notes(policies: tuple[CompiledPolicy, ...], workload: WorkloadView)
         if policy.images is not None:
             for note in images.unverified(policy.images, workload):
                 yield f"[{policy.name}] {note}"
+
+
+def invalid_policy(name: str, reason: str) -> Finding:
+    return Finding(
+        Rule.POLICY_INVALID,
+        "metadata.namespace",
+        f"policy {name} has no valid version in force ({reason}); mlgate denies what it "
+        "governs until the policy is fixed",
+    )
 
 
 _CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")

@@ -122,6 +122,8 @@ class CompiledPolicy:
     models: ModelRules | None = None
     egress: EgressRules | None = None
     gpu: GpuRules | None = None
+    # Set when no version of the policy compiles: it then denies everything it governs.
+    invalid: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

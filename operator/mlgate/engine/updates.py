@@ -10,8 +10,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from mlgate.engine.workloads import Unsupported, WorkloadView, view
-
 # Fields that only say how many pods run; scaling them down never adds risk.
 _COUNT_KEYS = frozenset(
     {"replicas", "parallelism", "minReplicas", "maxReplicas", "numNodes", "numOfHosts", "size"}
@@ -22,21 +20,27 @@ def _is_pod_spec(node: Any) -> bool:
     return isinstance(node, Mapping) and "containers" in node
 
 
-def _without_counts(node: Any) -> Any:
-    """The object with count fields removed everywhere except inside pod specs."""
+def _is_count(key: str, value: Any) -> bool:
+    return key in _COUNT_KEYS and isinstance(value, int) and not isinstance(value, bool)
+
+
+def _split_counts(node: Any, path: str, counts: dict[str, int]) -> Any:
+    """The object without its count fields (collected into `counts` by path), except inside
+    pod specs. Works on any shape: no kind-specific layout is assumed, so a scale-down passes
+    even when the rest of the object is something mlgate could not judge."""
     if isinstance(node, Mapping):
-        return {
-            k: (v if k == "spec" and _is_pod_spec(v) else _without_counts(v))
-            for k, v in node.items()
-            if k not in _COUNT_KEYS
-        }
+        rest = {}
+        for key, value in node.items():
+            if _is_count(key, value):
+                counts[f"{path}.{key}"] = value
+            elif key == "spec" and _is_pod_spec(value):
+                rest[key] = value
+            else:
+                rest[key] = _split_counts(value, f"{path}.{key}", counts)
+        return rest
     if isinstance(node, list):
-        return [_without_counts(v) for v in node]
+        return [_split_counts(v, f"{path}[{i}]", counts) for i, v in enumerate(node)]
     return node
-
-
-def _counts(item: WorkloadView) -> dict[str, int]:
-    return {pod.path: pod.count for pod in item.pods}
 
 
 def _annotations(obj: Mapping[str, Any], keys: Iterable[str]) -> dict[str, Any]:
@@ -56,12 +60,12 @@ def benign_update(
         return None
     if old.get("spec") == new.get("spec"):
         return "only metadata or status changed"
-    if _without_counts(old.get("spec")) != _without_counts(new.get("spec")):
+    before: dict[str, int] = {}
+    after: dict[str, int] = {}
+    if _split_counts(old.get("spec"), "spec", before) != _split_counts(
+        new.get("spec"), "spec", after
+    ):
         return None
-    old_view, new_view = view(old), view(new)
-    if isinstance(old_view, Unsupported) or isinstance(new_view, Unsupported):
-        return None
-    before, after = _counts(old_view), _counts(new_view)
     if after.keys() == before.keys() and all(after[p] <= before[p] for p in after):
         return "only scales down"
     return None

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
+from mlgate.api.compile import InvalidResource, compile_resource
+from mlgate.api.models import GROUP
 from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
@@ -83,8 +85,8 @@ class Config:
     # Who may take a namespace out of a policy's scope by relabelling it.
     scope_admin_groups: frozenset[str] = frozenset({"system:masters"})
     gpu_rules: GpuRules | None = None  # resources always tracked, whatever the policies count
-    # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
-    # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
+    # Who may edit or delete NetworkPolicy mlgate-egress, and write status.lastGood of policies:
+    # mlgate itself (its ServiceAccount, and whatever identity `mlgate run` found it runs as).
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
 
     def manages_egress(self, username: str) -> bool:
@@ -110,7 +112,8 @@ def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violat
         f"mlgate denied {kind} {namespace}/{name or '(generated)'}: {len(violations)} violation(s)"
     ]
     lines += [
-        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message} (MITRE ATLAS {', '.join(v.atlas)})"
+        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message}"
+        + (f" (MITRE ATLAS {', '.join(v.atlas)})" if v.atlas else "")
         for i, v in enumerate(violations, 1)
     ]
     return "\n".join(lines)
@@ -147,6 +150,8 @@ class Admission:
     async def review(self, req: Request) -> Outcome:
         if req.resource == "networkpolicies" and not self.exempt(req.namespace):
             return await self._network_policy(req)
+        if req.resource_group == GROUP and req.operation in ("CREATE", "UPDATE"):
+            return self._last_good_guard(req) if req.sub_resource else _compiles(req)
         if req.operation not in ("CREATE", "UPDATE"):
             return Outcome(True, route="not-judged-operation")
         if req.resource == "namespaces":
@@ -158,7 +163,13 @@ class Admission:
         if req.sub_resource == "scale":
             return await self._judge_scale(req)
         obj = with_namespace(req.obj, req.namespace)
-        if req.operation == "UPDATE" and req.old_obj is not None and req.sub_resource == "":
+        # A /status write is judged like an update of the object: the apiserver passes the
+        # object as it will be stored, and some kinds take metadata changes through /status.
+        if (
+            req.operation == "UPDATE"
+            and req.old_obj is not None
+            and req.sub_resource in ("", "status")
+        ):
             reason = benign_update(req.old_obj, obj, self.watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
@@ -288,6 +299,9 @@ class Admission:
     async def _network_policy(self, req: Request) -> Outcome:
         """User NetworkPolicies must not widen egress; mlgate-egress is mlgate's alone."""
         target = req.obj if req.obj is not None else req.old_obj
+        if target is None and req.operation == "DELETE" and not req.name:
+            # A collection delete: the apiserver admits each item again, with its old object.
+            return Outcome(True, route="collection-delete")
         if target is None:
             return Outcome(False, "mlgate: the request carries no object to judge", route="error")
         name = req.name or str(_meta(target).get("name") or "")
@@ -330,6 +344,20 @@ class Admission:
             route="egress-guard",
         )
 
+    def _last_good_guard(self, req: Request) -> Outcome:
+        """status.lastGood is what mlgate enforces when the spec is invalid after a restart:
+        whoever could write it could pick the policy in force, so only mlgate may."""
+        before, after = (_status(o).get("lastGood") for o in (req.old_obj, req.obj))
+        if before == after or req.username in self.config.egress_managers:
+            return Outcome(True, route="last-good-guard")
+        name = req.name or str(_meta(req.obj or {}).get("name") or "")
+        return Outcome(
+            False,
+            f"mlgate denied writing status.lastGood of {req.kind} {name}: only mlgate records "
+            "the last spec it compiled, which it enforces while the current spec is invalid",
+            route="last-good-guard",
+        )
+
     async def _namespace_guard(self, req: Request) -> Outcome:
         if req.operation != "UPDATE" or req.obj is None or req.old_obj is None:
             return Outcome(True, route="scope-guard")
@@ -356,6 +384,21 @@ class Admission:
         )
 
 
+def _compiles(req: Request) -> Outcome:
+    """A policy or approval is admitted only if the operator will be able to compile it, so
+    `kubectl apply` shows the field error instead of a policy silently not in force."""
+    if req.obj is None:
+        return Outcome(True, route="not-judged-operation")
+    if req.old_obj is not None and _spec(req.old_obj) == _spec(req.obj):
+        return Outcome(True, route="benign-update")  # metadata: an old spec stays editable
+    try:
+        compile_resource(with_namespace(req.obj, req.namespace))
+    except InvalidResource as exc:
+        name = req.name or str(_meta(req.obj).get("name") or "")
+        return Outcome(False, f"mlgate denied {req.kind} {name}: {exc}", route="policy-invalid")
+    return Outcome(True, route="policy-compiles")
+
+
 def _verdict(
     kind: str, namespace: str, name: str, decision: Decision, item: WorkloadView | None = None
 ) -> Outcome:
@@ -373,6 +416,11 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 def _spec(obj: Mapping[str, Any]) -> Any:
     return obj.get("spec")
+
+
+def _status(obj: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    status = (obj or {}).get("status")
+    return status if isinstance(status, Mapping) else {}
 
 
 def _is_managed(obj: Mapping[str, Any]) -> bool:

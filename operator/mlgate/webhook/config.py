@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Any
 
+from mlgate.api.crdgen import CRDS
+from mlgate.api.models import GROUP, VERSION
 from mlgate.engine.egress import MANAGED_NAME
 from mlgate.engine.workloads import SUPPORTED
 
@@ -17,18 +19,29 @@ WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 IMAGES_MUTATING_WEBHOOK = "images.mlgate.io"
+POLICIES_WEBHOOK = "policies.mlgate.io"
 VALIDATE_PATH = "/validate"
 MUTATE_PATH = "/mutate"
+NAMESPACE_RESOURCES = ("namespaces", "namespaces/status", "namespaces/finalize")
+# A /status write of a Pod, Deployment, Job (built-in kinds) can change labels and annotations,
+# such as the model annotation (custom resources keep all but .status): every kind's status is
+# routed, and workload_match_conditions() sends only the writes that change what is judged.
+STATUS = "status"
 
 
-def workload_rules() -> list[dict[str, Any]]:
-    """One rule per API group and version set, covering every supported kind and subresource."""
+def workload_rules(*, status: bool = False) -> list[dict[str, Any]]:
+    """One rule per API group and version set, covering every supported kind and subresource.
+
+    `status` adds every kind's /status: the validating webhook judges status writes that change
+    judged fields; the mutating one never sees them (pinning a status write means nothing, and
+    kubelets' status updates must not depend on mlgate)."""
     grouped: dict[tuple[str, tuple[str, ...], str], list[str]] = defaultdict(list)
+    own = (STATUS,) if status else ()
     for spec in SUPPORTED:
         scope = "Cluster" if spec.cluster_scoped else "Namespaced"
         resources = grouped[(spec.group, spec.versions, scope)]
         resources.append(spec.plural)
-        resources.extend(f"{spec.plural}/{sub}" for sub in spec.subresources)
+        resources.extend(f"{spec.plural}/{sub}" for sub in (*own, *spec.subresources))
     return [
         {
             "apiGroups": [group],
@@ -39,6 +52,39 @@ def workload_rules() -> list[dict[str, Any]]:
         }
         for (group, versions, scope), resources in grouped.items()
     ]
+
+
+def _or_empty(var: str, field: str) -> str:
+    """CEL for `var.field`, or {} when absent: CEL errors on a missing field."""
+    parent = field.rpartition(".")[0]
+    guards = [f"has({var}.{parent})"] if parent else []
+    guard = " && ".join([*guards, f"has({var}.{field})"])
+    return f"({guard} ? {var}.{field} : {{}})"
+
+
+def _unchanged(field: str) -> str:
+    return f"{_or_empty('object', field)} == {_or_empty('oldObject', field)}"
+
+
+def workload_match_conditions() -> list[dict[str, str]]:
+    """Status writes (kubelets, controllers: many, and they must work while mlgate is down) are
+    sent only when they change what mlgate judges (labels, annotations, spec), and then judged
+    like any update; everything else always."""
+    judged = " && ".join(_unchanged(f) for f in ("metadata.labels", "metadata.annotations", "spec"))
+    return [
+        {
+            "name": "status-only-when-judged-fields-change",
+            "expression": (
+                f"!has(request.subResource) || request.subResource != '{STATUS}' || !({judged})"
+            ),
+        }
+    ]
+
+
+def namespace_match_conditions() -> list[dict[str, str]]:
+    """The scope guard reads labels only: an update that keeps them (the namespace controller's
+    /status and /finalize writes while it deletes a namespace) never waits for mlgate."""
+    return [{"name": "labels-change", "expression": f"!({_unchanged('metadata.labels')})"}]
 
 
 def network_policy_rules() -> list[dict[str, Any]]:
@@ -56,11 +102,49 @@ def network_policy_rules() -> list[dict[str, Any]]:
 
 def network_policy_match_conditions() -> list[dict[str, str]]:
     """Deleting any other NetworkPolicy only narrows egress: the apiserver need not ask, and
-    those deletes keep working while mlgate is down."""
+    those deletes keep working while mlgate is down.
+
+    A collection delete (DELETECOLLECTION, how the namespace controller empties a namespace)
+    is admitted item by item with the old object but without request.name. CEL errors on a
+    missing field, and under failurePolicy Fail that error refuses the request, so every
+    optional field is read behind has(): the name comes from the request or the old object.
+    """
     return [
         {
             "name": "delete-only-mlgate-egress",
-            "expression": f"request.operation != 'DELETE' || request.name == '{MANAGED_NAME}'",
+            "expression": (
+                "request.operation != 'DELETE' || "
+                f"(has(request.name) && request.name == '{MANAGED_NAME}') || "
+                "(oldObject != null && has(oldObject.metadata) && "
+                f"has(oldObject.metadata.name) && oldObject.metadata.name == '{MANAGED_NAME}')"
+            ),
+        }
+    ]
+
+
+def policy_rules() -> list[dict[str, Any]]:
+    """mlgate's own resources, compiled on apply: a policy that would not compile is refused.
+    Their /status too: status.lastGood is enforced after a restart, so only mlgate writes it."""
+    return [
+        {
+            "apiGroups": [GROUP],
+            "apiVersions": [VERSION],
+            "resources": [r for crd in CRDS for r in (crd.plural, f"{crd.plural}/{STATUS}")],
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "*",
+        }
+    ]
+
+
+def policy_match_conditions() -> list[dict[str, str]]:
+    """Status writes only when they change status.lastGood (conditions, audit counts: never)."""
+    return [
+        {
+            "name": "status-only-when-last-good-changes",
+            "expression": (
+                f"!has(request.subResource) || request.subResource != '{STATUS}' || "
+                f"!({_unchanged('status.lastGood')})"
+            ),
         }
     ]
 
@@ -99,7 +183,12 @@ def webhook_configuration(
         "kind": "ValidatingWebhookConfiguration",
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
         "webhooks": [
-            {"name": WORKLOADS_WEBHOOK, "rules": workload_rules(), **common},
+            {
+                "name": WORKLOADS_WEBHOOK,
+                "rules": workload_rules(status=True),
+                "matchConditions": workload_match_conditions(),
+                **common,
+            },
             {
                 "name": NETWORK_POLICIES_WEBHOOK,
                 "rules": network_policy_rules(),
@@ -112,14 +201,22 @@ def webhook_configuration(
                     {
                         "apiGroups": [""],
                         "apiVersions": ["v1"],
-                        "resources": ["namespaces"],
+                        # /status and /finalize can rewrite the labels too.
+                        "resources": list(NAMESPACE_RESOURCES),
                         "operations": ["UPDATE"],
                         "scope": "Cluster",
                     }
                 ],
+                "matchConditions": namespace_match_conditions(),
                 **common,
                 # Relabelling must be judged even for namespaces outside every policy's scope
                 # today, so only mlgate's own and kube-system are left out.
+            },
+            {
+                "name": POLICIES_WEBHOOK,
+                "rules": policy_rules(),
+                "matchConditions": policy_match_conditions(),
+                **common,
             },
         ],
     }

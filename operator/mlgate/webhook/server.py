@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -13,6 +12,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from mlgate import jsonbound
 from mlgate.engine.decisions import Mode, Violation
 from mlgate.engine.workloads import WorkloadView
 from mlgate.metrics import Metrics
@@ -21,7 +21,9 @@ from mlgate.webhook.mutation import Answer, Mutation, encode_patch
 from mlgate.webhook.review import MalformedReview, Request, parse_review, response
 
 log = logging.getLogger("mlgate.webhook")
-MAX_BODY = 8 * 1024 * 1024  # the apiserver's own limit on request bodies is 3 MiB
+# The apiserver takes request bodies up to 3 MiB, and a review carries the object twice (object
+# and oldObject) re-encoded, where Go escapes <, > and & as six bytes each: up to ~36 MiB.
+MAX_BODY = 40 * 1024 * 1024
 
 Judge = Callable[[Request], Awaitable[Answer]]
 EventSink = Callable[[WorkloadView, tuple[Violation, ...]], Coroutine[Any, Any, None]]
@@ -71,7 +73,7 @@ class Webhook:
     async def _serve(self, http: web.Request, judge: Judge) -> web.Response:
         started = time.perf_counter()
         try:
-            req = parse_review(json.loads(await http.read()))
+            req = parse_review(jsonbound.loads(await http.read()))
         except (MalformedReview, ValueError) as exc:
             self.metrics.errors.labels("malformed").inc()
             log.warning("malformed admission review: %s", exc)
@@ -105,7 +107,7 @@ class Webhook:
             )
         try:
             async with asyncio.timeout(self.deadline):
-                return await judge(req)
+                answer = await judge(req)
         except TimeoutError:
             self.metrics.errors.labels("deadline").inc()
             return Answer(
@@ -126,6 +128,9 @@ class Webhook:
                     route="error",
                 )
             )
+        if answer.outcome.route == "error":  # an object mlgate cannot judge: denied, and counted
+            self.metrics.errors.labels("unjudgeable").inc()
+        return answer
 
     def _record(self, req: Request, outcome: Outcome) -> None:
         result = "allowed" if outcome.allowed else "denied"
