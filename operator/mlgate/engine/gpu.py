@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.kindspec import UNBOUNDED
 from mlgate.engine.policy import GpuRules
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
-    UNBOUNDED,
     ContainerKind,
     ContainerView,
     PodView,

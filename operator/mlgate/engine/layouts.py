@@ -1,0 +1,305 @@
+"""The built-in kinds that the declarative form describes: plain data, read by `kindspec`.
+
+Each layout says what its operator does with the object; the comment on each names the upstream
+API it follows. Kinds whose operators compute pods in ways a layout cannot say (KServe's framework
+detection and runtimes, Ray's autoscaler, TrainJob's runtime patches, CronJob's concurrency) keep
+code hooks in `workloads`.
+"""
+
+from __future__ import annotations
+
+from mlgate.engine.kindspec import (
+    ContainerField,
+    ContainerRole,
+    Count,
+    Layout,
+    Location,
+    ModelField,
+    Shape,
+    parse_path,
+)
+
+P = parse_path
+
+
+def count(*paths: str, default: int | None = 1) -> Count:
+    """The largest number at `paths`, else `default` (None: unbounded)."""
+    return Count(tuple(map(P, paths)), default)
+
+
+def template(path: str, *replicas: Count, role: str = "", role_path: str = "") -> Location:
+    return Location(
+        Shape.POD_TEMPLATE, P(path), replicas, role, P(role_path) if role_path else None
+    )
+
+
+# --- Kubernetes ------------------------------------------------------------------------------
+
+POD = Layout((Location(Shape.POD_SPEC, P("spec"), annotations=P("metadata.annotations")),))
+REPLICATED = Layout((template("spec.template", count("spec.replicas")),))
+PER_NODE = Layout((template("spec.template"),))  # DaemonSet: only per-pod limits apply
+JOB = Layout((template("spec.template", count("spec.parallelism")),))
+
+
+# --- Kubeflow training-operator: spec.<x>ReplicaSpecs.<Role> {replicas, template} -------------
+
+
+def replica_specs(key: str, elastic_role: str | None = None) -> Layout:
+    """An elastic PyTorchJob's HPA scales `elastic_role` up to `elasticPolicy.maxReplicas` through
+    the scale subresource, which admission does not see again: count the ceiling now."""
+    base = f"spec.{key}"
+    roles = template(f"{base}.*.template", count(f"{base}.*.replicas"))
+    if elastic_role is None:
+        return Layout((roles,))
+    others = Location(roles.shape, roles.path, roles.replicas, exclude=(elastic_role,))
+    elastic = template(
+        f"{base}.{elastic_role}.template",
+        count(f"{base}.{elastic_role}.replicas", "spec.elasticPolicy.maxReplicas"),
+        role=elastic_role,
+    )
+    return Layout((others, elastic))
+
+
+# --- JobSet, LeaderWorkerSet, DisaggregatedSet -------------------------------------------------
+
+JOBSET = Layout(
+    (
+        template(
+            "spec.replicatedJobs[*].template.spec.template",
+            count("spec.replicatedJobs[*].replicas"),
+            count("spec.replicatedJobs[*].template.spec.parallelism"),
+            role_path="spec.replicatedJobs[*].name",
+        ),
+    )
+)
+
+
+def leader_worker_set(spec: str, *groups: Count, role_path: str = "") -> tuple[Location, ...]:
+    """A LeaderWorkerSet spec at `spec`: `replicas` groups of `size` pods. The leader template,
+    when given, takes one pod of each group; without it the worker template makes them all."""
+    lwt = f"{spec}.leaderWorkerTemplate"
+    replicas = (count(f"{spec}.replicas"), *groups)
+    workers = Count((P(f"{lwt}.size"),), less_one_with=P(f"{lwt}.leaderTemplate"))
+    leader_role, worker_role = ("", "") if role_path else ("leader", "worker")
+    return (
+        template(f"{lwt}.leaderTemplate", *replicas, role=leader_role, role_path=role_path),
+        template(
+            f"{lwt}.workerTemplate", *replicas, workers, role=worker_role, role_path=role_path
+        ),
+    )
+
+
+LEADER_WORKER_SET = Layout(leader_worker_set("spec"))
+# lws/config/samples/disaggregatedset_v1_*.yaml: roles[] each an LWS spec, repeated per slice.
+DISAGGREGATED_SET = Layout(
+    leader_worker_set("spec.roles[*].spec", count("spec.slices"), role_path="spec.roles[*].name")
+)
+
+
+# --- Argo Workflows: templates[] run container, script, containerSet, init and sidecars -------
+
+
+def _argo_templates(spec: str) -> tuple[Location, ...]:
+    """Each template (and templateDefaults, merged into every one) is a pod. A Workflow may run
+    a template many times at once (loops, parallel steps): `parallelism` bounds that, else one."""
+    containers = (
+        ContainerField(P("container"), name="main"),
+        ContainerField(P("script"), name="main"),
+        ContainerField(P("containerSet.containers[*]")),
+        ContainerField(P("sidecars[*]"), ContainerRole.SIDECAR),
+    )
+    pods = (count(f"{spec}.parallelism"),)
+    return tuple(
+        Location(
+            Shape.POD_SPEC,
+            P(path),
+            pods,
+            role_path=P(f"{path}.name"),
+            containers=containers,
+            annotations=P(f"{path}.metadata.annotations"),
+        )
+        for path in (f"{spec}.templates[*]", f"{spec}.templateDefaults")
+    )
+
+
+ARGO_WORKFLOW = Layout(_argo_templates("spec"))
+ARGO_CRON_WORKFLOW = Layout(_argo_templates("spec.workflowSpec"))
+
+
+# --- Knative Serving: a Revision template; the autoscaler has no limit unless max-scale says ---
+
+_KNATIVE_MAX = 'spec.template.metadata.annotations["autoscaling.knative.dev/{}"]'
+KNATIVE_SERVICE = Layout(
+    (
+        template(
+            "spec.template",
+            Count(
+                ceiling=(P(_KNATIVE_MAX.format("max-scale")), P(_KNATIVE_MAX.format("maxScale"))),
+                zero_unset=True,
+            ),
+        ),
+    )
+)
+
+
+# --- Volcano Job: tasks[] {name, replicas, template} -----------------------------------------
+
+VOLCANO_JOB = Layout(
+    (
+        template(
+            "spec.tasks[*].template",
+            count("spec.tasks[*].replicas"),
+            role_path="spec.tasks[*].name",
+        ),
+    )
+)
+
+
+# --- Spark operator: driver and executors are container-shaped pod specs ----------------------
+
+
+def _spark(spec: str) -> Layout:
+    """The driver and executor specs carry image (else spec.image), env, gpu {name, quantity},
+    initContainers and sidecars. Dynamic allocation lets Spark add executors up to
+    maxExecutors, which Spark leaves unlimited when unset."""
+
+    def main(name: str) -> ContainerField:
+        return ContainerField(
+            P(""),
+            name=name,
+            image_default=P(f"{spec}.image"),
+            gpus=P("gpu.quantity"),
+            gpu_resource=P("gpu.name"),
+        )
+
+    sidecars = ContainerField(P("sidecars[*]"), ContainerRole.SIDECAR)
+    allocation = f"{spec}.dynamicAllocation"
+    executors = Count(
+        (
+            P(f"{spec}.executor.instances"),
+            P(f"{allocation}.initialExecutors"),
+            P(f"{allocation}.minExecutors"),
+        ),
+        ceiling=(P(f"{allocation}.maxExecutors"),),
+        autoscaled=P(f"{allocation}.enabled"),
+    )
+    return Layout(
+        (
+            Location(
+                Shape.POD_SPEC,
+                P(f"{spec}.driver"),
+                role="driver",
+                containers=(main("spark-kubernetes-driver"), sidecars),
+                annotations=P(f"{spec}.driver.annotations"),
+            ),
+            Location(
+                Shape.POD_SPEC,
+                P(f"{spec}.executor"),
+                (executors,),
+                role="executor",
+                containers=(main("spark-kubernetes-executor"), sidecars),
+                annotations=P(f"{spec}.executor.annotations"),
+            ),
+        )
+    )
+
+
+SPARK_APPLICATION = _spark("spec")
+SCHEDULED_SPARK_APPLICATION = _spark("spec.template")
+
+
+# --- Kubeflow Notebook -----------------------------------------------------------------------
+
+NOTEBOOK = Layout((template("spec.template"),))
+
+
+# --- Kaito: Workspace keeps resource, inference and tuning at the top level -------------------
+
+
+def _kaito(base: str, *groups: Count) -> tuple[Location, ...]:
+    """`resource.count` nodes each run the inference (or tuning) pod: a custom
+    `inference.template`, or a preset, whose private image is `presetOptions.image`; LoRA
+    adapters and tuning input data come as images too."""
+    nodes = (*groups, count(f"{base}resource.count"))
+    return (
+        template(f"{base}inference.template", *nodes, role="inference"),
+        Location(
+            Shape.POD_SPEC,
+            P(f"{base}inference"),
+            nodes,
+            role="inference",
+            containers=(
+                ContainerField(P("preset.presetOptions"), name="preset"),
+                ContainerField(P("adapters[*].source"), ContainerRole.INIT),
+            ),
+        ),
+        Location(
+            Shape.POD_SPEC,
+            P(f"{base}tuning"),
+            nodes,
+            role="tuning",
+            containers=(
+                ContainerField(P("presetOptions"), name="preset"),
+                ContainerField(P("preset.presetOptions"), name="preset"),
+                ContainerField(P("input"), ContainerRole.INIT, name="input"),
+            ),
+        ),
+    )
+
+
+_KAITO_MODELS = (ModelField(P("inference.preset.name"), prefix="kaito://"),)
+KAITO_WORKSPACE = Layout(_kaito(""), _KAITO_MODELS)
+KAITO_INFERENCE_SET = Layout(
+    _kaito("spec.template.", count("spec.replicas")),
+    (ModelField(P("spec.template.inference.preset.name"), prefix="kaito://"),),
+)
+
+
+# --- vLLM production-stack VLLMRuntime: image {registry, name}, resources.gpu a count --------
+
+VLLM_RUNTIME = Layout(
+    (
+        Location(
+            Shape.POD_SPEC,
+            P("spec.deploymentConfig"),
+            (
+                Count(
+                    (P("spec.deploymentConfig.replicas"),),
+                    ceiling=(P("spec.autoscalingConfig.maxReplicas"),),
+                    autoscaled=P("spec.autoscalingConfig.enabled"),
+                ),
+            ),
+            containers=(
+                ContainerField(P(""), name="vllm", gpus=P("resources.gpu")),
+                ContainerField(P("sidecarConfig"), ContainerRole.SIDECAR, name="sidecar"),
+            ),
+        ),
+    ),
+    (ModelField(P("spec.model.modelURL"), prefix="hf://"),),
+)
+
+
+# --- Seldon Core 2 -----------------------------------------------------------------------------
+
+SELDON_MODEL = Layout(models=(ModelField(P("spec.storageUri")),))
+SELDON_SERVER = Layout(
+    (
+        Location(
+            Shape.POD_SPEC,
+            P("spec.podSpec"),
+            (count("spec.replicas", "spec.minReplicas", "spec.maxReplicas"),),
+        ),
+    )
+)
+SELDON_SERVER_CONFIG = Layout((Location(Shape.POD_SPEC, P("spec.podSpec")),))
+
+
+# --- KServe: TrainedModel loads a model into an InferenceService; InferenceGraph routes -------
+
+TRAINED_MODEL = Layout(models=(ModelField(P("spec.model.storageUri")),))
+INFERENCE_GRAPH = Layout()  # its router's image is KServe's own; steps name services
+
+
+# --- CodeFlare AppWrapper: components[] embed whole objects of other kinds ---------------------
+
+APP_WRAPPER = Layout((Location(Shape.OBJECT, P("spec.components[*].template")),))
