@@ -27,6 +27,7 @@ from mlgate.engine.workloads import (
     lookup,
     view,
 )
+from tests.unit.test_kinds_upstream import UPSTREAM_KINDS
 
 # ---------------------------------------------------------------------------------------------
 # Helpers

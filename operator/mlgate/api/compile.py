@@ -178,6 +178,7 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
         models=_models(spec.models),
         egress=_egress(spec.egress),
         gpu=_gpu(spec.gpu),
+        unknown_kinds=spec.unknown_kinds,
     )
 
 

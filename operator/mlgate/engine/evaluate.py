@@ -7,9 +7,10 @@ from typing import Any
 
 from mlgate.engine import egress, gpu, images, models
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
-from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.kindspec import INERT_KINDS, runs_containers
+from mlgate.engine.policy import CompiledPolicy, Facts, UnknownKinds
 from mlgate.engine.scope import governing, namespace_in_scope
-from mlgate.engine.workloads import Unsupported, WorkloadView, view
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, Unsupported, WorkloadView, view
 
 # The cluster must always be able to repair itself, whatever a policy says.
 ALWAYS_EXEMPT = frozenset({"kube-system"})
@@ -35,33 +36,6 @@ def _offline_notes(policies: tuple[CompiledPolicy, ...], workload: WorkloadView)
                 yield f"[{policy.name}] {note}"
 
 
-_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-
-
-def _runs_containers(node: Any) -> bool:
-    """Whether an unknown object would run something: a container list, or any object with a
-    string `image` (Argo's `container`, Tekton's `steps`, ...).
-
-    There is no depth limit an attacker could nest below; the walk is iterative, so nesting
-    cannot overflow the stack, and remembers what it saw, so a recursive YAML alias cannot loop.
-    """
-    stack, seen = [node], set()
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, Mapping | list) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        if isinstance(item.get("image"), str):
-            return True
-        if any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS):
-            return True
-        stack.extend(item.values())
-    return False
-
-
 def decide(
     violations: list[Violation], matched: tuple[str, ...], notes: tuple[str, ...]
 ) -> Decision:
@@ -69,10 +43,24 @@ def decide(
     return Decision(allowed, tuple(violations), matched, notes)
 
 
-def _unsupported(
+def _unknown_kind_mode(policy: CompiledPolicy) -> Mode | None:
+    """The mode an unjudgeable object's violation takes under `policy` (None: none at all)."""
+    if policy.unknown_kinds is UnknownKinds.ALLOW:
+        return None
+    if policy.unknown_kinds is UnknownKinds.WARN and policy.mode is Mode.ENFORCE:
+        return Mode.WARN
+    return policy.mode
+
+
+def evaluate_unsupported(
     policies: tuple[CompiledPolicy, ...], item: Unsupported, obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
-    if not isinstance(obj, Mapping) or not _runs_containers(obj.get("spec")):
+    """An object mlgate cannot judge: nothing to say unless it runs containers; then each
+    governing policy's `unknownKinds` decides. The webhook and `check` both come here."""
+    if item.namespace in ALWAYS_EXEMPT:
+        return Decision(True)
+    group = item.api_version.rpartition("/")[0]
+    if (group, item.kind) in INERT_KINDS or not runs_containers(obj):
         what = item.kind or "the document"
         return Decision(True, notes=(f"{what} is not a workload kind; not judged",))
     labels = _labels(obj)
@@ -81,9 +69,15 @@ def _unsupported(
         Rule.WORKLOAD_UNSUPPORTED,
         "kind",
         f"{item.kind} ({item.api_version}) runs containers but mlgate cannot judge it: "
-        f"{item.reason}; use a supported workload kind",
+        f"{item.reason}; use a supported workload kind or teach mlgate this one with a "
+        "WorkloadKind",
     )
-    violations = [v for p in matched for v in attribute(p.name, p.mode, [finding])]
+    violations = [
+        v
+        for p in matched
+        if (mode := _unknown_kind_mode(p)) is not None
+        for v in attribute(p.name, mode, [finding])
+    ]
     return decide(violations, tuple(p.name for p in matched), ())
 
 
@@ -136,14 +130,16 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def evaluate(
-    policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
+    policies: tuple[CompiledPolicy, ...],
+    obj: Mapping[str, Any],
+    facts: Facts,
+    kinds: Kinds = BUILT_IN_ONLY,
 ) -> Decision:
-    """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
+    """Judge one Kubernetes object against every policy; plain data in, a Decision out.
+    `kinds` adds the kinds declared by WorkloadKinds to the built-in ones."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
-    item = view(obj)
+    item = view(obj, kinds)
     if isinstance(item, Unsupported):
-        if item.namespace in ALWAYS_EXEMPT:
-            return Decision(True)
-        return _unsupported(policies, item, obj, facts)
+        return evaluate_unsupported(policies, item, obj, facts)
     return evaluate_view(policies, item, facts)

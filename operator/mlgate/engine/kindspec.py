@@ -374,3 +374,56 @@ def image_text(value: Any) -> str | None:
     if "digest" in parts:
         text += f"@{parts['digest']}"
     return text
+
+
+# ---------------------------------------------------------------------------------------------
+# Unknown kinds
+
+_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
+# Kinds that hold pod specs or image names without running them.
+INERT_KINDS = frozenset(
+    {
+        ("", "ConfigMap"),
+        ("", "Secret"),
+        ("", "PodTemplate"),
+        ("apps", "ControllerRevision"),
+        ("apiextensions.k8s.io", "CustomResourceDefinition"),
+    }
+)
+# Not what the object asks to run: the apiserver's and controllers' bookkeeping.
+_NOT_DESIRED = frozenset({"metadata", "status"})
+
+
+def _names_image(key: Any, value: Any) -> bool:
+    """`image: ...` (a string, or a mapping of its parts) or `<something>Image: "..."`."""
+    if key == "image":
+        return image_text(value) is not None
+    return isinstance(key, str) and key.endswith("Image") and isinstance(value, str)
+
+
+def runs_containers(obj: Any) -> bool:
+    """Whether an object would run something: anywhere outside metadata and status, a container
+    list, or an image (Argo's `container`, Tekton's `steps`, Kaito's top-level `inference`,
+    images spelled as {registry, name}).
+
+    There is no depth limit an attacker could nest below; the walk is iterative, so nesting
+    cannot overflow the stack, and remembers what it saw, so a recursive YAML alias cannot loop.
+    """
+    if not isinstance(obj, Mapping):
+        return False
+    stack: list[Any] = [v for k, v in obj.items() if k not in _NOT_DESIRED]
+    seen: set[int] = set()
+    while stack:
+        item = stack.pop()
+        if not isinstance(item, Mapping | list) or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list):
+            stack.extend(item)
+            continue
+        if any(_names_image(k, v) for k, v in item.items()):
+            return True
+        if any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS):
+            return True
+        stack.extend(item.values())
+    return False

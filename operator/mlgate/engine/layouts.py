@@ -270,7 +270,12 @@ VLLM_RUNTIME = Layout(
                 ),
             ),
             containers=(
-                ContainerField(P(""), name="vllm", gpus=P("resources.gpu")),
+                ContainerField(
+                    P(""),
+                    name="vllm",
+                    gpus=P("resources.gpu"),
+                    gpu_resource=P("resources.gpuType"),
+                ),
                 ContainerField(P("sidecarConfig"), ContainerRole.SIDECAR, name="sidecar"),
             ),
         ),

@@ -9,8 +9,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 
 from mlgate.engine.decisions import Mode
+
+
+class UnknownKinds(StrEnum):
+    """What a policy does with an object of a kind mlgate cannot judge that runs containers."""
+
+    DENY = "Deny"  # a violation in the policy's mode: denied under Enforce
+    WARN = "Warn"  # at most a warning, whatever the mode
+    ALLOW = "Allow"  # admitted silently: the platform team vouches for those kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +117,7 @@ class CompiledPolicy:
     models: ModelRules | None = None
     egress: EgressRules | None = None
     gpu: GpuRules | None = None
+    unknown_kinds: UnknownKinds = UnknownKinds.DENY
 
 
 @dataclass(frozen=True, slots=True)

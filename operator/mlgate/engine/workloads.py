@@ -548,11 +548,14 @@ def _prefixed(item: Any, prefix: str) -> Any:
     return replace(item, **changes)
 
 
-def _embedded(placed: kindspec.Placed, kinds: Kinds, depth: int) -> WorkloadView:
+def _embedded(placed: kindspec.Placed, kinds: Kinds, depth: int) -> WorkloadView | None:
+    """The view of an embedded object; None when it runs nothing (a Service, a ConfigMap)."""
     if depth >= _MAX_NESTING:
         raise _Unjudgeable(f"{placed.path}: objects nested more than {_MAX_NESTING} deep")
     inner = _view(placed.node, kinds, depth + 1)
     if isinstance(inner, Unsupported):
+        if not kindspec.runs_containers(placed.node):
+            return None
         raise _Unjudgeable(f"{placed.path}: {inner.reason}")
     pods = tuple(
         replace(_prefixed(p, placed.path), count=min(UNBOUNDED, p.count * placed.count))
@@ -569,8 +572,9 @@ def _declared_pods(
         location = placed.location
         if location.shape is kindspec.Shape.OBJECT:
             inner = _embedded(placed, kinds, depth)
-            yield from inner.pods
-            yield from inner.model_refs
+            if inner is not None:
+                yield from inner.pods
+                yield from inner.model_refs
             continue
         spec, path, annotations = placed.node, placed.path, None
         if location.shape is kindspec.Shape.POD_TEMPLATE:
@@ -709,14 +713,17 @@ SUPPORTED: tuple[KindSpec, ...] = (
     ),
     KindSpec(_KAITO, "Workspace", "workspaces", _KAITO_VERSIONS, layouts.KAITO_WORKSPACE),
     KindSpec(
-        _KAITO, "InferenceSet", "inferencesets", ("v1alpha1",), layouts.KAITO_INFERENCE_SET
+        _KAITO, "InferenceSet", "inferencesets", ("v1alpha1",), layouts.KAITO_INFERENCE_SET,
+        subresources=_SCALE,
     ),
     KindSpec(
         "production-stack.vllm.ai", "VLLMRuntime", "vllmruntimes", ("v1alpha1",),
         layouts.VLLM_RUNTIME,
     ),
     KindSpec(_SELDON, "Model", "models", ("v1alpha1",), layouts.SELDON_MODEL),
-    KindSpec(_SELDON, "Server", "servers", ("v1alpha1",), layouts.SELDON_SERVER),
+    KindSpec(
+        _SELDON, "Server", "servers", ("v1alpha1",), layouts.SELDON_SERVER, subresources=_SCALE
+    ),
     KindSpec(_SELDON, "ServerConfig", "serverconfigs", ("v1alpha1",), layouts.SELDON_SERVER_CONFIG),
     KindSpec(
         "workload.codeflare.dev", "AppWrapper", "appwrappers", ("v1beta2",), layouts.APP_WRAPPER
