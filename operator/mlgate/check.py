@@ -17,11 +17,12 @@ from typing import Any, TextIO
 
 from mlgate.api import models as api
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.api.workloadkind import compile_workload_kind
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
-from mlgate.engine.workloads import WorkloadView, lookup, view
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, WorkloadView, view
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -140,6 +141,7 @@ class Resources:
 
     policies: dict[tuple[str, str, str], CompiledPolicy] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)
+    declared: dict[str, KindSpec] = field(default_factory=dict)  # WorkloadKinds by name
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
@@ -157,6 +159,8 @@ class Resources:
                 self.approvals[resource.metadata.name] = compile_approval(resource)
             elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
                 self.policies[key] = compile_policy(resource)
+            elif isinstance(resource, api.WorkloadKind):
+                self.declared[resource.metadata.name] = compile_workload_kind(resource)
         except ValueError as exc:  # InvalidResource, and anything compiling finds
             self.errors.append(str(doc.ref.error(f"{_title(doc.obj)}: {exc}")))
 
@@ -175,6 +179,14 @@ class Resources:
                 "keep one definition"
             )
         return False
+
+    def kinds(self) -> Kinds:
+        """The built-in kinds and those the WorkloadKinds given declare; for the same kind the
+        first by name, as the operator decides."""
+        declared: dict[tuple[str, str], KindSpec] = {}
+        for _, spec in sorted(self.declared.items()):
+            declared.setdefault((spec.group, spec.kind), spec)
+        return Kinds(declared) if declared else BUILT_IN_ONLY
 
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
@@ -206,7 +218,7 @@ def _only_mlgate(doc: Document | InputError) -> Document | InputError:
     if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
         return doc
     return doc.ref.error(
-        f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy or ApprovedModel; "
+        f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy, ApprovedModel or WorkloadKind; "
         "pass manifests to judge as PATH arguments"
     )
 
@@ -227,13 +239,14 @@ def judge(
     policies: tuple[CompiledPolicy, ...],
     facts: Facts,
     verify_images: ImageFacts | None = None,
+    kinds: Kinds = BUILT_IN_ONLY,
 ) -> Result | InputError:
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        if verify_images is not None and isinstance(item := view(obj), WorkloadView):
+        if verify_images is not None and isinstance(item := view(obj, kinds), WorkloadView):
             facts = replace(facts, images=verify_images(policies, item))
-        decision = evaluate(policies, obj, facts)
+        decision = evaluate(policies, obj, facts, kinds)
     except Exception as exc:  # an engine bug must still name the document, not traceback
         return doc.ref.error(
             f"mlgate failed to judge {_title(obj)}: {type(exc).__name__}: {exc} "
@@ -246,7 +259,7 @@ def judge(
         namespace=_meta(obj, "namespace"),
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
-        supported=lookup(api_version, kind) is not None or egress.is_network_policy(obj),
+        supported=kinds.lookup(api_version, kind) is not None or egress.is_network_policy(obj),
     )
 
 
@@ -261,7 +274,7 @@ def judge_all(
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
-    policies, facts = tuple(found.policies.values()), found.facts(now)
+    policies, facts, kinds = tuple(found.policies.values()), found.facts(now), found.kinds()
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
@@ -277,6 +290,7 @@ def judge_all(
                     policies,
                     facts,
                     verify_images,
+                    kinds,
                 )
 
 

@@ -300,8 +300,11 @@ class ReplicaFactor(Spec):
         description="Numbers read here (the largest present counts); wildcards bind to the "
         "item or key the location matched.",
     )
-    default: Annotated[int, Field(ge=0, strict=True)] | Literal["Unbounded"] = Field(
-        1, description="When no path holds a number: a count, or Unbounded."
+    default: Annotated[int, Field(ge=0, strict=True)] = Field(
+        1, description="When no path holds a number."
+    )
+    unbounded_by_default: StrictBool = Field(
+        False, description="When no path holds a number, the count has no limit."
     )
     ceiling: list[FieldPathText] = Field(
         [],

@@ -31,7 +31,7 @@ def _optional(text: str | None, where: str, wildcards: int | None = None) -> Any
 def _count(factor: api.ReplicaFactor, where: str, bound: int) -> kindspec.Count:
     return kindspec.Count(
         paths=tuple(_path(p, f"{where}.paths[{i}]", bound) for i, p in enumerate(factor.paths)),
-        default=None if factor.default == "Unbounded" else factor.default,
+        default=None if factor.unbounded_by_default else factor.default,
         ceiling=tuple(
             _path(p, f"{where}.ceiling[{i}]", bound) for i, p in enumerate(factor.ceiling)
         ),

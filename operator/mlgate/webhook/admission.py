@@ -20,6 +20,7 @@ from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
     evaluate_network_policy,
+    evaluate_unsupported,
     evaluate_view,
 )
 from mlgate.engine.gpu import workload_demand
@@ -140,10 +141,22 @@ class Admission:
             reason = benign_update(req.old_obj, obj, self._watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
-        item = view(obj)
+        item = view(obj, self.state.snapshot().kinds)
         if isinstance(item, Unsupported):
-            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+            return await self._unsupported(item, obj)
         return await self._judge(req, item)
+
+    async def _unsupported(self, item: Unsupported, obj: Mapping[str, Any]) -> Outcome:
+        """A kind routed here that mlgate cannot judge (a WorkloadKind deleted a moment ago, an
+        AppWrapper wrapping an unknown kind): the policies' unknownKinds decide, as in `check`."""
+        snapshot = self.state.snapshot()
+        facts = Facts(
+            now=self.now(),
+            namespace_labels=await self._namespace_labels(item.namespace),
+            approvals=snapshot.approvals,
+        )
+        decision = evaluate_unsupported(snapshot.policies, item, obj, facts)
+        return _verdict(item.kind, item.namespace, item.name, decision)
 
     async def _judge_scale(self, req: Request) -> Outcome:
         """A scale-up through /scale is judged as the parent workload with the new replicas."""
@@ -162,9 +175,9 @@ class Admission:
             **parent,
             "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
         }
-        item = view(_with_namespace(scaled, req.namespace))
+        item = view(_with_namespace(scaled, req.namespace), self.state.snapshot().kinds)
         if isinstance(item, Unsupported):
-            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+            return await self._unsupported(item, scaled)
         return await self._judge(req, item)
 
     def _watched_annotations(self) -> set[str]:
