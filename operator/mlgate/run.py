@@ -31,10 +31,12 @@ from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import register
 from mlgate.controller.leader import LeaderElection
+from mlgate.controller.routing import KindRouter
 from mlgate.controller.state import PolicyState
 from mlgate.controller.status import settle_quota_conditions, write_all_statuses
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
+from mlgate.engine.workloads import Kinds
 from mlgate.metrics import Metrics
 from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
@@ -92,7 +94,9 @@ def _settings() -> kopf.OperatorSettings:
     return settings
 
 
-async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: bytes) -> None:
+async def _register_webhook(
+    client: KubeClient, opts: RunOptions, ca_bundle: bytes, kinds: Kinds
+) -> None:
     """Point the webhook configuration at a URL (local clusters; the Helm chart does it there)."""
     assert opts.register_webhook_url is not None
     name = opts.webhook_configs[0]
@@ -102,6 +106,7 @@ async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: byt
         opts.namespace,
         opts.failure_policy,
         opts.timeout_seconds,
+        kinds=kinds,
     )
     path = resource_path(
         "admissionregistration.k8s.io/v1", "validatingwebhookconfigurations", name=name
@@ -293,6 +298,8 @@ async def serve(opts: RunOptions) -> None:
         electing = asyncio.create_task(elector.run())
         auditor = Auditor(client, state, opts.namespace, elector.leads, opts.audit_interval)
         auditing = asyncio.create_task(auditor.run(after=webhook.ready))
+        router = KindRouter(client, state, opts.webhook_configs, elector.leads)
+        routing = asyncio.create_task(router.run(after=webhook.ready))
         try:
             await initial_sync(client, state, ledger, LEDGER_GPU_RULES)
             # Everything loaded so far lives for the whole process: keep full collections from
@@ -301,10 +308,10 @@ async def serve(opts: RunOptions) -> None:
             webhook.ready.set()
             log.info("ready: answering admission requests")
             if opts.register_webhook_url:
-                await _register_webhook(client, opts, tls.ca_pem)
+                await _register_webhook(client, opts, tls.ca_pem, state.snapshot().kinds)
             await operator
         finally:
-            background = (refresher, settle, reconcile, electing, auditing, operator)
+            background = (refresher, settle, reconcile, electing, auditing, routing, operator)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

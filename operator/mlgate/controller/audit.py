@@ -23,7 +23,9 @@ from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.controller.state import PolicyState
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import CompiledPolicy, Facts
-from mlgate.engine.workloads import SUPPORTED, KindSpec
+from mlgate.engine.workloads import BUILT_IN, BUILT_IN_ONLY, SUPPORTED, Kinds, KindSpec
+
+BUILT_IN_KINDS = frozenset(kind for _, kind in BUILT_IN)
 
 log = logging.getLogger("mlgate.audit")
 
@@ -39,6 +41,7 @@ def count_violations(
     workloads: Iterator[Mapping[str, Any]],
     facts_for: Callable[[str], Facts],
     exempt: frozenset[str],
+    kinds: Kinds = BUILT_IN_ONLY,
 ) -> Counter[str]:
     """Violations per policy name over `workloads`: pure, so it is tested without a cluster."""
     counts: Counter[str] = Counter({p.name: 0 for p in policies})
@@ -46,7 +49,7 @@ def count_violations(
         namespace = str((item.get("metadata") or {}).get("namespace") or "")
         if namespace in exempt or _controlled(item):
             continue
-        for violation in evaluate(policies, item, facts_for(namespace)).violations:
+        for violation in evaluate(policies, item, facts_for(namespace), kinds).violations:
             counts[violation.policy] += 1
     return counts
 
@@ -72,6 +75,14 @@ class Auditor:
         except ApiError as exc:
             if exc.status == 404:  # that ML operator is not installed here
                 return []
+            if exc.status == 403 and (spec.group, spec.kind) not in BUILT_IN:
+                log.warning(
+                    "audit cannot list %s.%s (declared by a WorkloadKind): grant mlgate "
+                    "get/list/watch on it",
+                    spec.plural,
+                    spec.group,
+                )
+                return []
             raise
         for item in items:
             item.setdefault("apiVersion", api_version)
@@ -86,10 +97,13 @@ class Auditor:
         )
 
     async def audit_once(self) -> Counter[str]:
-        policies = self.state.snapshot().policies
-        workloads = [item for spec in SUPPORTED for item in await self._items(spec)]
+        snapshot = self.state.snapshot()
+        specs = (*SUPPORTED, *snapshot.kinds.declared.values())
+        workloads = [item for spec in specs for item in await self._items(spec)]
         exempt = frozenset({"kube-system", self.own_namespace})
-        counts = count_violations(policies, iter(workloads), self._facts, exempt)
+        counts = count_violations(
+            snapshot.policies, iter(workloads), self._facts, exempt, snapshot.kinds
+        )
         for name, count in counts.items():
             try:
                 await self.client.patch(_policy_path(name), {"status": {"violations": count}})

@@ -7,22 +7,26 @@ same rules (a test keeps the two in step).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from mlgate.engine.egress import MANAGED_NAME
-from mlgate.engine.workloads import SUPPORTED
+from mlgate.engine.workloads import BUILT_IN_ONLY, SUPPORTED, Kinds, KindSpec
 
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
+# Kinds declared by WorkloadKinds: the operator keeps this entry's rules in step with them, so
+# the chart's other entries stay the chart's alone.
+EXTENSIONS_WEBHOOK = "extensions.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 VALIDATE_PATH = "/validate"
 
 
-def workload_rules() -> list[dict[str, Any]]:
-    """One rule per API group and version set, covering every supported kind and subresource."""
-    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
-    for spec in SUPPORTED:
-        resources = grouped[(spec.group, spec.versions)]
+def _rules(specs: Iterable[KindSpec]) -> list[dict[str, Any]]:
+    """One rule per API group, version set and scope, covering the kinds and subresources."""
+    grouped: dict[tuple[str, tuple[str, ...], str], list[str]] = defaultdict(list)
+    for spec in specs:
+        resources = grouped[(spec.group, spec.versions, spec.scope)]
         resources.append(spec.plural)
         resources.extend(f"{spec.plural}/{sub}" for sub in spec.subresources)
     return [
@@ -31,10 +35,20 @@ def workload_rules() -> list[dict[str, Any]]:
             "apiVersions": list(versions),
             "resources": resources,
             "operations": ["CREATE", "UPDATE"],
-            "scope": "Namespaced",
+            "scope": scope,
         }
-        for (group, versions), resources in grouped.items()
+        for (group, versions, scope), resources in grouped.items()
     ]
+
+
+def workload_rules() -> list[dict[str, Any]]:
+    """The built-in kinds: the chart renders the same rules."""
+    return _rules(SUPPORTED)
+
+
+def extension_rules(kinds: Kinds) -> list[dict[str, Any]]:
+    """The kinds WorkloadKinds declare, sorted so that an unchanged set is an unchanged list."""
+    return _rules(sorted(kinds.declared.values(), key=lambda s: (s.group, s.kind)))
 
 
 def network_policy_rules() -> list[dict[str, Any]]:
@@ -79,6 +93,8 @@ def webhook_configuration(
     own_namespace: str,
     failure_policy: str = "Fail",
     timeout_seconds: int = 10,
+    *,
+    kinds: Kinds = BUILT_IN_ONLY,
 ) -> dict[str, Any]:
     common = {
         "clientConfig": client_config,
@@ -96,6 +112,7 @@ def webhook_configuration(
         "metadata": {"name": name, "labels": {"app.kubernetes.io/name": "mlgate"}},
         "webhooks": [
             {"name": WORKLOADS_WEBHOOK, "rules": workload_rules(), **common},
+            {"name": EXTENSIONS_WEBHOOK, "rules": extension_rules(kinds), **common},
             {
                 "name": NETWORK_POLICIES_WEBHOOK,
                 "rules": network_policy_rules(),
