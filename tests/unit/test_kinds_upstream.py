@@ -536,8 +536,31 @@ spec:
       spec: {ports: [{port: 80}]}
 """
 
+# https://github.com/argoproj/argo-workflows/blob/main/examples/pod-spec-patch.yaml (and its
+# YAML form, examples/pod-spec-yaml-patch.yaml): a text patch merged into the pod.
+ARGO_POD_SPEC_PATCH = """
+apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: pod-spec-patch-
+spec:
+  entrypoint: hello-world
+  podSpecPatch: |
+    hostNetwork: true
+  templates:
+  - name: hello-world
+    podSpecPatch: '{"containers":[{"name":"main", "image": "docker.io/evil/miner:1",
+      "resources":{"limits":{"nvidia.com/gpu": 4}}}]}'
+    container:
+      image: busybox
+      command: [echo]
+      args: ["hello world"]
+"""
+
+
 SAMPLES = {
     "Workflow": ARGO_WORKFLOW,
+    "WorkflowPodSpecPatch": ARGO_POD_SPEC_PATCH,
     "CronWorkflow": ARGO_CRON_WORKFLOW,
     "ClusterWorkflowTemplate": ARGO_CLUSTER_TEMPLATE,
     "KnativeService": KNATIVE_SERVICE,
@@ -836,3 +859,21 @@ def test_any_field_replaced_by_garbage_never_crashes(name: str) -> None:
                 assert all(
                     isinstance(c.image, str | None) for p in result.pods for c in p.containers
                 )
+
+
+def test_argo_pod_spec_patches_change_what_runs() -> None:
+    w = workload(ARGO_POD_SPEC_PATCH)
+    (pod,) = w.pods
+    (main,) = pod.containers
+    assert (main.name, main.image, main.image_path) == (
+        "main",
+        "docker.io/evil/miner:1",
+        "spec.templates[0].podSpecPatch",
+    )
+    assert gpus(w) == 4
+    assert pod.spec["hostNetwork"] is True  # the workflow-wide patch applies to every template
+    obj = yaml.safe_load(ARGO_POD_SPEC_PATCH)
+    obj["spec"]["templates"][0]["podSpecPatch"] = "[not, a, mapping]"
+    result = view(obj)
+    assert isinstance(result, Unsupported)
+    assert "spec.templates[0].podSpecPatch" in result.reason

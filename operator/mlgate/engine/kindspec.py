@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+import yaml
+
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
 # ceiling is unbounded in the cluster; every "no limit" is counted as this many pods.
 UNBOUNDED = 2**31 - 1
@@ -288,6 +290,9 @@ class Location:
     role_path: FieldPath | None = None  # e.g. spec.tasks[*].name
     containers: tuple[ContainerField, ...] = ()  # besides containers/initContainers/...
     annotations: FieldPath | None = None  # the pod's annotations, where not in a PodTemplate
+    # Pod spec patches given as text (Argo's podSpecPatch), merged into the pod as its operator
+    # merges them: containers by name, other fields replaced.
+    patches: tuple[FieldPath, ...] = ()
     exclude: tuple[str, ...] = ()  # mapping keys a wildcard skips (another location has them)
 
 
@@ -355,6 +360,17 @@ def models(obj: Mapping[str, Any], layout: Layout) -> Iterator[tuple[str, str]]:
                 if isinstance(value, str) and value:
                     path = f"{found.path}[{i}]" if isinstance(found.value, list) else found.path
                     yield (value if "://" in value else model.prefix + value), path
+
+
+def pod_patch(text: Any) -> Mapping[str, Any] | None:
+    """A pod spec patch written as JSON or YAML text; None when it is not a readable mapping."""
+    if not isinstance(text, str):
+        return None
+    try:
+        patch = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return None
+    return patch if isinstance(patch, Mapping) else None
 
 
 def image_text(value: Any) -> str | None:

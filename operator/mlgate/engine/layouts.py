@@ -101,7 +101,8 @@ DISAGGREGATED_SET = Layout(
 
 def _argo_templates(spec: str) -> tuple[Location, ...]:
     """Each template (and templateDefaults, merged into every one) is a pod. A Workflow may run
-    a template many times at once (loops, parallel steps): `parallelism` bounds that, else one."""
+    a template many times at once (loops, parallel steps): `parallelism` bounds that, else one.
+    `podSpecPatch`, of the workflow and of the template, can change any container's image."""
     containers = (
         ContainerField(P("container"), name="main"),
         ContainerField(P("script"), name="main"),
@@ -117,6 +118,7 @@ def _argo_templates(spec: str) -> tuple[Location, ...]:
             role_path=P(f"{path}.name"),
             containers=containers,
             annotations=P(f"{path}.metadata.annotations"),
+            patches=(P(f"{spec}.podSpecPatch"), P(f"{path}.podSpecPatch")),
         )
         for path in (f"{spec}.templates[*]", f"{spec}.templateDefaults")
     )

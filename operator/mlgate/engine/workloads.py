@@ -584,7 +584,43 @@ def _declared_pods(
         elif location.annotations is not None:
             annotations = kindspec.first(obj, location.annotations, placed.bound)
         extra = _declared_containers(obj, placed) if location.containers else None
-        yield from _pod(spec, path, placed.count, placed.role, annotations, extra=extra)
+        for pod in _pod(spec, path, placed.count, placed.role, annotations, extra=extra):
+            yield _patched(pod, obj, placed)
+
+
+def _patched(pod: PodView, obj: Mapping[str, Any], placed: kindspec.Placed) -> PodView:
+    """The pod after its text patches: a patched container runs the patch's image and resources
+    (judged where the patch is written), a new one is added, other fields are replaced."""
+    for where in placed.location.patches:
+        for found in kindspec.resolve(obj, where, "", placed.bound):
+            patch = kindspec.pod_patch(found.value)
+            if patch is None:
+                raise _Unjudgeable(f"{found.path}: a pod patch mlgate cannot read as a mapping")
+            containers = list(pod.containers)
+            for key, kind in _CONTAINER_LISTS:
+                for entry in _list(patch.get(key)):
+                    if isinstance(entry, Mapping):
+                        _patch_container(containers, entry, found.path, kind)
+            rest = {k: v for k, v in patch.items() if k not in dict(_CONTAINER_LISTS)}
+            pod = replace(pod, spec={**pod.spec, **rest}, containers=tuple(containers))
+    return pod
+
+
+def _patch_container(
+    containers: list[ContainerView], entry: Mapping[str, Any], path: str, kind: ContainerKind
+) -> None:
+    name = entry.get("name")
+    for i, current in enumerate(containers):
+        if name is not None and current.name == name:
+            changes: dict[str, Any] = {}
+            if "image" in entry:
+                changes.update(image=kindspec.image_text(entry["image"]), image_path=path)
+            if "resources" in entry:
+                resources = {**current.resources, **_map(entry["resources"])}
+                changes.update(resources=resources, resources_path=path)
+            containers[i] = replace(current, **changes)
+            return
+    containers.append(_container(entry, path, kind))
 
 
 def _declared_models(layout: Layout, obj: Mapping[str, Any]) -> Iterator[ModelRef]:
