@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -299,3 +300,70 @@ def test_unknown_kinds_setting_under_each_mode() -> None:
     assert modes("Audit", "Warn") == [Mode.AUDIT]
     assert modes("Warn", "Deny") == [Mode.WARN]
     assert modes("Enforce", "Allow") == []
+
+
+EXAMPLE_KINDS = Path(__file__).resolve().parents[2] / "examples" / "kinds"
+
+# https://github.com/kubeflow/katib/blob/master/examples/v1beta1/hp-tuning/random.yaml (trimmed)
+KATIB_EXPERIMENT = {
+    "apiVersion": "kubeflow.org/v1beta1",
+    "kind": "Experiment",
+    "metadata": {"name": "random", "namespace": "ml-prod"},
+    "spec": {
+        "parallelTrialCount": 3,
+        "maxTrialCount": 12,
+        "trialTemplate": {
+            "primaryContainerName": "training-container",
+            "trialSpec": {
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "spec": {
+                    "template": {
+                        "spec": {
+                            "containers": [
+                                {
+                                    "name": "training-container",
+                                    "image": "docker.io/kubeflowkatib/pytorch-mnist-cpu:latest",
+                                    "resources": {"limits": {"nvidia.com/gpu": 1}},
+                                }
+                            ]
+                        }
+                    }
+                },
+            },
+        },
+    },
+}
+
+# https://tekton.dev/docs/pipelines/taskruns/ (an embedded taskSpec)
+TEKTON_TASK_RUN = {
+    "apiVersion": "tekton.dev/v1",
+    "kind": "TaskRun",
+    "metadata": {"name": "build", "namespace": "ml-prod"},
+    "spec": {
+        "taskSpec": {
+            "steps": [{"name": "build", "image": "docker.io/evil/miner:1", "script": "make"}],
+            "sidecars": [{"name": "docker", "image": "docker:dind"}],
+        }
+    },
+}
+
+
+def test_the_example_workload_kinds_judge_real_objects(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    manifests = write(tmp_path / "m.yaml", KATIB_EXPERIMENT, TEKTON_TASK_RUN)
+    policies = write(tmp_path / "p.yaml", policy(images=IMAGES, gpu={"maxPerWorkload": 2}))
+    code = cli.main(
+        ["check", "-p", str(policies), "-p", str(EXAMPLE_KINDS), "-o", "json", str(manifests)]
+    )
+    results = json.loads(capsys.readouterr().out)["results"]
+    assert code == 1
+    found = {(r["kind"], v["rule"], v["path"]) for r in results for v in r["violations"]}
+    trial = "spec.trialTemplate.trialSpec.spec.template.spec.containers[0]"
+    assert found == {
+        ("Experiment", "images.registry", f"{trial}.image"),
+        ("Experiment", "gpu.maxPerWorkload", "spec"),
+        ("TaskRun", "images.registry", "spec.taskSpec.steps[0].image"),
+        ("TaskRun", "images.registry", "spec.taskSpec.sidecars[0].image"),
+    }

@@ -7,7 +7,7 @@ from typing import Any
 
 from mlgate.engine import egress, gpu, images, models
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
-from mlgate.engine.kindspec import INERT_KINDS, runs_containers
+from mlgate.engine.kindspec import may_run
 from mlgate.engine.policy import CompiledPolicy, Facts, UnknownKinds
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, Unsupported, WorkloadView, view
@@ -59,8 +59,7 @@ def evaluate_unsupported(
     governing policy's `unknownKinds` decides. The webhook and `check` both come here."""
     if item.namespace in ALWAYS_EXEMPT:
         return Decision(True)
-    group = item.api_version.rpartition("/")[0]
-    if (group, item.kind) in INERT_KINDS or not runs_containers(obj):
+    if not may_run(obj):
         what = item.kind or "the document"
         return Decision(True, notes=(f"{what} is not a workload kind; not judged",))
     labels = _labels(obj)

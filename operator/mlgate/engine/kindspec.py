@@ -417,6 +417,17 @@ def _names_image(key: Any, value: Any) -> bool:
     return isinstance(key, str) and key.endswith("Image") and isinstance(value, str)
 
 
+def may_run(obj: Any) -> bool:
+    """Whether an object of a kind mlgate cannot judge would run containers (inert kinds, which
+    only hold pod specs or image names, never do)."""
+    if not isinstance(obj, Mapping):
+        return False
+    api_version, kind = obj.get("apiVersion"), obj.get("kind")
+    group = api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
+    inert = isinstance(kind, str) and (group, kind) in INERT_KINDS
+    return not inert and runs_containers(obj)
+
+
 def runs_containers(obj: Any) -> bool:
     """Whether an object would run something: anywhere outside metadata and status, a container
     list, or an image (Argo's `container`, Tekton's `steps`, Kaito's top-level `inference`,

@@ -554,7 +554,7 @@ def _embedded(placed: kindspec.Placed, kinds: Kinds, depth: int) -> WorkloadView
         raise _Unjudgeable(f"{placed.path}: objects nested more than {_MAX_NESTING} deep")
     inner = _view(placed.node, kinds, depth + 1)
     if isinstance(inner, Unsupported):
-        if not kindspec.runs_containers(placed.node):
+        if not kindspec.may_run(placed.node):
             return None
         raise _Unjudgeable(f"{placed.path}: {inner.reason}")
     pods = tuple(
