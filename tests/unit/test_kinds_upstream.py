@@ -206,6 +206,11 @@ spec:
     sidecars:
     - name: fluentd
       image: fluent/fluentd:v1.16
+    template:  # spark-operator v2: merged into every executor pod
+      spec:
+        containers:
+        - name: log-shipper
+          image: docker.io/library/busybox:1.36
 """
 
 # https://github.com/kubeflow/spark-operator/blob/master/examples/spark-pi-dynamic-allocation.yaml
@@ -687,6 +692,7 @@ def test_spark_application_driver_executors_and_gpus() -> None:
         ("spec.driver.image", "spark:3.5.3"),  # the application's image: the driver names none
         ("spec.executor.image", "registry.example.com/spark-gpu:3.5.3"),
         ("spec.executor.sidecars[0].image", "fluent/fluentd:v1.16"),
+        ("spec.executor.template.spec.containers[0].image", "docker.io/library/busybox:1.36"),
     ]
     assert [(p.role, p.count) for p in w.pods] == [("driver", 1), ("executor", 2)]
     assert gpus(w) == 2  # amd.com/gpu from executor.gpu {name, quantity}

@@ -162,7 +162,7 @@ VOLCANO_JOB = Layout(
 
 def _spark(spec: str) -> Layout:
     """The driver and executor specs carry image (else spec.image), env, gpu {name, quantity},
-    initContainers and sidecars. Dynamic allocation lets Spark add executors up to
+    initContainers, sidecars and a pod template. Dynamic allocation lets Spark add executors up to
     maxExecutors, which Spark leaves unlimited when unset."""
 
     def main(name: str) -> ContainerField:
@@ -174,7 +174,12 @@ def _spark(spec: str) -> Layout:
             gpu_resource=P("gpu.name"),
         )
 
-    sidecars = ContainerField(P("sidecars[*]"), ContainerRole.SIDECAR)
+    # Spark operator v2 also merges a PodTemplateSpec (`template`) into each pod.
+    extra = (
+        ContainerField(P("sidecars[*]"), ContainerRole.SIDECAR),
+        ContainerField(P("template.spec.containers[*]"), ContainerRole.SIDECAR),
+        ContainerField(P("template.spec.initContainers[*]"), ContainerRole.INIT),
+    )
     allocation = f"{spec}.dynamicAllocation"
     executors = Count(
         (
@@ -191,7 +196,7 @@ def _spark(spec: str) -> Layout:
                 Shape.POD_SPEC,
                 P(f"{spec}.driver"),
                 role="driver",
-                containers=(main("spark-kubernetes-driver"), sidecars),
+                containers=(main("spark-kubernetes-driver"), *extra),
                 annotations=P(f"{spec}.driver.annotations"),
             ),
             Location(
@@ -199,7 +204,7 @@ def _spark(spec: str) -> Layout:
                 P(f"{spec}.executor"),
                 (executors,),
                 role="executor",
-                containers=(main("spark-kubernetes-executor"), sidecars),
+                containers=(main("spark-kubernetes-executor"), *extra),
                 annotations=P(f"{spec}.executor.annotations"),
             ),
         )
