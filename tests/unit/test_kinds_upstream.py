@@ -689,7 +689,7 @@ def test_volcano_job_counts_each_task() -> None:
 def test_spark_application_driver_executors_and_gpus() -> None:
     w = workload(SPARK_APPLICATION)
     assert images(w) == [
-        ("spec.driver.image", "spark:3.5.3"),  # the application's image: the driver names none
+        ("spec.image", "spark:3.5.3"),  # the application's image: the driver names none
         ("spec.executor.image", "registry.example.com/spark-gpu:3.5.3"),
         ("spec.executor.sidecars[0].image", "fluent/fluentd:v1.16"),
         ("spec.executor.template.spec.containers[0].image", "docker.io/library/busybox:1.36"),
@@ -717,6 +717,7 @@ def test_notebook() -> None:
 
 def test_kaito_workspace_reads_its_top_level_fields() -> None:
     preset = workload(KAITO_PRESET)
+    assert gpus(preset) == 2  # a preset takes every GPU of its node: NC12s_v3 has two
     assert [(m.value, m.path) for m in preset.model_refs] == [
         ("kaito://falcon-7b", "inference.preset.name")
     ]

@@ -176,7 +176,7 @@ def test_a_declared_kind_is_viewed_like_a_built_in_one() -> None:
         ("spec.units[1]", "y", 2, {}),
     ]
     assert [(c.image_path, c.image) for p in w.pods for c in p.containers] == [
-        ("spec.units[0].image", "r.io/default:1"),
+        ("spec.image", "r.io/default:1"),  # judged where it is written
         ("spec.units[1].image", "r.io/own:2"),
     ]
     assert w.pods[0].containers[0].resources == {"limits": {"nvidia.com/gpu": 2}}

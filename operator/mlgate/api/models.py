@@ -343,6 +343,12 @@ class ContainerFieldSpec(Spec):
     gpu_resource_default: Annotated[str, Field(pattern=RESOURCE_GLOB, max_length=253)] = (
         "nvidia.com/gpu"
     )
+    instance_type: FieldPathText | None = Field(
+        None, description="Absolute path of a node type whose GPUs the container takes."
+    )
+    gpus_per_instance: dict[
+        Annotated[str, Field(max_length=253)], Annotated[int, Field(ge=0, strict=True)]
+    ] = Field({}, description="GPUs per node type named at instanceType.")
 
 
 class Shape(StrEnum):

@@ -53,6 +53,8 @@ def _container_field(
         gpus=_optional(field.gpus, f"{where}.gpus"),
         gpu_resource=_optional(field.gpu_resource, f"{where}.gpuResource"),
         gpu_resource_default=field.gpu_resource_default,
+        instance_type=_optional(field.instance_type, f"{where}.instanceType", bound),
+        gpus_per_instance=dict(field.gpus_per_instance),
     )
 
 

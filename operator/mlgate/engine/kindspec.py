@@ -21,6 +21,7 @@ import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from enum import StrEnum
 from typing import Any
 
@@ -268,7 +269,9 @@ class ContainerField:
     Operators name the same things differently: `resources` is where its Kubernetes resource
     requirements are (TrainJob's `resourcesPerNode`); `image_default` an absolute path whose
     image it runs when it names none (Spark's `spec.image`); `gpus` a relative path to a plain
-    accelerator count, of the resource named at `gpu_resource` (else `gpu_resource_default`).
+    accelerator count, of the resource named at `gpu_resource` (else `gpu_resource_default`);
+    without one, `gpus_per_instance` gives the count for the instance type at the absolute path
+    `instance_type` (Kaito requests every GPU of the node type it provisions).
     """
 
     path: FieldPath
@@ -279,6 +282,20 @@ class ContainerField:
     gpus: FieldPath | None = None
     gpu_resource: FieldPath | None = None
     gpu_resource_default: str = "nvidia.com/gpu"
+    instance_type: FieldPath | None = None
+    gpus_per_instance: Mapping[str, int] = dataclass_field(default_factory=dict)
+
+    def gpu_request(
+        self, obj: Mapping[str, Any], node: Mapping[str, Any], bound: Sequence[Bound]
+    ) -> tuple[str, Any] | None:
+        """(resource name, count) this container asks for outside a `resources` mapping."""
+        count = first(node, self.gpus) if self.gpus is not None else None
+        if count is None and self.instance_type is not None:
+            count = self.gpus_per_instance.get(str(first(obj, self.instance_type, bound)))
+        if count is None:
+            return None
+        name = first(node, self.gpu_resource) if self.gpu_resource is not None else None
+        return (name if isinstance(name, str) and name else self.gpu_resource_default), count
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,6 +8,8 @@ code hooks in `workloads`.
 
 from __future__ import annotations
 
+from types import MappingProxyType
+
 from mlgate.engine.kindspec import (
     ContainerField,
     ContainerRole,
@@ -223,11 +225,42 @@ NOTEBOOK = Layout((template("spec.template"),))
 # --- Kaito: Workspace keeps resource, inference and tuning at the top level -------------------
 
 
+# GPUs per node of the instance types Kaito provisions (its Azure SKU table, pkg/sku); a preset
+# pod requests every GPU of its node. An instance type not listed here counts no GPUs.
+KAITO_GPUS_PER_INSTANCE = MappingProxyType(
+    {
+        "Standard_NC6s_v3": 1,
+        "Standard_NC12s_v3": 2,
+        "Standard_NC24s_v3": 4,
+        "Standard_NC4as_T4_v3": 1,
+        "Standard_NC8as_T4_v3": 1,
+        "Standard_NC16as_T4_v3": 1,
+        "Standard_NC64as_T4_v3": 4,
+        "Standard_NV36ads_A10_v5": 1,
+        "Standard_NV72ads_A10_v5": 2,
+        "Standard_NC24ads_A100_v4": 1,
+        "Standard_NC48ads_A100_v4": 2,
+        "Standard_NC96ads_A100_v4": 4,
+        "Standard_ND96asr_A100_v4": 8,
+        "Standard_ND96amsr_A100_v4": 8,
+        "Standard_NC40ads_H100_v5": 1,
+        "Standard_NC80adis_H100_v5": 2,
+        "Standard_ND96isr_H100_v5": 8,
+        "Standard_NCC40ads_H100_v5": 1,
+        "Standard_ND96isr_H200_v5": 8,
+        "Standard_NV12s_v3": 1,
+        "Standard_NV24s_v3": 2,
+        "Standard_NV48s_v3": 4,
+    }
+)
+
+
 def _kaito(base: str, *groups: Count) -> tuple[Location, ...]:
     """`resource.count` nodes each run the inference (or tuning) pod: a custom
-    `inference.template`, or a preset, whose private image is `presetOptions.image`; LoRA
-    adapters and tuning input data come as images too."""
+    `inference.template`, or a preset, whose private image is `presetOptions.image` and which
+    takes every GPU of its node; LoRA adapters and tuning input data come as images too."""
     nodes = (*groups, count(f"{base}resource.count"))
+
     return (
         template(f"{base}inference.template", *nodes, role="inference"),
         Location(
@@ -236,7 +269,7 @@ def _kaito(base: str, *groups: Count) -> tuple[Location, ...]:
             nodes,
             role="inference",
             containers=(
-                ContainerField(P("preset.presetOptions"), name="preset"),
+                _kaito_preset(base, "inference"),
                 ContainerField(P("adapters[*].source"), ContainerRole.INIT),
             ),
         ),
@@ -246,11 +279,20 @@ def _kaito(base: str, *groups: Count) -> tuple[Location, ...]:
             nodes,
             role="tuning",
             containers=(
-                ContainerField(P("presetOptions"), name="preset"),
-                ContainerField(P("preset.presetOptions"), name="preset"),
+                _kaito_preset(base, "tuning"),
                 ContainerField(P("input"), ContainerRole.INIT, name="input"),
             ),
         ),
+    )
+
+
+def _kaito_preset(base: str, section: str) -> ContainerField:
+    return ContainerField(
+        P("preset"),
+        name="preset",
+        image_default=P(f"{base}{section}.preset.presetOptions.image"),
+        instance_type=P(f"{base}resource.instanceType"),
+        gpus_per_instance=KAITO_GPUS_PER_INSTANCE,
     )
 
 

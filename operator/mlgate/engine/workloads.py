@@ -510,16 +510,15 @@ def _declared_container(
     if not isinstance(node, Mapping):
         return None
     view_ = _container(node, where.path, ContainerKind(spec.role), spec.name, spec.resources)
-    image = kindspec.image_text(node.get("image"))
+    image, image_path = kindspec.image_text(node.get("image")), view_.image_path
     if image is None and spec.image_default is not None:
-        image = kindspec.image_text(kindspec.first(obj, spec.image_default, where.bound))
+        # Judged where it is written: that is where it must be changed.
+        for found in kindspec.resolve(obj, spec.image_default, "", where.bound):
+            image, image_path = kindspec.image_text(found.value), found.path
     resources = view_.resources
-    if spec.gpus is not None and (gpus := kindspec.first(node, spec.gpus)) is not None:
-        name = kindspec.first(node, spec.gpu_resource) if spec.gpu_resource else None
-        name = name if isinstance(name, str) and name else spec.gpu_resource_default
-        limits = {**_map(resources.get("limits")), name: gpus}
-        resources = {**resources, "limits": limits}
-    return replace(view_, image=image, resources=resources)
+    if (gpus := spec.gpu_request(obj, node, where.bound)) is not None:
+        resources = {**resources, "limits": {**_map(resources.get("limits")), gpus[0]: gpus[1]}}
+    return replace(view_, image=image, image_path=image_path, resources=resources)
 
 
 def _declared_containers(
