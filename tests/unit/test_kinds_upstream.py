@@ -880,7 +880,10 @@ def test_argo_pod_spec_patches_change_what_runs() -> None:
     assert gpus(w) == 4
     assert pod.spec["hostNetwork"] is True  # the workflow-wide patch applies to every template
     obj = yaml.safe_load(ARGO_POD_SPEC_PATCH)
-    obj["spec"]["templates"][0]["podSpecPatch"] = "[not, a, mapping]"
-    result = view(obj)
-    assert isinstance(result, Unsupported)
-    assert "spec.templates[0].podSpecPatch" in result.reason
+    obj["spec"]["templates"][0]["podSpecPatch"] = ""
+    assert isinstance(view(obj), WorkloadView)
+    for unreadable in ("[not, a, mapping]", "{{inputs.parameters.patch}}"):
+        obj["spec"]["templates"][0]["podSpecPatch"] = unreadable
+        result = view(obj)
+        assert isinstance(result, Unsupported)
+        assert "spec.templates[0].podSpecPatch" in result.reason

@@ -380,9 +380,12 @@ def models(obj: Mapping[str, Any], layout: Layout) -> Iterator[tuple[str, str]]:
 
 
 def pod_patch(text: Any) -> Mapping[str, Any] | None:
-    """A pod spec patch written as JSON or YAML text; None when it is not a readable mapping."""
+    """A pod spec patch written as JSON or YAML text; None when it is not a readable mapping
+    (a parameterised patch, `{{inputs.parameters.patch}}`, is unreadable until it runs)."""
     if not isinstance(text, str):
         return None
+    if not text.strip():
+        return {}
     try:
         patch = yaml.safe_load(text)
     except yaml.YAMLError:
