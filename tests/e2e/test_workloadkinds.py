@@ -85,7 +85,9 @@ def mlgate(
     )
     control_plane.kubectl("create", "namespace", "mlgate-system")
     log = tmp_path_factory.mktemp("mlgate") / "mlgate.log"
-    with MlgateProcess(control_plane.kubeconfig, log, webhook_config=CONFIG) as process:
+    with MlgateProcess(
+        control_plane.kubeconfig, log, webhook_config=CONFIG, extra_args=["--audit-interval", "1"]
+    ) as process:
         yield process
     control_plane.kubectl("delete", "workloadkind", "--all", "--ignore-not-found")
     control_plane.kubectl("delete", "validatingwebhookconfiguration", CONFIG, "--ignore-not-found")
@@ -116,6 +118,8 @@ def test_a_workload_kind_is_routed_and_judged(
     assert apply(cp, policy_doc(name, namespace, images=images)).returncode == 0
     wait_policy(cp, name)
     assert extension_rules(cp) == []
+    # Not routed yet: admitted unjudged, as any kind the webhook is not asked about.
+    assert apply(cp, widget("early", BAD), args=("-n", namespace)).returncode == 0
 
     assert apply(cp, WIDGET_KIND).returncode == 0
     eventually(lambda: bool(extension_rules(cp)), "the Widget rule", timeout=30)
@@ -139,6 +143,13 @@ def test_a_workload_kind_is_routed_and_judged(
     assert f'admission webhook "{EXTENSIONS_WEBHOOK}" denied the request' in denied.stderr
     assert "spec.fleet[0].podTemplate.spec.containers[0].image" in denied.stderr
     assert apply(cp, widget("good", GOOD), args=("-n", namespace)).returncode == 0
+
+    # The background audit judges the one admitted before its kind was routed.
+    def audited() -> bool:
+        out = cp.kubectl("get", "clustermlpolicy", name, "-o", "jsonpath={.status.violations}")
+        return out.stdout.strip() == "1"
+
+    eventually(audited, "the audit to count the early Widget")
 
     # Forgetting the kind takes its rule away again.
     cp.kubectl("delete", "workloadkind", "widgets.example.com", check=True)
