@@ -27,6 +27,7 @@ from mlgate.webhook.admission import Admission, Config
 from mlgate.webhook.config import EXTENSIONS_WEBHOOK, extension_rules, webhook_configuration
 from mlgate.webhook.review import parse_review
 from tests.unit.factories import policy, review
+from tests.unit.test_kinds_upstream import VLLM_RUNTIME
 
 GOVERNED = {"mlgate.io/governed": "true"}
 IMAGES = {"allowedRegistries": ["registry.example.com/ml/*"]}
@@ -367,3 +368,27 @@ def test_the_example_workload_kinds_judge_real_objects(
         ("TaskRun", "images.registry", "spec.taskSpec.steps[0].image"),
         ("TaskRun", "images.registry", "spec.taskSpec.sidecars[0].image"),
     }
+
+
+def test_a_scale_up_is_judged_where_the_kind_keeps_its_replicas() -> None:
+    """VLLMRuntime's scale subresource writes spec.deploymentConfig.replicas, not spec.replicas."""
+    stored = yaml.safe_load(VLLM_RUNTIME)
+    stored["metadata"]["namespace"] = "ml-prod"
+    adm = admission(policy(gpu={"maxPerWorkload": 4}))
+
+    async def lookup(*_: str) -> dict[str, Any]:
+        return stored
+
+    adm.object_lookup = lookup
+
+    def scale(replicas: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "autoscaling/v1",
+            "kind": "Scale",
+            "metadata": {"name": "vllmruntime-sample", "namespace": "ml-prod"},
+            "spec": {"replicas": replicas},
+        }
+
+    body = review(scale(8), "UPDATE", scale(2), resource="vllmruntimes", sub_resource="scale")
+    up = asyncio.run(adm.review(parse_review(body)))
+    assert not up.allowed and "gpu.maxPerWorkload" in up.message and "8 GPUs" in up.message

@@ -648,6 +648,8 @@ class KindSpec:
     per_node: bool = False
     subresources: tuple[str, ...] = ()  # also admitted, e.g. pods/ephemeralcontainers
     namespaced: bool = True
+    # Where /scale writes the replica count (the CRD's scale specpath).
+    scale_path: tuple[str, ...] = ("spec", "replicas")
 
     @property
     def api_versions(self) -> tuple[str, ...]:
@@ -753,7 +755,8 @@ SUPPORTED: tuple[KindSpec, ...] = (
     ),
     KindSpec(
         "production-stack.vllm.ai", "VLLMRuntime", "vllmruntimes", ("v1alpha1",),
-        layouts.VLLM_RUNTIME,
+        layouts.VLLM_RUNTIME, subresources=_SCALE,
+        scale_path=("spec", "deploymentConfig", "replicas"),
     ),
     KindSpec(_SELDON, "Model", "models", ("v1alpha1",), layouts.SELDON_MODEL),
     KindSpec(

@@ -170,12 +170,10 @@ class Admission:
             return Outcome(
                 False, f"mlgate cannot read {req.resource}/{req.name} to judge the scale-up"
             )
-        spec = parent.get("spec")
-        scaled = {
-            **parent,
-            "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
-        }
-        item = view(_with_namespace(scaled, req.namespace), self.state.snapshot().kinds)
+        kinds = self.state.snapshot().kinds
+        kind = kinds.lookup(str(parent.get("apiVersion") or ""), str(parent.get("kind") or ""))
+        scaled = _with_value(parent, kind.scale_path if kind else ("spec", "replicas"), wanted)
+        item = view(_with_namespace(scaled, req.namespace), kinds)
         if isinstance(item, Unsupported):
             return await self._unsupported(item, scaled)
         return await self._judge(req, item)
@@ -363,6 +361,14 @@ def _with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]
         **obj,
         "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
     }
+
+
+def _with_value(obj: Mapping[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of `obj` with `value` at `path`, the mappings on the way copied too."""
+    head, rest = path[0], path[1:]
+    inner = obj.get(head)
+    inner = inner if isinstance(inner, Mapping) else {}
+    return {**obj, head: _with_value(inner, rest, value) if rest else value}
 
 
 def _ledger_key(item: WorkloadView) -> str:
