@@ -191,7 +191,7 @@ class Resources:
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
-        return Facts(now=now, approvals=tuple(self.approvals.values()))
+        return Facts(now=now, approvals=tuple(self.approvals.values()), kinds=self.kinds())
 
 
 def _may_be_mlgate(text: str) -> bool:
@@ -239,14 +239,13 @@ def judge(
     policies: tuple[CompiledPolicy, ...],
     facts: Facts,
     verify_images: ImageFacts | None = None,
-    kinds: Kinds = BUILT_IN_ONLY,
 ) -> Result | InputError:
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        if verify_images is not None and isinstance(item := view(obj, kinds), WorkloadView):
+        if verify_images is not None and isinstance(item := view(obj, facts.kinds), WorkloadView):
             facts = replace(facts, images=verify_images(policies, item))
-        decision = evaluate(policies, obj, facts, kinds)
+        decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
         return doc.ref.error(
             f"mlgate failed to judge {_title(obj)}: {type(exc).__name__}: {exc} "
@@ -259,7 +258,8 @@ def judge(
         namespace=_meta(obj, "namespace"),
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
-        supported=kinds.lookup(api_version, kind) is not None or egress.is_network_policy(obj),
+        supported=facts.kinds.lookup(api_version, kind) is not None
+        or egress.is_network_policy(obj),
     )
 
 
@@ -274,7 +274,7 @@ def judge_all(
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
-    policies, facts, kinds = tuple(found.policies.values()), found.facts(now), found.kinds()
+    policies, facts = tuple(found.policies.values()), found.facts(now)
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
@@ -290,7 +290,6 @@ def judge_all(
                     policies,
                     facts,
                     verify_images,
-                    kinds,
                 )
 
 

@@ -103,5 +103,5 @@ def compile_workload_kind(resource: api.WorkloadKind) -> KindSpec:
         versions=tuple(spec.versions),
         pods=layout,
         per_node=spec.per_node,
-        namespaced=spec.scope is api.WorkloadKindScope.NAMESPACED,
+        cluster_scoped=spec.scope is api.WorkloadKindScope.CLUSTER,
     )

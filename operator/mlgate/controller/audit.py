@@ -23,7 +23,7 @@ from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.controller.state import PolicyState
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import CompiledPolicy, Facts
-from mlgate.engine.workloads import BUILT_IN, BUILT_IN_ONLY, SUPPORTED, Kinds, KindSpec
+from mlgate.engine.workloads import BUILT_IN, SUPPORTED, KindSpec
 
 BUILT_IN_KINDS = frozenset(kind for _, kind in BUILT_IN)
 
@@ -41,7 +41,6 @@ def count_violations(
     workloads: Iterator[Mapping[str, Any]],
     facts_for: Callable[[str], Facts],
     exempt: frozenset[str],
-    kinds: Kinds = BUILT_IN_ONLY,
 ) -> Counter[str]:
     """Violations per policy name over `workloads`: pure, so it is tested without a cluster."""
     counts: Counter[str] = Counter({p.name: 0 for p in policies})
@@ -49,7 +48,7 @@ def count_violations(
         namespace = str((item.get("metadata") or {}).get("namespace") or "")
         if namespace in exempt or _controlled(item):
             continue
-        for violation in evaluate(policies, item, facts_for(namespace), kinds).violations:
+        for violation in evaluate(policies, item, facts_for(namespace)).violations:
             counts[violation.policy] += 1
     return counts
 
@@ -94,6 +93,7 @@ class Auditor:
             now=datetime.now(UTC),
             namespace_labels=self.state.namespace_labels(namespace) or {},
             approvals=self.state.snapshot().approvals,
+            kinds=self.state.snapshot().kinds,
         )
 
     async def audit_once(self) -> Counter[str]:
@@ -101,9 +101,7 @@ class Auditor:
         specs = (*SUPPORTED, *snapshot.kinds.declared.values())
         workloads = [item for spec in specs for item in await self._items(spec)]
         exempt = frozenset({"kube-system", self.own_namespace})
-        counts = count_violations(
-            snapshot.policies, iter(workloads), self._facts, exempt, snapshot.kinds
-        )
+        counts = count_violations(snapshot.policies, iter(workloads), self._facts, exempt)
         for name, count in counts.items():
             try:
                 await self.client.patch(_policy_path(name), {"status": {"violations": count}})

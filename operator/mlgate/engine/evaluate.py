@@ -10,7 +10,7 @@ from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, at
 from mlgate.engine.kindspec import may_run
 from mlgate.engine.policy import CompiledPolicy, Facts, UnknownKinds
 from mlgate.engine.scope import governing, namespace_in_scope
-from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, Unsupported, WorkloadView, view
+from mlgate.engine.workloads import Unsupported, WorkloadView, view
 
 # The cluster must always be able to repair itself, whatever a policy says.
 ALWAYS_EXEMPT = frozenset({"kube-system"})
@@ -129,16 +129,12 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
 
 
 def evaluate(
-    policies: tuple[CompiledPolicy, ...],
-    obj: Mapping[str, Any],
-    facts: Facts,
-    kinds: Kinds = BUILT_IN_ONLY,
+    policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
-    """Judge one Kubernetes object against every policy; plain data in, a Decision out.
-    `kinds` adds the kinds declared by WorkloadKinds to the built-in ones."""
+    """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
-    item = view(obj, kinds)
+    item = view(obj, facts.kinds)
     if isinstance(item, Unsupported):
         return evaluate_unsupported(policies, item, obj, facts)
     return evaluate_view(policies, item, facts)

@@ -12,6 +12,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from mlgate.engine.decisions import Mode
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds
 
 
 class UnknownKinds(StrEnum):
@@ -151,3 +152,5 @@ class Facts:
     gpu_usage: int | None = None
     # None: signatures were not verified (offline check); rules report them as unverified.
     images: Mapping[str, ImageFact] | None = None
+    # The kinds mlgate judges: built in, and those WorkloadKinds declare.
+    kinds: Kinds = BUILT_IN_ONLY

@@ -647,7 +647,7 @@ class KindSpec:
     models: ModelLayout = _no_models
     per_node: bool = False
     subresources: tuple[str, ...] = ()  # also admitted, e.g. pods/ephemeralcontainers
-    namespaced: bool = True
+    cluster_scoped: bool = False  # e.g. Argo's ClusterWorkflowTemplate
     # Where /scale writes the replica count (the CRD's scale specpath).
     scale_path: tuple[str, ...] = ("spec", "replicas")
 
@@ -657,7 +657,7 @@ class KindSpec:
 
     @property
     def scope(self) -> str:
-        return "Namespaced" if self.namespaced else "Cluster"
+        return "Cluster" if self.cluster_scoped else "Namespaced"
 
 
 # `kubectl scale` and autoscalers change replicas through /scale, which must be judged too.
@@ -736,7 +736,7 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec(_ARGO, "WorkflowTemplate", "workflowtemplates", ("v1alpha1",), layouts.ARGO_WORKFLOW),
     KindSpec(
         _ARGO, "ClusterWorkflowTemplate", "clusterworkflowtemplates", ("v1alpha1",),
-        layouts.ARGO_WORKFLOW, namespaced=False,
+        layouts.ARGO_WORKFLOW, cluster_scoped=True,
     ),
     KindSpec(_ARGO, "CronWorkflow", "cronworkflows", ("v1alpha1",), layouts.ARGO_CRON_WORKFLOW),
     KindSpec("serving.knative.dev", "Service", "services", ("v1",), layouts.KNATIVE_SERVICE),

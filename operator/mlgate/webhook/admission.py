@@ -154,6 +154,7 @@ class Admission:
             now=self.now(),
             namespace_labels=await self._namespace_labels(item.namespace),
             approvals=snapshot.approvals,
+            kinds=snapshot.kinds,
         )
         decision = evaluate_unsupported(snapshot.policies, item, obj, facts)
         return _verdict(item.kind, item.namespace, item.name, decision)
@@ -200,6 +201,7 @@ class Admission:
             namespace_labels=labels,
             approvals=self.state.snapshot().approvals,
             images=images,
+            kinds=self.state.snapshot().kinds,
         )
 
     async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
