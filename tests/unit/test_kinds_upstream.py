@@ -563,6 +563,81 @@ spec:
 """
 
 
+# https://github.com/kubeflow/spark-operator/blob/master/examples/sparkconnect/spark-connect.yaml
+SPARK_CONNECT = """
+apiVersion: sparkoperator.k8s.io/v1alpha1
+kind: SparkConnect
+metadata:
+  name: spark-connect
+  namespace: default
+spec:
+  sparkVersion: 4.0.4
+  image: docker.io/apache/spark:4.0.4
+  server:
+    template:
+      metadata:
+        annotations:
+          key3: value3
+      spec:
+        containers:
+        - name: spark-kubernetes-driver
+          image: docker.io/apache/spark:4.0.4
+        serviceAccount: spark-operator-spark
+  executor:
+    instances: 2
+    cores: 1
+    memory: 512m
+    template:
+      spec:
+        containers:
+        - name: spark-kubernetes-executor
+          resources: {limits: {nvidia.com/gpu: 1}}
+"""
+
+# https://github.com/volcano-sh/volcano/blob/master/example/cronjob/cronjob.yaml
+VOLCANO_CRON_JOB = """
+apiVersion: batch.volcano.sh/v1alpha1
+kind: CronJob
+metadata:
+  name: volcano-cronjob-example
+spec:
+  schedule: "*/5 * * * *"
+  concurrencyPolicy: Forbid
+  jobTemplate:
+    spec:
+      schedulerName: volcano
+      tasks:
+        - replicas: 2
+          name: "task-1"
+          template:
+            spec:
+              containers:
+                - name: busybox-container
+                  image: busybox:latest
+                  resources: {limits: {nvidia.com/gpu: 1}}
+              restartPolicy: OnFailure
+      minAvailable: 1
+"""
+
+# https://github.com/volcano-sh/volcano/tree/master/example/jobflow (JobTemplate a.yaml)
+VOLCANO_JOB_TEMPLATE = """
+apiVersion: flow.volcano.sh/v1alpha1
+kind: JobTemplate
+metadata:
+  name: a
+spec:
+  minAvailable: 1
+  schedulerName: volcano
+  tasks:
+    - replicas: 1
+      name: "default-nginx"
+      template:
+        spec:
+          containers:
+            - image: nginx:1.14.2
+              name: nginx
+"""
+
 SAMPLES = {
     "Workflow": ARGO_WORKFLOW,
     "WorkflowPodSpecPatch": ARGO_POD_SPEC_PATCH,
@@ -584,6 +659,9 @@ SAMPLES = {
     "RayCronJob": RAY_CRON_JOB,
     "DisaggregatedSet": DISAGGREGATED_SET,
     "AppWrapper": APP_WRAPPER,
+    "SparkConnect": SPARK_CONNECT,
+    "VolcanoCronJob": VOLCANO_CRON_JOB,
+    "VolcanoJobTemplate": VOLCANO_JOB_TEMPLATE,
 }
 
 # The kinds these samples cover, for the table's own tests.
@@ -595,6 +673,9 @@ UPSTREAM_KINDS = frozenset(
         ("argoproj.io", "ClusterWorkflowTemplate"),
         ("serving.knative.dev", "Service"),
         ("batch.volcano.sh", "Job"),
+        ("batch.volcano.sh", "CronJob"),
+        ("flow.volcano.sh", "JobTemplate"),
+        ("sparkoperator.k8s.io", "SparkConnect"),
         ("sparkoperator.k8s.io", "SparkApplication"),
         ("sparkoperator.k8s.io", "ScheduledSparkApplication"),
         ("kubeflow.org", "Notebook"),
@@ -887,3 +968,42 @@ def test_argo_pod_spec_patches_change_what_runs() -> None:
         result = view(obj)
         assert isinstance(result, Unsupported)
         assert "spec.templates[0].podSpecPatch" in result.reason
+
+
+def test_spark_connect_server_and_executors() -> None:
+    w = workload(SPARK_CONNECT)
+    assert images(w) == [
+        ("spec.server.template.spec.containers[0].image", "docker.io/apache/spark:4.0.4"),
+        ("spec.image", "docker.io/apache/spark:4.0.4"),  # the executor's template names none
+    ]
+    assert [(p.role, p.count) for p in w.pods] == [("server", 1), ("executor", 2)]
+    assert w.pods[0].annotations == {"key3": "value3"}
+    assert gpus(w) == 2
+
+
+def test_volcano_cron_job_overlaps_unless_forbidden() -> None:
+    w = workload(VOLCANO_CRON_JOB)
+    assert [(p.role, p.count) for p in w.pods] == [("task-1", 2)]
+    assert images(w) == [
+        ("spec.jobTemplate.spec.tasks[0].template.spec.containers[0].image", "busybox:latest")
+    ]
+    obj = yaml.safe_load(VOLCANO_CRON_JOB)
+    del obj["spec"]["concurrencyPolicy"]  # Allow: runs pile up
+    allowed = view(obj)
+    assert isinstance(allowed, WorkloadView) and allowed.pods[0].count == UNBOUNDED
+
+
+def test_volcano_job_template() -> None:
+    assert images(workload(VOLCANO_JOB_TEMPLATE)) == [
+        ("spec.tasks[0].template.spec.containers[0].image", "nginx:1.14.2")
+    ]
+
+
+def test_kaito_tuning_names_its_preset_model() -> None:
+    obj = yaml.safe_load(KAITO_PRESET)
+    obj["tuning"] = obj.pop("inference")
+    obj["tuning"]["input"] = {"image": "registry.example.com/data/mental-health:1"}
+    w = view(obj)
+    assert isinstance(w, WorkloadView)
+    assert [m.value for m in w.model_refs] == ["kaito://falcon-7b"]
+    assert ("tuning.input.image", "registry.example.com/data/mental-health:1") in images(w)

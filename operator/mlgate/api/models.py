@@ -318,6 +318,10 @@ class ReplicaFactor(Spec):
     less_one_with: FieldPathText | None = Field(
         None, description="One pod fewer when this field is set (a leader takes one pod)."
     )
+    unbounded_unless: FieldPathText | None = Field(
+        None, description="No limit unless this field holds one of boundedBy."
+    )
+    bounded_by: list[Annotated[str, Field(max_length=253)]] = []
 
 
 class ContainerRoleName(StrEnum):

@@ -38,6 +38,8 @@ def _count(factor: api.ReplicaFactor, where: str, bound: int) -> kindspec.Count:
         autoscaled=_optional(factor.autoscaled, f"{where}.autoscaled", bound),
         zero_unset=factor.zero_unset,
         less_one_with=_optional(factor.less_one_with, f"{where}.lessOneWith", bound),
+        unbounded_unless=_optional(factor.unbounded_unless, f"{where}.unboundedUnless", bound),
+        bounded_by=tuple(factor.bounded_by),
     )
 
 

@@ -227,7 +227,8 @@ class Count:
     no ceiling is set; with `zero_unset` a ceiling of 0 means unset (Knative's max-scale,
     KServe's maxReplicas).
     `less_one_with`: one pod fewer (of at least one) when that field is set, as when a
-    LeaderWorkerSet's leader template takes one pod of each group.
+    LeaderWorkerSet's leader template takes one pod of each group. `unbounded_unless`: no limit
+    unless that field holds one of `bounded_by` (a CronJob whose runs may overlap).
     """
 
     paths: tuple[FieldPath, ...] = ()
@@ -236,6 +237,8 @@ class Count:
     autoscaled: FieldPath | None = None
     zero_unset: bool = False
     less_one_with: FieldPath | None = None
+    unbounded_unless: FieldPath | None = None
+    bounded_by: tuple[str, ...] = ()
 
     def value(self, obj: Mapping[str, Any], bound: Sequence[Bound]) -> int:
         found = _amounts(obj, self.paths, bound)
@@ -247,6 +250,9 @@ class Count:
             base = max(max(found, default=0), max(tops, default=UNBOUNDED))
         if self.less_one_with is not None and first(obj, self.less_one_with, bound) is not None:
             base = max(1, base) - 1
+        unless = self.unbounded_unless
+        if unless is not None and first(obj, unless, bound) not in self.bounded_by:
+            return UNBOUNDED
         return base
 
 

@@ -148,14 +148,27 @@ KNATIVE_SERVICE = Layout(
 
 # --- Volcano Job: tasks[] {name, replicas, template} -----------------------------------------
 
-VOLCANO_JOB = Layout(
-    (
-        template(
-            "spec.tasks[*].template",
-            count("spec.tasks[*].replicas"),
-            role_path="spec.tasks[*].name",
-        ),
+
+def _volcano_tasks(spec: str, *runs: Count) -> Layout:
+    return Layout(
+        (
+            template(
+                f"{spec}.tasks[*].template",
+                count(f"{spec}.tasks[*].replicas"),
+                *runs,
+                role_path=f"{spec}.tasks[*].name",
+            ),
+        )
     )
+
+
+VOLCANO_JOB = _volcano_tasks("spec")
+# A JobFlow's JobTemplate (flow.volcano.sh) is a Volcano Job spec, instantiated as such.
+VOLCANO_JOB_TEMPLATE = VOLCANO_JOB
+# Like a Kubernetes CronJob: runs overlap, without bound, unless Forbid or Replace.
+VOLCANO_CRON_JOB = _volcano_tasks(
+    "spec.jobTemplate.spec",
+    Count(unbounded_unless=P("spec.concurrencyPolicy"), bounded_by=("Forbid", "Replace")),
 )
 
 
@@ -215,6 +228,41 @@ def _spark(spec: str) -> Layout:
 
 SPARK_APPLICATION = _spark("spec")
 SCHEDULED_SPARK_APPLICATION = _spark("spec.template")
+
+
+def _spark_connect() -> Layout:
+    """sparkoperator.k8s.io/v1alpha1 SparkConnect: a server pod and executors, each from an
+    optional pod template; containers without an image run `spec.image`."""
+    containers = (
+        ContainerField(P("template.spec.containers[*]"), image_default=P("spec.image")),
+        ContainerField(P("template.spec.initContainers[*]"), ContainerRole.INIT),
+    )
+    allocation = "spec.dynamicAllocation"
+    executors = Count(
+        (
+            P("spec.executor.instances"),
+            P(f"{allocation}.initialExecutors"),
+            P(f"{allocation}.minExecutors"),
+        ),
+        ceiling=(P(f"{allocation}.maxExecutors"),),
+        autoscaled=P(f"{allocation}.enabled"),
+    )
+    return Layout(
+        tuple(
+            Location(
+                Shape.POD_SPEC,
+                P(f"spec.{role}"),
+                replicas,
+                role=role,
+                containers=containers,
+                annotations=P(f"spec.{role}.template.metadata.annotations"),
+            )
+            for role, replicas in (("server", ()), ("executor", (executors,)))
+        )
+    )
+
+
+SPARK_CONNECT = _spark_connect()
 
 
 # --- Kubeflow Notebook -----------------------------------------------------------------------
@@ -296,11 +344,16 @@ def _kaito_preset(base: str, section: str) -> ContainerField:
     )
 
 
-_KAITO_MODELS = (ModelField(P("inference.preset.name"), prefix="kaito://"),)
-KAITO_WORKSPACE = Layout(_kaito(""), _KAITO_MODELS)
+def _kaito_models(base: str) -> tuple[ModelField, ...]:
+    return tuple(
+        ModelField(P(f"{base}{section}.preset.name"), prefix="kaito://")
+        for section in ("inference", "tuning")
+    )
+
+
+KAITO_WORKSPACE = Layout(_kaito(""), _kaito_models(""))
 KAITO_INFERENCE_SET = Layout(
-    _kaito("spec.template.", count("spec.replicas")),
-    (ModelField(P("spec.template.inference.preset.name"), prefix="kaito://"),),
+    _kaito("spec.template.", count("spec.replicas")), _kaito_models("spec.template.")
 )
 
 

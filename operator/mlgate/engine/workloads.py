@@ -741,6 +741,11 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec(_ARGO, "CronWorkflow", "cronworkflows", ("v1alpha1",), layouts.ARGO_CRON_WORKFLOW),
     KindSpec("serving.knative.dev", "Service", "services", ("v1",), layouts.KNATIVE_SERVICE),
     KindSpec("batch.volcano.sh", "Job", "jobs", ("v1alpha1",), layouts.VOLCANO_JOB),
+    KindSpec("batch.volcano.sh", "CronJob", "cronjobs", ("v1alpha1",), layouts.VOLCANO_CRON_JOB),
+    KindSpec(
+        "flow.volcano.sh", "JobTemplate", "jobtemplates", ("v1alpha1",),
+        layouts.VOLCANO_JOB_TEMPLATE,
+    ),
     KindSpec(
         _SPARK, "SparkApplication", "sparkapplications", ("v1beta2",), layouts.SPARK_APPLICATION
     ),
@@ -748,6 +753,7 @@ SUPPORTED: tuple[KindSpec, ...] = (
         _SPARK, "ScheduledSparkApplication", "scheduledsparkapplications", ("v1beta2",),
         layouts.SCHEDULED_SPARK_APPLICATION,
     ),
+    KindSpec(_SPARK, "SparkConnect", "sparkconnects", ("v1alpha1",), layouts.SPARK_CONNECT),
     KindSpec(_KAITO, "Workspace", "workspaces", _KAITO_VERSIONS, layouts.KAITO_WORKSPACE),
     KindSpec(
         _KAITO, "InferenceSet", "inferencesets", ("v1alpha1",), layouts.KAITO_INFERENCE_SET,
