@@ -8,15 +8,19 @@ and pod counts.
 from __future__ import annotations
 
 import copy
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 import yaml
 
 from mlgate.api.compile import name_globs
+from mlgate.engine.decisions import Mode
+from mlgate.engine.evaluate import evaluate
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.kindspec import UNBOUNDED
-from mlgate.engine.policy import GpuRules
+from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules
+from mlgate.engine.policy import Match as PolicyMatch
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
 
 GPUS = GpuRules(resources=name_globs(["nvidia.com/gpu", "amd.com/gpu"]))
@@ -1007,3 +1011,15 @@ def test_kaito_tuning_names_its_preset_model() -> None:
     assert isinstance(w, WorkloadView)
     assert [m.value for m in w.model_refs] == ["kaito://falcon-7b"]
     assert ("tuning.input.image", "registry.example.com/data/mental-health:1") in images(w)
+
+
+def test_an_unreadable_patch_is_denied_saying_why() -> None:
+    obj = yaml.safe_load(ARGO_POD_SPEC_PATCH)
+    obj["metadata"] = {"name": "p", "namespace": "ml"}
+    obj["spec"]["templates"][0]["podSpecPatch"] = "{{inputs.parameters.patch}}"
+    policy = CompiledPolicy(name="p", mode=Mode.ENFORCE, match=PolicyMatch())
+    decision = evaluate((policy,), obj, Facts(now=datetime(2026, 1, 1, tzinfo=UTC)))
+    (violation,) = decision.violations
+    assert not decision.allowed
+    assert "spec.templates[0].podSpecPatch" in violation.message
+    assert violation.message.endswith("write it so that what will run can be seen")

@@ -64,12 +64,16 @@ def evaluate_unsupported(
         return Decision(True, notes=(f"{what} is not a workload kind; not judged",))
     labels = _labels(obj)
     matched = governing(policies, item.namespace, facts.namespace_labels, item.kind, labels)
+    fix = (
+        "use a supported workload kind or teach mlgate this one with a WorkloadKind"
+        if facts.kinds.lookup(item.api_version, item.kind) is None
+        else "write it so that what will run can be seen"
+    )
     finding = Finding(
         Rule.WORKLOAD_UNSUPPORTED,
         "kind",
         f"{item.kind} ({item.api_version}) runs containers but mlgate cannot judge it: "
-        f"{item.reason}; use a supported workload kind or teach mlgate this one with a "
-        "WorkloadKind",
+        f"{item.reason}; {fix}",
     )
     violations = [
         v
