@@ -46,7 +46,11 @@ async def sync_rules(client: KubeClient, names: Sequence[str], rules: list[dict[
         path = resource_path(WEBHOOK_API, "validatingwebhookconfigurations", name=name)
         try:
             config = await client.get_or_none(path)
-            patch = None if config is None else rules_patch(config, rules)
+            if config is None:
+                log.info("ValidatingWebhookConfiguration %s not found yet; will retry", name)
+                in_step = False
+                continue
+            patch = rules_patch(config, rules)
             if patch is None:
                 log.warning(
                     "ValidatingWebhookConfiguration %s has no webhook %s: kinds declared by "
