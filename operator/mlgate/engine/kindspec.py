@@ -11,7 +11,8 @@ A kind is described as data (a `Layout`), not code, so that the built-in table a
   a product of `Count`s. A wildcard in a count's path takes the item or key the location's path
   matched at the same position, so `spec.tasks[*].replicas` is the replicas of that very task.
 
-This module resolves paths and counts; `workloads` turns what it finds into views.
+This module resolves paths and counts; `workloads` turns what it finds into views. It also
+finds whether an object of a kind nobody described would run containers (`may_run`).
 """
 
 from __future__ import annotations
