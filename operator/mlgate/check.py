@@ -17,6 +17,7 @@ from typing import Any, TextIO
 
 from mlgate.api import models as api
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
+from mlgate.api.workloadkind import compile_workload_kind
 from mlgate.engine import egress
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
@@ -25,7 +26,7 @@ from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.gpu import workload_amounts
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, GpuLoad, GpuUsage, ImageFact
 from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
-from mlgate.engine.workloads import WorkloadView, lookup
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, WorkloadView
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -150,6 +151,7 @@ class Resources:
 
     policies: dict[tuple[str, str, str], CompiledPolicy] = field(default_factory=dict)
     approvals: dict[str, Approval] = field(default_factory=dict)
+    declared: dict[str, KindSpec] = field(default_factory=dict)  # WorkloadKinds by name
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[InputError] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
@@ -170,6 +172,8 @@ class Resources:
                 self.approvals[resource.metadata.name] = compile_approval(resource)
             elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
                 self.policies[key] = compile_policy(resource)
+            elif isinstance(resource, api.WorkloadKind):
+                self.declared[resource.metadata.name] = compile_workload_kind(resource)
         except ValueError as exc:  # InvalidResource, and anything compiling finds
             self.errors.append(doc.ref.error(f"{_title(doc.obj)}: {exc}"))
 
@@ -189,6 +193,14 @@ class Resources:
             )
         return False
 
+    def kinds(self) -> Kinds:
+        """The built-in kinds and those the WorkloadKinds given declare; for the same kind the
+        first by name, as the operator decides."""
+        declared: dict[tuple[str, str], KindSpec] = {}
+        for _, spec in sorted(self.declared.items()):
+            declared.setdefault((spec.group, spec.kind), spec)
+        return Kinds(declared) if declared else BUILT_IN_ONLY
+
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
@@ -197,6 +209,7 @@ class Resources:
             approvals=tuple(self.approvals.values()),
             runtimes=RuntimeCatalog.of(self.runtimes),
             device_claims=dict(self.claims),
+            kinds=self.kinds(),
         )
 
 
@@ -253,7 +266,7 @@ def _only_mlgate(doc: Document | InputError) -> Document | InputError:
     if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
         return doc
     return doc.ref.error(
-        f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy or ApprovedModel; "
+        f"{_title(doc.obj)} is not a ClusterMLPolicy, MLPolicy, ApprovedModel or WorkloadKind; "
         "pass manifests to judge as PATH arguments"
     )
 
@@ -300,7 +313,9 @@ def judge(
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        item = effective_view(obj, facts.runtimes) if verify_images is not None else None
+        item = (
+            effective_view(obj, facts.runtimes, facts.kinds) if verify_images is not None else None
+        )
         if verify_images is not None and isinstance(item, WorkloadView):
             facts = replace(facts, images=verify_images(policies, item))
         decision = evaluate(policies, obj, facts)
@@ -316,8 +331,9 @@ def judge(
         namespace=_meta(obj, "namespace"),
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
-        supported=lookup(api_version, kind) is not None or egress.is_network_policy(obj),
-        workload=lookup(api_version, kind) is not None,
+        supported=facts.kinds.lookup(api_version, kind) is not None
+        or egress.is_network_policy(obj),
+        workload=facts.kinds.lookup(api_version, kind) is not None,
     )
 
 
@@ -337,7 +353,7 @@ class _QuotaLedger:
     def admit(self, obj: Mapping[str, Any], result: Result | InputError, facts: Facts) -> None:
         if isinstance(result, InputError) or not result.decision.allowed:
             return
-        item = effective_view(obj, facts.runtimes)
+        item = effective_view(obj, facts.runtimes, facts.kinds)
         if isinstance(item, WorkloadView) and item.runs_pods:
             amounts = workload_amounts(item, facts.device_claims)
             self.held.setdefault(item.namespace, []).append(GpuLoad(reserved=amounts))

@@ -147,6 +147,15 @@ class MlgateProcess:
 
 
 _BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
+_PROTECTED = (".k8s.io", ".kubernetes.io")
+
+
+def _approval(group: str) -> dict[str, Any]:
+    """CRDs in the Kubernetes project's own domains must say whether their API was approved
+    (Spark's sparkoperator.k8s.io is one); a stand-in is not."""
+    if not group.endswith(_PROTECTED) or group.endswith(".x-k8s.io"):
+        return {}
+    return {"annotations": {"api-approved.kubernetes.io": "unapproved, mlgate stand-in"}}
 
 
 def stand_in_crds() -> list[dict[str, Any]]:
@@ -164,10 +173,13 @@ def stand_in_crds() -> list[dict[str, Any]]:
             {
                 "apiVersion": "apiextensions.k8s.io/v1",
                 "kind": "CustomResourceDefinition",
-                "metadata": {"name": f"{spec.plural}.{spec.group}"},
+                "metadata": {
+                    "name": f"{spec.plural}.{spec.group}",
+                    **_approval(spec.group),
+                },
                 "spec": {
                     "group": spec.group,
-                    "scope": "Cluster" if spec.cluster_scoped else "Namespaced",
+                    "scope": spec.scope,
                     "names": {
                         "kind": spec.kind,
                         "plural": spec.plural,

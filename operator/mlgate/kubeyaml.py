@@ -32,7 +32,7 @@ import yaml
 from yaml.constructor import ConstructorError
 from yaml.nodes import MappingNode, Node, ScalarNode
 
-from mlgate.engine.workloads import field
+from mlgate.engine.kindspec import field
 
 # libyaml is many times faster; the pure-Python loader accepts the same documents.
 _BASE: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)

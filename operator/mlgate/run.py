@@ -36,11 +36,13 @@ from mlgate.controller.handlers import register
 from mlgate.controller.inventory import Inventory
 from mlgate.controller.leader import LeaderElection
 from mlgate.controller.policy_reports import DEFAULT_MAX_RESULTS
+from mlgate.controller.routing import KindRouter
 from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
 from mlgate.controller.status import write_all_statuses
 from mlgate.controller.sync import initial_sync
 from mlgate.engine.policy import GpuRules
+from mlgate.engine.workloads import Kinds
 from mlgate.metrics import Metrics
 from mlgate.registry.options import add_registry_options
 from mlgate.registry.wiring import check_registry_options, cluster_verifier, parse_pull_secret
@@ -113,13 +115,22 @@ def _settings() -> kopf.OperatorSettings:
     return settings
 
 
-async def _register_webhook(client: KubeClient, opts: RunOptions, ca_bundle: bytes) -> None:
-    """Point the webhook configurations at a URL (local clusters; the Helm chart does it there)."""
+async def _register_webhook(
+    client: KubeClient, opts: RunOptions, ca_bundle: bytes, kinds: Kinds
+) -> None:
+    """Point the webhook configurations at a URL (local clusters; the Helm chart does it there).
+    The validating one also routes the kinds WorkloadKinds declare (controller.routing keeps
+    that entry in step afterwards)."""
     assert opts.register_webhook_url is not None
     ca = base64.b64encode(ca_bundle).decode()
     url = opts.register_webhook_url
     configs = (
-        (webhook_configuration, opts.webhook_configs[0], VALIDATE_PATH, certs.WEBHOOK_PLURAL),
+        (
+            partial(webhook_configuration, kinds=kinds),
+            opts.webhook_configs[0],
+            VALIDATE_PATH,
+            certs.WEBHOOK_PLURAL,
+        ),
         (
             mutating_webhook_configuration,
             opts.mutating_webhook_configs[0],
@@ -370,6 +381,10 @@ async def serve(opts: RunOptions) -> None:
         auditing = asyncio.create_task(
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)
         )
+        router = KindRouter(client, state, opts.webhook_configs, elector.leads)
+        routing = asyncio.create_task(
+            supervise("kind-routing", partial(router.run, after=webhook.ready), metrics)
+        )
         try:
             await initial_sync(client, state, ledger)
             await runtimes.sync(client)
@@ -379,10 +394,10 @@ async def serve(opts: RunOptions) -> None:
             webhook.ready.set()
             log.info("ready: answering admission requests")
             if opts.register_webhook_url:
-                await _register_webhook(client, opts, tls.ca_pem)
+                await _register_webhook(client, opts, tls.ca_pem, state.snapshot().kinds)
             await operator
         finally:
-            background = (refresher, settle, reconcile, electing, auditing, operator)
+            background = (refresher, settle, reconcile, electing, auditing, routing, operator)
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -33,6 +33,7 @@ from mlgate.api.compile import parse_resource
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess, stand_in_crds
 from mlgate.webhook.config import (
+    EXTENSIONS_WEBHOOK,
     IMAGES_MUTATING_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
@@ -250,11 +251,13 @@ def test_install_upgrade_uninstall(
         hooks = {w["name"]: w for w in config["webhooks"]}
         assert set(hooks) == {
             WORKLOADS_WEBHOOK,
+            EXTENSIONS_WEBHOOK,
             NETWORK_POLICIES_WEBHOOK,
             NAMESPACES_WEBHOOK,
             POLICIES_WEBHOOK,
         }
         assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules()
+        assert hooks[EXTENSIONS_WEBHOOK].get("rules", []) == []  # no WorkloadKind yet
         for hook in hooks.values():
             assert hook["clientConfig"]["service"]["name"] == release
             assert hook["sideEffects"] == "NoneOnDryRun"

@@ -43,7 +43,10 @@ CHART = REPO / "charts" / "mlgate"
 CI_VALUES = sorted(CHART.glob("ci/*-values.yaml"))
 NAMESPACE = "mlgate-system"
 RELEASE = "mlgate"
-ML_SWITCHES = ("kserve", "kubeflow", "trainer", "ray", "jobset", "lws")
+ML_SWITCHES = (
+    *("kserve", "kubeflow", "trainer", "ray", "jobset", "lws", "argo", "knative", "volcano"),
+    *("spark", "kaito", "productionStack", "seldon", "appwrapper"),
+)
 BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
 ALL_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=true")]
 NO_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=false")]
@@ -338,8 +341,12 @@ CLUSTER_RULES = [
         "mlgate",
     ),
     rule("apiextensions.k8s.io", "customresourcedefinitions", "list watch"),
-    rule("mlgate.io", "clustermlpolicies mlpolicies approvedmodels", "list watch"),
-    rule("mlgate.io", "clustermlpolicies/status mlpolicies/status approvedmodels/status", "patch"),
+    rule("mlgate.io", "clustermlpolicies mlpolicies approvedmodels workloadkinds", "list watch"),
+    rule(
+        "mlgate.io",
+        "clustermlpolicies/status mlpolicies/status approvedmodels/status workloadkinds/status",
+        "patch",
+    ),
     rule("networking.k8s.io", "networkpolicies", "create list watch"),
     rule("networking.k8s.io", "networkpolicies", "get patch delete", "mlgate-egress"),
     rule("wgpolicyk8s.io", "policyreports clusterpolicyreports", "create list"),
@@ -409,8 +416,10 @@ def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
 
 def test_rbac_follows_the_tls_mode_and_options() -> None:
     docs = render("--values", str(CHART / "ci" / "cert-manager-values.yaml"))
-    # mlgate neither touches Secrets nor the webhook configuration: cert-manager does. Only
-    # the GPU budgets and leader-election Roles are left in the release namespace.
+    # mlgate touches no Secret: cert-manager does. Only the GPU budgets and leader-election
+    # Roles are left in the release namespace. The webhook configurations' caBundles are
+    # cert-manager's too; mlgate still keeps the rules of its extensions entry in step with the
+    # WorkloadKinds.
     assert sorted(
         (d["kind"], d["metadata"]["name"]) for d in docs if d["kind"] in {"Role", "RoleBinding"}
     ) == [
@@ -421,8 +430,13 @@ def test_rbac_follows_the_tls_mode_and_options() -> None:
     ]
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     cluster = _rules(docs, "ClusterRole", "mlgate")
-    assert not [r for r in cluster if {"validatingwebhookconfigurations"} & set(r[1])]
-    assert not [r for r in cluster if {"mutatingwebhookconfigurations"} & set(r[1])]
+    configs = rule(
+        "admissionregistration.k8s.io",
+        "validatingwebhookconfigurations mutatingwebhookconfigurations",
+        "get patch",
+        "mlgate",
+    )
+    assert [r for r in cluster if "validatingwebhookconfigurations" in r[1]] == [configs]
     assert not kinds(render("--set", "rbac.create=false")) & {
         "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"
     }  # fmt: skip

@@ -529,8 +529,8 @@ def test_policy_options_take_only_mlgate_resources(
     run = run_cli(capsys, "check", "-p", workload, workload)
     assert_bad_input(
         run,
-        f"{workload}:1: doc 1: Deployment ml-prod/fraud-api is not a ClusterMLPolicy, MLPolicy or "
-        "ApprovedModel; pass manifests to judge as PATH arguments",
+        f"{workload}:1: doc 1: Deployment ml-prod/fraud-api is not a ClusterMLPolicy, MLPolicy, "
+        "ApprovedModel or WorkloadKind; pass manifests to judge as PATH arguments",
     )
 
 

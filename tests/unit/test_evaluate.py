@@ -213,7 +213,8 @@ def test_unknown_kind_with_containers_is_unsupported() -> None:
     assert decision.allowed is False
     message = (
         "Notebook (example.com/v1) runs containers but mlgate cannot judge it: Notebook "
-        "(example.com/v1) is not a workload kind mlgate supports; use a supported workload kind"
+        "(example.com/v1) is not a workload kind mlgate supports; use a supported workload kind "
+        "or teach mlgate this one with a WorkloadKind"
     )
     assert decision.violations == (
         Violation(

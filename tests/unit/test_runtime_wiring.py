@@ -56,11 +56,12 @@ def inference_service(namespace: str = "ml-prod") -> dict[str, Any]:
 
 def test_cluster_scoped_runtimes_get_cluster_scoped_rules_and_stand_ins() -> None:
     scopes = {r: rule["scope"] for rule in workload_rules() for r in rule["resources"]}
-    assert {r for r, scope in scopes.items() if scope == "Cluster"} == CLUSTER_KINDS
+    cluster_wide = {r for r, scope in scopes.items() if scope == "Cluster"}
+    assert cluster_wide == CLUSTER_KINDS | {"clusterworkflowtemplates"}
     assert scopes["servingruntimes"] == scopes["trainingruntimes"] == "Namespaced"
     assert scopes["llminferenceserviceconfigs"] == "Namespaced"
     crds = {c["spec"]["names"]["plural"]: c["spec"]["scope"] for c in stand_in_crds()}
-    assert {p for p, scope in crds.items() if scope == "Cluster"} == CLUSTER_KINDS
+    assert {p for p, scope in crds.items() if scope == "Cluster"} == cluster_wide
 
 
 # ---------------------------------------------------------------------------------------------

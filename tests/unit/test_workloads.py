@@ -28,6 +28,7 @@ from mlgate.engine.workloads import (
     lookup,
     view,
 )
+from tests.unit.test_kinds_upstream import UPSTREAM_KINDS
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -759,6 +760,7 @@ def test_supported_table_lists_every_kind_of_the_design_once() -> None:
         ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
         ("resource.k8s.io", "ResourceClaim"),
         ("resource.k8s.io", "ResourceClaimTemplate"),
+        *UPSTREAM_KINDS,
     }
 
 
@@ -1330,8 +1332,8 @@ def test_metadata_garbage_leaves_names_empty() -> None:
     [
         {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "svc"}},
         {"apiVersion": "v1", "kind": "List", "items": []},
-        {"apiVersion": "serving.knative.dev/v1", "kind": "Service", "spec": {}},
-        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "spec": {}},
+        {"apiVersion": "tekton.dev/v1", "kind": "TaskRun", "spec": {}},
+        {"apiVersion": "argoproj.io/v1alpha1", "kind": "Sensor", "spec": {}},
         {"apiVersion": "apps/v1", "kind": "deployment", "spec": {}},
     ],
 )
@@ -1395,7 +1397,7 @@ def test_any_field_replaced_by_garbage_never_crashes(name: str) -> None:
 
 def test_every_sample_manifest_is_a_supported_kind() -> None:
     kinds = {load(text)["kind"] for text in ALL_MANIFESTS.values()}
-    assert kinds >= {s.kind for s in SUPPORTED} - {
+    assert kinds | {kind for _, kind in UPSTREAM_KINDS} >= {s.kind for s in SUPPORTED} - {
         "ReplicaSet",
         "StatefulSet",
         "ReplicationController",

@@ -197,6 +197,7 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
         models=_models(spec.models),
         egress=_egress(spec.egress),
         gpu=_gpu(spec.gpu),
+        unknown_kinds=spec.unknown_kinds,
     )
 
 
@@ -212,22 +213,6 @@ def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
         revoked=spec.revoked,
         namespaces=name_globs(spec.namespaces),
     )
-
-
-def compile_resource(doc: Mapping[str, Any]) -> engine.CompiledPolicy | engine.Approval:
-    """Validate and compile one mlgate document: what the webhook checks on apply and the
-    operator puts in force. Raises InvalidResource naming the field, whatever went wrong:
-    one bad object must never take the operator's handlers or the webhook down."""
-    resource = parse_resource(doc)
-    try:
-        if isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
-            return compile_policy(resource)
-        assert isinstance(resource, api.ApprovedModel)  # the third of MLGATE_KINDS
-        return compile_approval(resource)
-    except InvalidResource:
-        raise
-    except Exception as exc:  # reported to the user; the policy fails closed
-        raise InvalidResource(f"cannot compile: {type(exc).__name__}: {exc}") from None
 
 
 def failed_policy(doc: Mapping[str, Any], reason: str) -> engine.CompiledPolicy | None:

@@ -26,6 +26,8 @@ from mlgate.api.models import (
     ApprovedModelStatus,
     PolicySpec,
     PolicyStatus,
+    WorkloadKindSpec,
+    WorkloadKindStatus,
 )
 
 _DROPPED_KEYS = frozenset({"title"})
@@ -94,6 +96,21 @@ CRDS: tuple[CrdSpec, ...] = (
         ),
         ("am",),
         "A model version that security has approved for use in governed namespaces.",
+    ),
+    CrdSpec(
+        "WorkloadKind",
+        "workloadkinds",
+        "Cluster",
+        WorkloadKindSpec,
+        WorkloadKindStatus,
+        (
+            {"name": "Group", "type": "string", "jsonPath": ".spec.group"},
+            {"name": "Kind", "type": "string", "jsonPath": ".spec.kind"},
+            _READY,
+            _AGE,
+        ),
+        ("wk",),
+        "Teaches mlgate a workload kind without code: where its pods, counts and models are.",
     ),
 )
 

@@ -26,6 +26,7 @@ from pydantic.alias_generators import to_camel
 
 from mlgate.engine.decisions import Mode
 from mlgate.engine.gpu import DEFAULT_RESOURCES
+from mlgate.engine.policy import UnknownKinds
 from mlgate.engine.references import InvalidReference, compile_pattern
 
 GROUP = "mlgate.io"
@@ -270,6 +271,11 @@ class Gpu(Spec):
 
 class PolicySpec(Spec):
     mode: Mode = Field(Mode.ENFORCE, description="Enforce denies, Warn warns, Audit reports.")
+    unknown_kinds: UnknownKinds = Field(
+        UnknownKinds.DENY,
+        description="An object of a kind mlgate cannot judge that runs containers: Deny (a "
+        "violation in this policy's mode), Warn (at most a warning) or Allow.",
+    )
     match: Match = Field(default_factory=Match)
     images: Images | None = None
     models: Models | None = None
@@ -329,6 +335,136 @@ class ApprovedModelStatus(Spec):
     )
 
 
+# --- WorkloadKind: a kind taught declaratively (engine.kindspec) ------------------------------
+
+FIELD_PATH = r'^[A-Za-z0-9_*."\[\]/ :@#%+=~-]*$'
+# A field path: `spec.tasks[*].template`, `spec.replicaSpecs.*.template`, `a["x/y"]`.
+FieldPathText = Annotated[str, Field(max_length=512, pattern=FIELD_PATH)]
+
+
+class ReplicaFactor(Spec):
+    """One factor of a pod count: the largest number found at `paths`, else `default`."""
+
+    paths: list[FieldPathText] = Field(
+        [],
+        description="Numbers read here (the largest present counts); wildcards bind to the "
+        "item or key the location matched.",
+    )
+    default: Annotated[int, Field(ge=0, strict=True)] = Field(
+        1, description="When no path holds a number."
+    )
+    unbounded_by_default: StrictBool = Field(
+        False, description="When no path holds a number, the count has no limit."
+    )
+    ceiling: list[FieldPathText] = Field(
+        [],
+        description="An autoscaler's maximum: the factor is at least this, and unbounded "
+        "when it is unset.",
+    )
+    autoscaled: FieldPathText | None = Field(
+        None, description="The ceiling applies only while this switch is on (default: always)."
+    )
+    zero_unset: StrictBool = Field(False, description="A ceiling of 0 means no ceiling.")
+    less_one_with: FieldPathText | None = Field(
+        None, description="One pod fewer when this field is set (a leader takes one pod)."
+    )
+    unbounded_unless: FieldPathText | None = Field(
+        None, description="No limit unless this field holds one of boundedBy."
+    )
+    bounded_by: list[Annotated[str, Field(max_length=253)]] = []
+
+
+class ContainerRoleName(StrEnum):
+    APP = "container"
+    INIT = "initContainer"
+    SIDECAR = "sidecar"
+
+
+class ContainerFieldSpec(Spec):
+    """A container-shaped field, relative to its pod spec; "" is the pod spec itself."""
+
+    path: FieldPathText
+    role: ContainerRoleName = ContainerRoleName.APP
+    name: Annotated[str, Field(max_length=253)] = ""
+    resources: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+$", max_length=128)] = "resources"
+    image_default: FieldPathText | None = Field(
+        None, description="Absolute path of the image the container runs when it names none."
+    )
+    gpus: FieldPathText | None = Field(None, description="Relative path of a plain GPU count.")
+    gpu_resource: FieldPathText | None = Field(
+        None, description="Relative path of the resource name those GPUs are of."
+    )
+    gpu_resource_default: Annotated[str, Field(pattern=RESOURCE_GLOB, max_length=253)] = (
+        "nvidia.com/gpu"
+    )
+    instance_type: FieldPathText | None = Field(
+        None, description="Absolute path of a node type whose GPUs the container takes."
+    )
+    gpus_per_instance: dict[
+        Annotated[str, Field(max_length=253)], Annotated[int, Field(ge=0, strict=True)]
+    ] = Field({}, description="GPUs per node type named at instanceType.")
+
+
+class Shape(StrEnum):
+    POD_TEMPLATE = "PodTemplate"
+    POD_SPEC = "PodSpec"
+    OBJECT = "Object"
+
+
+class PodLocation(Spec):
+    path: FieldPathText = Field(description="Where the pods are; wildcards [*] and * allowed.")
+    shape: Shape = Field(
+        Shape.POD_TEMPLATE,
+        description="PodTemplate (metadata and spec), PodSpec, or Object (a whole object of "
+        "another kind, judged by that kind).",
+    )
+    replicas: list[ReplicaFactor] = Field([], description="A product of factors; empty: 1.")
+    role: Annotated[str, Field(max_length=253)] = ""
+    role_path: FieldPathText | None = None
+    containers: list[ContainerFieldSpec] = Field(
+        [],
+        description="Container fields besides containers, initContainers and ephemeralContainers.",
+    )
+    annotations: FieldPathText | None = Field(
+        None, description="The pods' annotations, where not in a PodTemplate's metadata."
+    )
+    exclude: list[Annotated[str, Field(max_length=253)]] = []
+
+
+class ModelFieldSpec(Spec):
+    path: FieldPathText
+    prefix: Annotated[str, Field(max_length=64, pattern=r"^([a-z0-9]+://)?$")] = Field(
+        "", description="Put before a value that is not a URI, e.g. hf://."
+    )
+
+
+class WorkloadKindScope(StrEnum):
+    NAMESPACED = "Namespaced"
+    CLUSTER = "Cluster"
+
+
+class WorkloadKindSpec(Spec):
+    group: Annotated[
+        str, Field(min_length=1, max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+    ]
+    kind: Annotated[str, Field(min_length=1, max_length=63, pattern=r"^[A-Z][A-Za-z0-9]*$")]
+    plural: Annotated[
+        str, Field(min_length=1, max_length=63, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    ]
+    versions: Annotated[
+        list[Annotated[str, Field(pattern=r"^v[0-9]+((alpha|beta)[0-9]+)?$", max_length=63)]],
+        Field(min_length=1),
+    ]
+    scope: WorkloadKindScope = WorkloadKindScope.NAMESPACED
+    per_node: StrictBool = Field(False, description="Pods run one per node: per-pod limits only.")
+    pods: list[PodLocation] = []
+    models: list[ModelFieldSpec] = []
+
+
+class WorkloadKindStatus(Spec):
+    conditions: list[Condition] = []
+
+
 class ObjectMeta(BaseModel):
     """The part of metadata mlgate reads; the rest is the apiserver's business."""
 
@@ -362,10 +498,17 @@ class ApprovedModel(Resource):
     status: ApprovedModelStatus | None = None
 
 
+class WorkloadKind(Resource):
+    kind: Literal["WorkloadKind"]
+    spec: WorkloadKindSpec
+    status: WorkloadKindStatus | None = None
+
+
 MLGATE_KINDS: dict[str, type[Resource]] = {
     "ClusterMLPolicy": ClusterMLPolicy,
     "MLPolicy": MLPolicy,
     "ApprovedModel": ApprovedModel,
+    "WorkloadKind": WorkloadKind,
 }
 
 

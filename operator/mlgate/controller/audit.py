@@ -48,7 +48,7 @@ from mlgate.engine.decisions import Rule, Violation
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
-from mlgate.engine.workloads import SUPPORTED, KindSpec, Unsupported, WorkloadView
+from mlgate.engine.workloads import BUILT_IN, SUPPORTED, KindSpec, Unsupported, WorkloadView
 from mlgate.metrics import Metrics
 
 log = logging.getLogger("mlgate.audit")
@@ -165,6 +165,10 @@ def _policy_path(name: str) -> str:
     return resource_path(API_VERSION, plural, namespace or None, short) + "/status"
 
 
+def _group(item: Mapping[str, Any]) -> str:
+    return str(item.get("apiVersion") or "").rpartition("/")[0]
+
+
 def _api_version(spec: KindSpec) -> str:
     return f"{spec.group}/{spec.versions[0]}" if spec.group else spec.versions[0]
 
@@ -200,6 +204,14 @@ class Auditor:
         except ApiError as exc:
             if exc.status == 404:  # that ML operator is not installed here
                 return None
+            if exc.status == 403 and (spec.group, spec.kind) not in BUILT_IN:
+                log.warning(
+                    "audit cannot list %s.%s (declared by a WorkloadKind): grant mlgate "
+                    "get/list/watch on it",
+                    spec.plural,
+                    spec.group,
+                )
+                return []
             raise
         for item in items:
             item.setdefault("apiVersion", api_version)
@@ -207,19 +219,22 @@ class Auditor:
         return items
 
     async def _current(self) -> list[dict[str, Any]]:
-        """The workloads to judge: from the watches once the inventory is seeded."""
+        """The workloads to judge: built-in kinds from the watches once the inventory is
+        seeded; kinds WorkloadKinds declare are listed on every pass (no watch covers them)."""
+        declared = self.state.snapshot().kinds.declared.values()
         if self.inventory is not None and self.inventory.seeded:
-            return self.inventory.items()
-        listed = await self._list()
+            return [*self.inventory.items(), *await self._list(declared)]
+        listed = await self._list((*SUPPORTED, *declared))
         if self.inventory is None:
             return listed
-        self.inventory.seed(listed)
-        return self.inventory.items()
+        built_in = [i for i in listed if (_group(i), str(i.get("kind"))) in BUILT_IN]
+        self.inventory.seed(built_in)
+        return [*self.inventory.items(), *(i for i in listed if i not in built_in)]
 
-    async def _list(self) -> list[dict[str, Any]]:
+    async def _list(self, specs: Iterable[KindSpec]) -> list[dict[str, Any]]:
         workloads: list[dict[str, Any]] = []
         unserved = set()
-        for spec in SUPPORTED:
+        for spec in specs:
             items = await self._items(spec)
             if items is None:
                 unserved.add(f"{spec.kind}.{spec.group}")
@@ -253,11 +268,11 @@ class Auditor:
             async with limit:
                 return await verify(policies, workload)
 
-        catalog = self.runtimes.catalog()
+        catalog, kinds = self.runtimes.catalog(), self.state.snapshot().kinds
         judged = {
             Resource.of(item): workload
             for item in workloads
-            if not isinstance(workload := effective_view(item, catalog), Unsupported)
+            if not isinstance(workload := effective_view(item, catalog, kinds), Unsupported)
             and workload.namespace not in exempt
             and not controlled(item)
         }
@@ -265,12 +280,18 @@ class Auditor:
         return dict(zip(judged, facts, strict=True))
 
     def _facts_for(self, now: datetime) -> FactsFor:
-        approvals = self.state.snapshot().approvals
+        snapshot = self.state.snapshot()
         catalog = self.runtimes.catalog()
 
         def facts(namespace: str) -> Facts:
             labels = self.state.namespace_labels(namespace) or {}
-            return Facts(now=now, namespace_labels=labels, approvals=approvals, runtimes=catalog)
+            return Facts(
+                now=now,
+                namespace_labels=labels,
+                approvals=snapshot.approvals,
+                runtimes=catalog,
+                kinds=snapshot.kinds,
+            )
 
         return facts
 

@@ -7,18 +7,21 @@ changed, so a request never sees a half-applied update and never compiles anythi
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlgate.api.compile import InvalidResource, compile_resource, failed_policy
+from mlgate.api.compile import InvalidResource, failed_policy
+from mlgate.api.resources import Compiled, compile_resource
 from mlgate.engine.policy import Approval, CompiledPolicy
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec
 
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
     policies: tuple[CompiledPolicy, ...] = ()
     approvals: tuple[Approval, ...] = ()
+    kinds: Kinds = BUILT_IN_ONLY  # built in, and declared by WorkloadKinds
     generation: int = 0  # bumps on every change; caches keyed on it stay coherent
 
 
@@ -59,34 +62,52 @@ def last_good(body: Mapping[str, Any]) -> tuple[int | None, Mapping[str, Any]] |
 
 @dataclass
 class PolicyState:
-    """Compiled policies and approvals. An invalid spec keeps the last good version in force:
+    """Compiled policies, approvals and WorkloadKinds. An invalid spec keeps the last good
+    version in force:
     the one in memory, else the one persisted in status.lastGood (so restarts keep it), else
     the policy denies what it governs (compile.failed_policy)."""
 
     _policies: dict[str, tuple[int | None, CompiledPolicy]] = field(default_factory=dict)
     _approvals: dict[str, tuple[int | None, Approval]] = field(default_factory=dict)
+    _kinds: dict[str, tuple[int | None, KindSpec]] = field(default_factory=dict)
     _namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
     _snapshot: Snapshot = field(default_factory=Snapshot)
+    # Called when the declared kinds change: the webhook's routing must follow them.
+    on_kinds_changed: Callable[[], None] = lambda: None
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
     def _rebuild(self) -> None:
+        before = self._snapshot.kinds
         self._snapshot = Snapshot(
             policies=tuple(p for _, (_, p) in sorted(self._policies.items())),
             approvals=tuple(a for _, (_, a) in sorted(self._approvals.items())),
+            kinds=self._declared_kinds(),
             generation=self._snapshot.generation + 1,
         )
+        if self._snapshot.kinds != before:
+            self.on_kinds_changed()
 
-    def _install(self, key: str, generation: int | None, item: CompiledPolicy | Approval) -> None:
+    def _declared_kinds(self) -> Kinds:
+        """Two WorkloadKinds for the same kind: the first by name is in force, so the outcome
+        does not depend on the order the watch delivered them in."""
+        declared: dict[tuple[str, str], KindSpec] = {}
+        for _, (_, spec) in sorted(self._kinds.items()):
+            declared.setdefault((spec.group, spec.kind), spec)
+        return Kinds(declared) if declared else BUILT_IN_ONLY
+
+    def _install(self, key: str, generation: int | None, item: Compiled) -> None:
         if isinstance(item, Approval):
             self._approvals[key] = (generation, item)
+        elif isinstance(item, KindSpec):
+            self._kinds[key] = (generation, item)
         else:
             self._policies[key] = (generation, item)
         self._rebuild()
 
-    def _in_force(self, key: str) -> tuple[int | None, CompiledPolicy | Approval] | None:
-        current = self._policies.get(key) or self._approvals.get(key)
+    def _in_force(self, key: str) -> tuple[int | None, Compiled] | None:
+        current = self._policies.get(key) or self._approvals.get(key) or self._kinds.get(key)
         if current is None or (isinstance(current[1], CompiledPolicy) and current[1].invalid):
             return None
         return current
@@ -133,7 +154,8 @@ class PolicyState:
 
     def remove(self, body: Mapping[str, Any]) -> None:
         key = resource_key(body)
-        if self._policies.pop(key, None) or self._approvals.pop(key, None):
+        removed = [d.pop(key, None) for d in (self._policies, self._approvals, self._kinds)]
+        if any(removed):
             self._rebuild()
 
     def set_namespace(self, name: str, labels: Mapping[str, str] | None) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from mlgate.engine.workloads import UNBOUNDED
+from mlgate.engine.kindspec import UNBOUNDED
 
 DRA_GROUP = "resource.k8s.io"
 DEVICE_SUFFIX = ".deviceclass.resource.k8s.io/devices"

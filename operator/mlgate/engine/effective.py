@@ -16,7 +16,7 @@ from typing import Any
 
 from mlgate.engine import serving, training
 from mlgate.engine.runtimes import RuntimeCatalog
-from mlgate.engine.workloads import Unsupported, WorkloadView, lookup, view
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, Unsupported, WorkloadView, lookup, view
 
 Resolver = Callable[[Mapping[str, Any], WorkloadView, RuntimeCatalog], WorkloadView]
 
@@ -28,11 +28,12 @@ _RESOLVERS: Mapping[tuple[str, str], Resolver] = {
 
 
 def effective_view(
-    obj: Mapping[str, Any], catalog: RuntimeCatalog | None
+    obj: Mapping[str, Any], catalog: RuntimeCatalog | None, kinds: Kinds = BUILT_IN_ONLY
 ) -> WorkloadView | Unsupported:
     """The workload as its operator will run it, with the runtimes it names from `catalog`.
-    Without a catalog (None) the object is viewed on its own."""
-    item = view(obj)
+    Without a catalog (None) the object is viewed on its own. `kinds` adds the kinds
+    WorkloadKinds declare (runtimes only ever apply to built-in kinds)."""
+    item = view(obj, kinds)
     if catalog is None or isinstance(item, Unsupported):
         return item
     spec = lookup(item.api_version, item.kind)

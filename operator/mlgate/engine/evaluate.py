@@ -8,7 +8,8 @@ from typing import Any
 from mlgate.engine import egress, gpu, images, models, side_doors
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.effective import effective_view
-from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.kindspec import may_run
+from mlgate.engine.policy import CompiledPolicy, Facts, UnknownKinds
 from mlgate.engine.scope import governing, namespace_in_scope
 from mlgate.engine.workloads import Unsupported, WorkloadView
 
@@ -49,33 +50,6 @@ def invalid_policy(name: str, reason: str) -> Finding:
     )
 
 
-_CONTAINER_LISTS = ("containers", "initContainers", "ephemeralContainers")
-
-
-def _runs_containers(node: Any) -> bool:
-    """Whether an unknown object would run something: a container list, or any object with a
-    string `image` (Argo's `container`, Tekton's `steps`, ...).
-
-    There is no depth limit an attacker could nest below; the walk is iterative, so nesting
-    cannot overflow the stack, and remembers what it saw, so a recursive YAML alias cannot loop.
-    """
-    stack, seen = [node], set()
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, Mapping | list) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        if isinstance(item.get("image"), str):
-            return True
-        if any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS):
-            return True
-        stack.extend(item.values())
-    return False
-
-
 def decide(
     violations: list[Violation], matched: tuple[str, ...], notes: tuple[str, ...]
 ) -> Decision:
@@ -83,21 +57,44 @@ def decide(
     return Decision(allowed, tuple(violations), matched, notes)
 
 
-def _unsupported(
+def _unknown_kind_mode(policy: CompiledPolicy) -> Mode | None:
+    """The mode an unjudgeable object's violation takes under `policy` (None: none at all)."""
+    if policy.unknown_kinds is UnknownKinds.ALLOW:
+        return None
+    if policy.unknown_kinds is UnknownKinds.WARN and policy.mode is Mode.ENFORCE:
+        return Mode.WARN
+    return policy.mode
+
+
+def evaluate_unsupported(
     policies: tuple[CompiledPolicy, ...], item: Unsupported, obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
-    if not isinstance(obj, Mapping) or not _runs_containers(obj.get("spec")):
+    """An object mlgate cannot judge: nothing to say unless it runs containers; then each
+    governing policy's `unknownKinds` decides. The webhook and `check` both come here."""
+    if item.namespace in ALWAYS_EXEMPT:
+        return Decision(True)
+    if not may_run(obj):
         what = item.kind or "the document"
         return Decision(True, notes=(f"{what} is not a workload kind; not judged",))
     labels = _labels(obj)
     matched = governing(policies, item.namespace, facts.namespace_labels, item.kind, labels)
+    fix = (
+        "use a supported workload kind or teach mlgate this one with a WorkloadKind"
+        if facts.kinds.lookup(item.api_version, item.kind) is None
+        else "write it so that what will run can be seen"
+    )
     finding = Finding(
         Rule.WORKLOAD_UNSUPPORTED,
         "kind",
         f"{item.kind} ({item.api_version}) runs containers but mlgate cannot judge it: "
-        f"{item.reason}; use a supported workload kind",
+        f"{item.reason}; {fix}",
     )
-    violations = [v for p in matched for v in attribute(p.name, p.mode, [finding])]
+    violations = [
+        v
+        for p in matched
+        if (mode := _unknown_kind_mode(p)) is not None
+        for v in attribute(p.name, mode, [finding])
+    ]
     return decide(violations, tuple(p.name for p in matched), ())
 
 
@@ -177,9 +174,7 @@ def evaluate(
     """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
-    item = effective_view(obj, facts.runtimes)
+    item = effective_view(obj, facts.runtimes, facts.kinds)
     if isinstance(item, Unsupported):
-        if item.namespace in ALWAYS_EXEMPT:
-            return Decision(True)
-        return _unsupported(policies, item, obj, facts)
+        return evaluate_unsupported(policies, item, obj, facts)
     return evaluate_view(policies, item, facts)

@@ -9,10 +9,10 @@ from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.dra import ClaimRef, Claims, DeviceRequest, device_class_of, pod_devices
+from mlgate.engine.kindspec import UNBOUNDED
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import (
-    UNBOUNDED,
     ContainerKind,
     ContainerView,
     PodView,

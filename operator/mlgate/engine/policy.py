@@ -9,10 +9,20 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 from mlgate.engine.decisions import Mode
 from mlgate.engine.runtimes import RuntimeCatalog
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds
+
+
+class UnknownKinds(StrEnum):
+    """What a policy does with an object of a kind mlgate cannot judge that runs containers."""
+
+    DENY = "Deny"  # a violation in the policy's mode: denied under Enforce
+    WARN = "Warn"  # at most a warning, whatever the mode
+    ALLOW = "Allow"  # admitted silently: the platform team vouches for those kinds
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +134,7 @@ class CompiledPolicy:
     gpu: GpuRules | None = None
     # Set when no version of the policy compiles: it then denies everything it governs.
     invalid: str | None = None
+    unknown_kinds: UnknownKinds = UnknownKinds.DENY
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,3 +200,5 @@ class Facts:
     runtimes: RuntimeCatalog | None = None
     # DRA claims the workload's pods name: (kind, name) -> claim spec. None: not gathered.
     device_claims: Mapping[tuple[str, str], Any] | None = None
+    # The kinds mlgate judges: built in, and those WorkloadKinds declare.
+    kinds: Kinds = BUILT_IN_ONLY

@@ -11,8 +11,9 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.kindspec import field
 from mlgate.engine.policy import EgressRules
-from mlgate.engine.workloads import ContainerKind, PodView, WorkloadView, field, metadata_path
+from mlgate.engine.workloads import ContainerKind, PodView, WorkloadView, metadata_path
 
 # Capabilities that reconfigure or bypass the pod's network namespace (NET_ADMIN: routes,
 # interfaces, iptables; NET_RAW: raw packets; SYS_ADMIN: setns into other namespaces, mounts).

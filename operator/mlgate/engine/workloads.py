@@ -12,15 +12,17 @@ a malformed field yields fewer views or a conservative count, never an exception
 from __future__ import annotations
 
 import dataclasses
-import json
-import math
-import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import field as dc_field
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Any
 
+from mlgate.engine import kindspec, layouts
+from mlgate.engine.kindspec import UNBOUNDED, Layout, field
+from mlgate.engine.kindspec import amount as _amount
+from mlgate.engine.kindspec import enabled as _enabled
 from mlgate.engine.modelrefs import ModelRef, kserve_storage_refs
 from mlgate.engine.servers import ray_serve_refs
 
@@ -124,24 +126,6 @@ class Unsupported:
 
 
 # ---------------------------------------------------------------------------------------------
-# Field paths
-
-_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
-
-
-def field(path: str, key: str) -> str:
-    """The path of `key` under `path`: dotted when plain, bracket-quoted otherwise.
-
-    Quoting keeps paths unambiguous (`metadata.annotations["mlgate.io/model"]`) and stops a
-    crafted key (a role named `Worker.template`, a newline) from forging or garbling a path
-    shown to users.
-    """
-    if _PLAIN_KEY.fullmatch(key):
-        return f"{path}.{key}" if path else key
-    return f"{path}[{json.dumps(key)}]"
-
-
-# ---------------------------------------------------------------------------------------------
 # Defensive reads of untrusted documents
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -179,39 +163,6 @@ def _strings(value: Any) -> Mapping[str, str]:
     return {k: v for k, v in value.items() if isinstance(k, str) and isinstance(v, str)}
 
 
-def _amount(value: Any) -> int | None:
-    """A replica-like number, or None when the field is absent.
-
-    The apiserver rejects `replicas: "100"` for built-in kinds, but a CRD without a validating
-    schema lets it through and its operator may still parse it, so an attacker could hope the
-    string dodges the per-workload GPU limit. Numeric strings and floats therefore count as the
-    number they spell (rounded up); anything else present but unreadable (negative, boolean, NaN,
-    a list) counts as 1, so garbage never crashes and never zeroes a count.
-    """
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = _number(value)
-    if isinstance(value, bool):
-        return 1
-    if isinstance(value, int):
-        return value if value >= 0 else 1
-    if isinstance(value, float) and math.isfinite(value) and value >= 0:
-        return math.ceil(value)
-    return 1
-
-
-def _number(text: str) -> int | float | None:
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
 def _count(value: Any) -> int:
     """A replica-like number that defaults to 1 when absent, as every supported kind does."""
     amount = _amount(value)
@@ -222,13 +173,6 @@ def _most(*values: Any) -> int | None:
     """The largest of the numbers that are present: an upper bound when several may apply."""
     amounts = [a for a in map(_amount, values) if a is not None]
     return max(amounts) if amounts else None
-
-
-def _enabled(value: Any) -> bool:
-    """A boolean switch read conservatively: only an explicit false-ish value turns it off."""
-    if isinstance(value, str):
-        return value.strip().lower() not in ("", "false", "0")
-    return value is not None and value is not False and value != 0
 
 
 def _group_counts(replicas: int, size: int, has_leader: bool) -> tuple[int, int]:
@@ -366,11 +310,6 @@ def _no_models(obj: Mapping[str, Any]) -> Iterator[ModelRef]:
     return iter(())
 
 
-def _bare_pod(obj: Mapping[str, Any]) -> Iterator[PodView]:
-    annotations = _map(obj.get("metadata")).get("annotations")
-    yield from _pod(obj.get("spec"), "spec", 1, "", annotations)
-
-
 def _templated(template: tuple[str, ...], count: tuple[str, ...] | None) -> PodLayout:
     """One PodTemplateSpec at `template`, yielding `count` pods (1 when `count` is None)."""
     path = ".".join(template)
@@ -381,36 +320,6 @@ def _templated(template: tuple[str, ...], count: tuple[str, ...] | None) -> PodL
         )
 
     return pods
-
-
-def _replica_specs(key: str, elastic_role: str | None = None) -> PodLayout:
-    """Kubeflow training jobs: `spec.<key>.<Role>` with `replicas` and a PodTemplateSpec.
-
-    An elastic PyTorchJob's HPA scales `elastic_role` up to `elasticPolicy.maxReplicas` through
-    the scale subresource, which admission does not see again: count the ceiling now.
-    """
-    base = f"spec.{key}"
-
-    def pods(obj: Mapping[str, Any]) -> Iterator[PodView]:
-        spec = _map(obj.get("spec"))
-        elastic = _amount(_map(spec.get("elasticPolicy")).get("maxReplicas")) or 0
-        for key_, replica_spec in _map(spec.get(key)).items():
-            if not isinstance(replica_spec, Mapping):
-                continue
-            role = str(key_)  # YAML may key a role by a number; the apiserver stringifies it
-            count = _count(replica_spec.get("replicas"))
-            if role == elastic_role:
-                count = max(count, elastic)
-            path = f"{field(base, role)}.template"
-            yield from _template(replica_spec.get("template"), path, count, role)
-
-    return pods
-
-
-# KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
-# ceiling is unbounded in the cluster; offline manifests must be judged the same way.
-# KubeRay's default maxReplicas: an autoscaled group with no ceiling.
-UNBOUNDED = 2**31 - 1
 
 
 def _ray_workers(group: Mapping[str, Any], autoscaling: bool) -> int:
@@ -463,33 +372,17 @@ def _ray_cluster(value: Any, path: str) -> Iterator[PodView]:
             yield from _template(group.get("template"), template_path, count, role)
 
 
-def _ray(cluster: tuple[str, ...], submitter: str | None = None) -> PodLayout:
-    """A RayCluster spec at `cluster`; for RayJob also the PodTemplateSpec at spec.`submitter`."""
+def _ray(cluster: tuple[str, ...], submitter: tuple[str, ...] | None = None) -> PodLayout:
+    """A RayCluster spec at `cluster`; for RayJob also the PodTemplateSpec at `submitter`."""
     path = ".".join(cluster)
 
     def pods(obj: Mapping[str, Any]) -> Iterator[PodView]:
         yield from _ray_cluster(_dig(obj, cluster), path)
         if submitter is not None:
-            template = _map(obj.get("spec")).get(submitter)
-            yield from _template(template, f"spec.{submitter}", 1, "submitter")
+            template = _dig(obj, submitter)
+            yield from _template(template, ".".join(submitter), 1, "submitter")
 
     return pods
-
-
-def _jobset(obj: Mapping[str, Any]) -> Iterator[PodView]:
-    yield from replicated_jobs(obj.get("spec"), "spec")
-
-
-def _leader_worker_set(obj: Mapping[str, Any]) -> Iterator[PodView]:
-    spec = _map(obj.get("spec"))
-    lwt = _map(spec.get("leaderWorkerTemplate"))
-    leader = lwt.get("leaderTemplate")
-    leaders, workers = _group_counts(
-        _count(spec.get("replicas")), _count(lwt.get("size")), isinstance(leader, Mapping)
-    )
-    path = "spec.leaderWorkerTemplate"
-    yield from _template(leader, f"{path}.leaderTemplate", leaders, "leader")
-    yield from _template(lwt.get("workerTemplate"), f"{path}.workerTemplate", workers, "worker")
 
 
 # --- KServe InferenceService -----------------------------------------------------------------
@@ -758,34 +651,177 @@ def _device_claim(reference: str) -> PodLayout:
 
 
 # ---------------------------------------------------------------------------------------------
+# Declared layouts (engine.kindspec): what the interpreter places, as views
+
+# AppWrappers may wrap AppWrappers; past this depth the object is not judged but refused.
+_MAX_NESTING = 4
+
+
+class _Unjudgeable(Exception):
+    """An embedded object that cannot be judged: the whole workload is then unsupported."""
+
+
+def _declared_container(
+    obj: Mapping[str, Any], where: kindspec.Found, spec: kindspec.ContainerField
+) -> ContainerView | None:
+    node = where.value
+    if not isinstance(node, Mapping):
+        return None
+    view_ = _container(node, where.path, ContainerKind(spec.role), spec.name, spec.resources)
+    image, image_path = kindspec.image_text(node.get("image")), view_.image_path
+    if image is None and spec.image_default is not None:
+        # Judged where it is written: that is where it must be changed.
+        for found in kindspec.resolve(obj, spec.image_default, "", where.bound):
+            image, image_path = kindspec.image_text(found.value), found.path
+    resources = view_.resources
+    if (gpus := spec.gpu_request(obj, node, where.bound)) is not None:
+        resources = {**resources, "limits": {**_map(resources.get("limits")), gpus[0]: gpus[1]}}
+    return replace(view_, image=image, image_path=image_path, resources=resources)
+
+
+def _declared_containers(
+    obj: Mapping[str, Any], placed: kindspec.Placed
+) -> Callable[[Mapping[str, Any], str], Iterator[ContainerView]]:
+    def extra(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
+        for field_ in placed.location.containers:
+            for found in kindspec.resolve(spec, field_.path, path):
+                where = kindspec.Found(found.path, found.value, placed.bound)
+                container = _declared_container(obj, where, field_)
+                if container is not None:
+                    yield container
+
+    return extra
+
+
+def _prefixed(item: Any, prefix: str) -> Any:
+    """A view of an embedded object with every path made a path of the embedding object."""
+    changes: dict[str, Any] = {}
+    for f in fields(item):
+        value = getattr(item, f.name)
+        if f.name == "path" or f.name.endswith("_path"):
+            changes[f.name] = f"{prefix}.{value}"
+        elif isinstance(value, tuple) and value and is_dataclass(value[0]):
+            changes[f.name] = tuple(_prefixed(v, prefix) for v in value)
+    return replace(item, **changes)
+
+
+def _embedded(placed: kindspec.Placed, kinds: Kinds, depth: int) -> WorkloadView | None:
+    """The view of an embedded object; None when it runs nothing (a Service, a ConfigMap)."""
+    if depth >= _MAX_NESTING:
+        raise _Unjudgeable(f"{placed.path}: objects nested more than {_MAX_NESTING} deep")
+    inner = _view(placed.node, kinds, depth + 1)
+    if isinstance(inner, Unsupported):
+        if not kindspec.may_run(placed.node):
+            return None
+        raise _Unjudgeable(f"{placed.path}: {inner.reason}")
+    pods = tuple(
+        replace(_prefixed(p, placed.path), count=min(UNBOUNDED, p.count * placed.count))
+        for p in inner.pods
+    )
+    models = tuple(_prefixed(m, placed.path) for m in inner.model_refs)
+    return replace(inner, pods=pods, model_refs=models)
+
+
+def _declared_pods(
+    layout: Layout, obj: Mapping[str, Any], kinds: Kinds, depth: int
+) -> Iterator[PodView | ModelRef]:
+    for placed in kindspec.place(obj, layout):
+        location = placed.location
+        if location.shape is kindspec.Shape.OBJECT:
+            inner = _embedded(placed, kinds, depth)
+            if inner is not None:
+                yield from inner.pods
+                yield from inner.model_refs
+            continue
+        spec, path, annotations = placed.node, placed.path, None
+        if location.shape is kindspec.Shape.POD_TEMPLATE:
+            template = _map(placed.node)
+            spec, path = template.get("spec"), f"{path}.spec"
+            annotations = _map(template.get("metadata")).get("annotations")
+        elif location.annotations is not None:
+            annotations = kindspec.first(obj, location.annotations, placed.bound)
+        extra = _declared_containers(obj, placed) if location.containers else None
+        for pod in _pod(spec, path, placed.count, placed.role, annotations, extra=extra):
+            yield _patched(pod, obj, placed)
+
+
+def _patched(pod: PodView, obj: Mapping[str, Any], placed: kindspec.Placed) -> PodView:
+    """The pod after its text patches: a patched container runs the patch's image and resources
+    (judged where the patch is written), a new one is added, other fields are replaced."""
+    for where in placed.location.patches:
+        for found in kindspec.resolve(obj, where, "", placed.bound):
+            patch = kindspec.pod_patch(found.value)
+            if patch is None:
+                raise _Unjudgeable(f"{found.path}: a pod patch mlgate cannot read as a mapping")
+            containers = list(pod.containers)
+            for key, kind in _CONTAINER_LISTS:
+                for entry in _list(patch.get(key)):
+                    if isinstance(entry, Mapping):
+                        _patch_container(containers, entry, found.path, kind)
+            rest = {k: v for k, v in patch.items() if k not in dict(_CONTAINER_LISTS)}
+            pod = replace(pod, spec={**pod.spec, **rest}, containers=tuple(containers))
+    return pod
+
+
+def _patch_container(
+    containers: list[ContainerView], entry: Mapping[str, Any], path: str, kind: ContainerKind
+) -> None:
+    name = entry.get("name")
+    for i, current in enumerate(containers):
+        if name is not None and current.name == name:
+            changes: dict[str, Any] = {}
+            if "image" in entry:
+                changes.update(image=kindspec.image_text(entry["image"]), image_path=path)
+            if "resources" in entry:
+                resources = {**current.resources, **_map(entry["resources"])}
+                changes.update(resources=resources, resources_path=path)
+            containers[i] = replace(current, **changes)
+            return
+    containers.append(_container(entry, path, kind))
+
+
+def _declared_models(layout: Layout, obj: Mapping[str, Any]) -> Iterator[ModelRef]:
+    for value, path in kindspec.models(obj, layout):
+        yield ModelRef(value, path)
+
+
+# ---------------------------------------------------------------------------------------------
 # The table
 
 
 @dataclass(frozen=True, slots=True)
 class KindSpec:
-    """A supported kind: how the apiserver names it, and where its pods and models are."""
+    """A supported kind: how the apiserver names it, and where its pods and models are.
+
+    `pods` is a declarative `Layout` where the form can say what the operator does, else a code
+    hook (with `models` its model references).
+    """
 
     group: str  # "" for the core group
     kind: str
     plural: str  # the resource name webhook rules and RBAC use
     versions: tuple[str, ...]
-    pods: PodLayout
+    pods: PodLayout | Layout
     models: ModelLayout = _no_models
     per_node: bool = False
     subresources: tuple[str, ...] = ()  # also admitted, e.g. pods/ephemeralcontainers
-    cluster_scoped: bool = False  # runtimes a platform team shares, e.g. ClusterServingRuntime
+    cluster_scoped: bool = False  # e.g. ClusterServingRuntime, Argo's ClusterWorkflowTemplate
     runs_pods: bool = True  # False for runtimes and configs (see WorkloadView.runs_pods)
+    # Where /scale writes the replica count (the CRD's scale specpath).
+    scale_path: tuple[str, ...] = ("spec", "replicas")
 
     @property
     def api_versions(self) -> tuple[str, ...]:
         return tuple(f"{self.group}/{v}" if self.group else v for v in self.versions)
 
+    @property
+    def scope(self) -> str:
+        return "Cluster" if self.cluster_scoped else "Namespaced"
+
 
 # `kubectl scale` and autoscalers change replicas through /scale, which must be judged too.
 _SCALE = ("scale",)
-_REPLICATED = _templated(("spec", "template"), ("spec", "replicas"))
-_PER_NODE = _templated(("spec", "template"), None)
-_JOB = _templated(("spec", "template"), ("spec", "parallelism"))
+_REPLICATED = layouts.REPLICATED
 
 
 def _cron_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
@@ -804,18 +840,22 @@ _KSERVE = "serving.kserve.io"
 _TRAINER = "trainer.kubeflow.org"
 _RAY, _RAY_VERSIONS = "ray.io", ("v1", "v1alpha1")
 _DRA, _DRA_VERSIONS = "resource.k8s.io", ("v1", "v1beta2", "v1beta1")
+_ARGO = "argoproj.io"
+_KAITO, _KAITO_VERSIONS = "kaito.sh", ("v1beta1", "v1alpha1")
+_SPARK = "sparkoperator.k8s.io"
+_SELDON = "mlops.seldon.io"
 
 SUPPORTED: tuple[KindSpec, ...] = (
-    KindSpec("", "Pod", "pods", ("v1",), _bare_pod, subresources=("ephemeralcontainers",)),
+    KindSpec("", "Pod", "pods", ("v1",), layouts.POD, subresources=("ephemeralcontainers",)),
     KindSpec("apps", "Deployment", "deployments", ("v1",), _REPLICATED, subresources=_SCALE),
     KindSpec("apps", "ReplicaSet", "replicasets", ("v1",), _REPLICATED, subresources=_SCALE),
     KindSpec("apps", "StatefulSet", "statefulsets", ("v1",), _REPLICATED, subresources=_SCALE),
     KindSpec(
-        "", "ReplicationController", "replicationcontrollers", ("v1",), _REPLICATED,
+        "", "ReplicationController", "replicationcontrollers", ("v1",), layouts.REPLICATED,
         subresources=_SCALE,
     ),
-    KindSpec("apps", "DaemonSet", "daemonsets", ("v1",), _PER_NODE, per_node=True),
-    KindSpec("batch", "Job", "jobs", ("v1",), _JOB),
+    KindSpec("apps", "DaemonSet", "daemonsets", ("v1",), layouts.PER_NODE, per_node=True),
+    KindSpec("batch", "Job", "jobs", ("v1",), layouts.JOB),
     KindSpec("batch", "CronJob", "cronjobs", ("v1",), _cron_job),
     KindSpec(
         _DRA, "ResourceClaim", "resourceclaims", _DRA_VERSIONS,
@@ -833,14 +873,18 @@ SUPPORTED: tuple[KindSpec, ...] = (
         _KSERVE, "LLMInferenceService", "llminferenceservices", ("v1alpha1", "v1alpha2"),
         _llm_inference_service, _llm_inference_service_models,
     ),
+    KindSpec(_KSERVE, "TrainedModel", "trainedmodels", ("v1alpha1",), layouts.TRAINED_MODEL),
+    KindSpec(_KSERVE, "InferenceGraph", "inferencegraphs", ("v1alpha1",), layouts.INFERENCE_GRAPH),
     KindSpec(
-        _KF, "PyTorchJob", "pytorchjobs", ("v1",), _replica_specs("pytorchReplicaSpecs", "Worker")
+        _KF, "PyTorchJob", "pytorchjobs", ("v1",),
+        layouts.replica_specs("pytorchReplicaSpecs", "Worker"),
     ),
-    KindSpec(_KF, "TFJob", "tfjobs", ("v1",), _replica_specs("tfReplicaSpecs")),
-    KindSpec(_KF, "MPIJob", "mpijobs", ("v1", "v2beta1"), _replica_specs("mpiReplicaSpecs")),
-    KindSpec(_KF, "XGBoostJob", "xgboostjobs", ("v1",), _replica_specs("xgbReplicaSpecs")),
-    KindSpec(_KF, "PaddleJob", "paddlejobs", ("v1",), _replica_specs("paddleReplicaSpecs")),
-    KindSpec(_KF, "JAXJob", "jaxjobs", ("v1",), _replica_specs("jaxReplicaSpecs")),
+    KindSpec(_KF, "TFJob", "tfjobs", ("v1",), layouts.replica_specs("tfReplicaSpecs")),
+    KindSpec(_KF, "MPIJob", "mpijobs", ("v1", "v2beta1"), layouts.replica_specs("mpiReplicaSpecs")),
+    KindSpec(_KF, "XGBoostJob", "xgboostjobs", ("v1",), layouts.replica_specs("xgbReplicaSpecs")),
+    KindSpec(_KF, "PaddleJob", "paddlejobs", ("v1",), layouts.replica_specs("paddleReplicaSpecs")),
+    KindSpec(_KF, "JAXJob", "jaxjobs", ("v1",), layouts.replica_specs("jaxReplicaSpecs")),
+    KindSpec(_KF, "Notebook", "notebooks", ("v1", "v1beta1", "v1alpha1"), layouts.NOTEBOOK),
     KindSpec(
         _TRAINER, "TrainJob", "trainjobs", ("v1alpha1",),
         _train_job, _train_job_models,
@@ -848,16 +892,67 @@ SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec(_RAY, "RayCluster", "rayclusters", _RAY_VERSIONS, _ray(("spec",))),
     KindSpec(
         _RAY, "RayJob", "rayjobs", _RAY_VERSIONS,
-        _ray(("spec", "rayClusterSpec"), "submitterPodTemplate"),
+        _ray(("spec", "rayClusterSpec"), ("spec", "submitterPodTemplate")),
     ),
     KindSpec(
         _RAY, "RayService", "rayservices", _RAY_VERSIONS, _ray(("spec", "rayClusterConfig")),
         ray_serve_refs,
     ),
-    KindSpec("jobset.x-k8s.io", "JobSet", "jobsets", ("v1alpha2",), _jobset),
+    KindSpec(
+        _RAY, "RayCronJob", "raycronjobs", ("v1",),
+        _ray(
+            ("spec", "jobTemplate", "rayClusterSpec"),
+            ("spec", "jobTemplate", "submitterPodTemplate"),
+        ),
+    ),
+    KindSpec("jobset.x-k8s.io", "JobSet", "jobsets", ("v1alpha2",), layouts.JOBSET),
     KindSpec(
         "leaderworkerset.x-k8s.io", "LeaderWorkerSet", "leaderworkersets", ("v1",),
-        _leader_worker_set,
+        layouts.LEADER_WORKER_SET,
+    ),
+    KindSpec(
+        "disaggregatedset.x-k8s.io", "DisaggregatedSet", "disaggregatedsets", ("v1",),
+        layouts.DISAGGREGATED_SET,
+    ),
+    KindSpec(_ARGO, "Workflow", "workflows", ("v1alpha1",), layouts.ARGO_WORKFLOW),
+    KindSpec(_ARGO, "WorkflowTemplate", "workflowtemplates", ("v1alpha1",), layouts.ARGO_WORKFLOW),
+    KindSpec(
+        _ARGO, "ClusterWorkflowTemplate", "clusterworkflowtemplates", ("v1alpha1",),
+        layouts.ARGO_WORKFLOW, cluster_scoped=True,
+    ),
+    KindSpec(_ARGO, "CronWorkflow", "cronworkflows", ("v1alpha1",), layouts.ARGO_CRON_WORKFLOW),
+    KindSpec("serving.knative.dev", "Service", "services", ("v1",), layouts.KNATIVE_SERVICE),
+    KindSpec("batch.volcano.sh", "Job", "jobs", ("v1alpha1",), layouts.VOLCANO_JOB),
+    KindSpec("batch.volcano.sh", "CronJob", "cronjobs", ("v1alpha1",), layouts.VOLCANO_CRON_JOB),
+    KindSpec(
+        "flow.volcano.sh", "JobTemplate", "jobtemplates", ("v1alpha1",),
+        layouts.VOLCANO_JOB_TEMPLATE,
+    ),
+    KindSpec(
+        _SPARK, "SparkApplication", "sparkapplications", ("v1beta2",), layouts.SPARK_APPLICATION
+    ),
+    KindSpec(
+        _SPARK, "ScheduledSparkApplication", "scheduledsparkapplications", ("v1beta2",),
+        layouts.SCHEDULED_SPARK_APPLICATION,
+    ),
+    KindSpec(_SPARK, "SparkConnect", "sparkconnects", ("v1alpha1",), layouts.SPARK_CONNECT),
+    KindSpec(_KAITO, "Workspace", "workspaces", _KAITO_VERSIONS, layouts.KAITO_WORKSPACE),
+    KindSpec(
+        _KAITO, "InferenceSet", "inferencesets", ("v1alpha1",), layouts.KAITO_INFERENCE_SET,
+        subresources=_SCALE,
+    ),
+    KindSpec(
+        "production-stack.vllm.ai", "VLLMRuntime", "vllmruntimes", ("v1alpha1",),
+        layouts.VLLM_RUNTIME, subresources=_SCALE,
+        scale_path=("spec", "deploymentConfig", "replicas"),
+    ),
+    KindSpec(_SELDON, "Model", "models", ("v1alpha1",), layouts.SELDON_MODEL),
+    KindSpec(
+        _SELDON, "Server", "servers", ("v1alpha1",), layouts.SELDON_SERVER, subresources=_SCALE
+    ),
+    KindSpec(_SELDON, "ServerConfig", "serverconfigs", ("v1alpha1",), layouts.SELDON_SERVER_CONFIG),
+    KindSpec(
+        "workload.codeflare.dev", "AppWrapper", "appwrappers", ("v1beta2",), layouts.APP_WRAPPER
     ),
     KindSpec(
         _KSERVE, "ServingRuntime", "servingruntimes", ("v1alpha1",), _serving_runtime,
@@ -886,9 +981,30 @@ SUPPORTED: tuple[KindSpec, ...] = (
     ),
 )  # fmt: skip
 
-_BY_GROUP_KIND: Mapping[tuple[str, str], KindSpec] = MappingProxyType(
-    {(s.group, s.kind): s for s in SUPPORTED}
-)
+GroupKind = tuple[str, str]
+BUILT_IN: Mapping[GroupKind, KindSpec] = MappingProxyType({(s.group, s.kind): s for s in SUPPORTED})
+
+
+@dataclass(frozen=True, slots=True)
+class Kinds:
+    """The kinds mlgate judges: the built-in table, then kinds declared by WorkloadKinds.
+
+    A declared kind never replaces a built-in one: a WorkloadKind must not be able to redefine
+    where a Deployment keeps its pods.
+    """
+
+    declared: Mapping[GroupKind, KindSpec] = dc_field(default_factory=dict)
+
+    def get(self, group: str, kind: str) -> KindSpec | None:
+        return BUILT_IN.get((group, kind)) or self.declared.get((group, kind))
+
+    def lookup(self, api_version: str, kind: str) -> KindSpec | None:
+        """The kind an object belongs to. The version is ignored: no supported kind changes where
+        it keeps its pods between the versions it serves."""
+        return self.get(group_of(api_version), kind)
+
+
+BUILT_IN_ONLY = Kinds()
 
 
 def group_of(api_version: str) -> str:
@@ -896,14 +1012,16 @@ def group_of(api_version: str) -> str:
     return api_version.rpartition("/")[0]
 
 
-def lookup(api_version: str, kind: str) -> KindSpec | None:
-    """The supported kind an object belongs to. The version is ignored: no supported kind changes
-    where it keeps its pods between the versions it serves."""
-    return _BY_GROUP_KIND.get((group_of(api_version), kind))
+def lookup(api_version: str, kind: str, kinds: Kinds = BUILT_IN_ONLY) -> KindSpec | None:
+    return kinds.lookup(api_version, kind)
 
 
-def view(obj: Mapping[str, Any]) -> WorkloadView | Unsupported:
+def view(obj: Mapping[str, Any], kinds: Kinds = BUILT_IN_ONLY) -> WorkloadView | Unsupported:
     """The pod templates, counts and model references of one Kubernetes object."""
+    return _view(obj, kinds, 0)
+
+
+def _view(obj: Any, kinds: Kinds, depth: int) -> WorkloadView | Unsupported:
     if not isinstance(obj, Mapping):
         return Unsupported("", "", "", "", "not a Kubernetes object: a document must be a mapping")
     meta = _map(obj.get("metadata"))
@@ -913,10 +1031,20 @@ def view(obj: Mapping[str, Any]) -> WorkloadView | Unsupported:
     if not api_version or not kind:
         reason = "not a Kubernetes object: apiVersion and kind must be non-empty strings"
         return Unsupported(api_version, kind, name, namespace, reason)
-    spec = lookup(api_version, kind)
+    spec = kinds.lookup(api_version, kind)
     if spec is None:
         reason = f"{kind} ({api_version}) is not a workload kind mlgate supports"
         return Unsupported(api_version, kind, name, namespace, reason)
+    if isinstance(spec.pods, Layout):
+        try:
+            found = tuple(_declared_pods(spec.pods, obj, kinds, depth))
+        except _Unjudgeable as exc:
+            return Unsupported(api_version, kind, name, namespace, str(exc))
+        pods = tuple(p for p in found if isinstance(p, PodView))
+        embedded = tuple(m for m in found if isinstance(m, ModelRef))
+        models = (*_declared_models(spec.pods, obj), *embedded)
+    else:
+        pods, models = tuple(spec.pods(obj)), tuple(spec.models(obj))
     return WorkloadView(
         api_version=api_version,
         kind=kind,
@@ -924,8 +1052,8 @@ def view(obj: Mapping[str, Any]) -> WorkloadView | Unsupported:
         namespace=namespace,
         labels=_strings(meta.get("labels")),
         annotations=_strings(meta.get("annotations")),
-        pods=tuple(spec.pods(obj)),
-        model_refs=tuple(spec.models(obj)),
+        pods=pods,
+        model_refs=models,
         per_node=spec.per_node,
         runs_pods=spec.runs_pods,
     )

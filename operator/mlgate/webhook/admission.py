@@ -11,8 +11,9 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
-from mlgate.api.compile import InvalidResource, compile_resource
+from mlgate.api.compile import InvalidResource
 from mlgate.api.models import GROUP
+from mlgate.api.resources import compile_resource
 from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
@@ -23,6 +24,7 @@ from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
     evaluate_network_policy,
+    evaluate_unsupported,
     evaluate_view,
 )
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
@@ -173,10 +175,23 @@ class Admission:
             reason = benign_update(req.old_obj, obj, self.watched_annotations())
             if reason is not None:
                 return Outcome(True, route="benign-update", message=reason)
-        item = effective_view(obj, self.runtimes())
+        item = effective_view(obj, self.runtimes(), self.state.snapshot().kinds)
         if isinstance(item, Unsupported):
-            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+            return await self._unsupported(item, obj)
         return await self._judge(req, item, obj)
+
+    async def _unsupported(self, item: Unsupported, obj: Mapping[str, Any]) -> Outcome:
+        """A kind routed here that mlgate cannot judge (a WorkloadKind deleted a moment ago, an
+        AppWrapper wrapping an unknown kind): the policies' unknownKinds decide, as in `check`."""
+        snapshot = self.state.snapshot()
+        facts = Facts(
+            now=self.now(),
+            namespace_labels=await self.namespace_labels(item.namespace),
+            approvals=snapshot.approvals,
+            kinds=snapshot.kinds,
+        )
+        decision = evaluate_unsupported(snapshot.policies, item, obj, facts)
+        return _verdict(item.kind, item.namespace, item.name, decision)
 
     async def _judge_scale(self, req: Request) -> Outcome:
         """A scale-up through /scale is judged as the parent workload with the new replicas."""
@@ -190,14 +205,15 @@ class Admission:
             return Outcome(
                 False, f"mlgate cannot read {req.resource}/{req.name} to judge the scale-up"
             )
-        spec = parent.get("spec")
+        kinds = self.state.snapshot().kinds
+        kind = kinds.lookup(str(parent.get("apiVersion") or ""), str(parent.get("kind") or ""))
         scaled = with_namespace(
-            {**parent, "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted}},
+            _with_value(parent, kind.scale_path if kind else ("spec", "replicas"), wanted),
             req.namespace,
         )
-        item = effective_view(scaled, self.runtimes())
+        item = effective_view(scaled, self.runtimes(), kinds)
         if isinstance(item, Unsupported):
-            return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
+            return await self._unsupported(item, scaled)
         return await self._judge(req, item, scaled)
 
     def watched_annotations(self) -> set[str]:
@@ -226,6 +242,7 @@ class Admission:
             approvals=self.state.snapshot().approvals,
             images=images,
             device_claims=await device_claims(self.object_lookup, item, obj),
+            kinds=self.state.snapshot().kinds,
         )
 
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
@@ -265,7 +282,11 @@ class Admission:
         """Verified tags the mutating webhook, which ran just before, should have pinned."""
         if req.sub_resource not in PINNED_SUBRESOURCES:
             return []  # a Scale carries no images; the parent's were judged when they came in
-        before = effective_view(req.old_obj, self.runtimes()) if req.old_obj is not None else None
+        before = (
+            effective_view(req.old_obj, self.runtimes(), self.state.snapshot().kinds)
+            if req.old_obj is not None
+            else None
+        )
         old = before if isinstance(before, WorkloadView) else None
         return unpinned(policies, item, facts, old)
 
@@ -448,3 +469,11 @@ def with_namespace(obj: Mapping[str, Any], namespace: str) -> Mapping[str, Any]:
         **obj,
         "metadata": {**(meta if isinstance(meta, Mapping) else {}), "namespace": namespace},
     }
+
+
+def _with_value(obj: Mapping[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """A copy of `obj` with `value` at `path`, the mappings on the way copied too."""
+    head, rest = path[0], path[1:]
+    inner = obj.get(head)
+    inner = inner if isinstance(inner, Mapping) else {}
+    return {**obj, head: _with_value(inner, rest, value) if rest else value}

@@ -8,14 +8,18 @@ same rules (a test keeps the two in step).
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 from mlgate.api.crdgen import CRDS
 from mlgate.api.models import GROUP, VERSION
 from mlgate.engine.egress import MANAGED_NAME
-from mlgate.engine.workloads import SUPPORTED
+from mlgate.engine.workloads import BUILT_IN_ONLY, SUPPORTED, Kinds, KindSpec
 
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
+# Kinds declared by WorkloadKinds: the operator keeps this entry's rules in step with them, so
+# the chart's other entries stay the chart's alone.
+EXTENSIONS_WEBHOOK = "extensions.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
 IMAGES_MUTATING_WEBHOOK = "images.mlgate.io"
@@ -29,16 +33,16 @@ NAMESPACE_RESOURCES = ("namespaces", "namespaces/status", "namespaces/finalize")
 STATUS = "status"
 
 
-def workload_rules(*, status: bool = False) -> list[dict[str, Any]]:
-    """One rule per API group and version set, covering every supported kind and subresource.
+def _rules(specs: Iterable[KindSpec], *, status: bool = False) -> list[dict[str, Any]]:
+    """One rule per API group, version set and scope, covering the kinds and subresources.
 
     `status` adds every kind's /status: the validating webhook judges status writes that change
     judged fields; the mutating one never sees them (pinning a status write means nothing, and
     kubelets' status updates must not depend on mlgate)."""
     grouped: dict[tuple[str, tuple[str, ...], str], list[str]] = defaultdict(list)
     own = (STATUS,) if status else ()
-    for spec in SUPPORTED:
-        scope = "Cluster" if spec.cluster_scoped else "Namespaced"
+    for spec in specs:
+        scope = spec.scope
         resources = grouped[(spec.group, spec.versions, scope)]
         resources.append(spec.plural)
         resources.extend(f"{spec.plural}/{sub}" for sub in (*own, *spec.subresources))
@@ -52,6 +56,17 @@ def workload_rules(*, status: bool = False) -> list[dict[str, Any]]:
         }
         for (group, versions, scope), resources in grouped.items()
     ]
+
+
+def workload_rules(*, status: bool = False) -> list[dict[str, Any]]:
+    """The built-in kinds: the chart renders the same rules."""
+    return _rules(SUPPORTED, status=status)
+
+
+def extension_rules(kinds: Kinds) -> list[dict[str, Any]]:
+    """The kinds WorkloadKinds declare, sorted so that an unchanged set is an unchanged list.
+    Their /status is not routed: a custom resource's /status changes nothing but status."""
+    return _rules(sorted(kinds.declared.values(), key=lambda s: (s.group, s.kind)))
 
 
 def _or_empty(var: str, field: str) -> str:
@@ -167,6 +182,8 @@ def webhook_configuration(
     own_namespace: str,
     failure_policy: str = "Fail",
     timeout_seconds: int = 10,
+    *,
+    kinds: Kinds = BUILT_IN_ONLY,
 ) -> dict[str, Any]:
     common = {
         "clientConfig": client_config,
@@ -189,6 +206,7 @@ def webhook_configuration(
                 "matchConditions": workload_match_conditions(),
                 **common,
             },
+            {"name": EXTENSIONS_WEBHOOK, "rules": extension_rules(kinds), **common},
             {
                 "name": NETWORK_POLICIES_WEBHOOK,
                 "rules": network_policy_rules(),
