@@ -354,7 +354,7 @@ class _QuotaLedger:
         if isinstance(result, InputError) or not result.decision.allowed:
             return
         item = effective_view(obj, facts.runtimes, facts.kinds)
-        if isinstance(item, WorkloadView) and item.runs_pods:
+        if isinstance(item, WorkloadView):
             amounts = workload_amounts(item, facts.device_claims)
             self.held.setdefault(item.namespace, []).append(GpuLoad(reserved=amounts))
 

@@ -391,10 +391,12 @@ async def serve(opts: RunOptions) -> None:
             # Everything loaded so far lives for the whole process: keep full collections from
             # rescanning it on the request path.
             gc.freeze()
-            webhook.ready.set()
-            log.info("ready: answering admission requests")
+            # Registered before ready, so that ready (what /readyz and a local harness wait
+            # for) means the apiserver already sends mlgate its requests.
             if opts.register_webhook_url:
                 await _register_webhook(client, opts, tls.ca_pem, state.snapshot().kinds)
+            webhook.ready.set()
+            log.info("ready: answering admission requests")
             await operator
         finally:
             background = (refresher, settle, reconcile, electing, auditing, routing, operator)

@@ -256,7 +256,7 @@ def test_install_upgrade_uninstall(
             NAMESPACES_WEBHOOK,
             POLICIES_WEBHOOK,
         }
-        assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules()
+        assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules(status=True)
         assert hooks[EXTENSIONS_WEBHOOK].get("rules", []) == []  # no WorkloadKind yet
         for hook in hooks.values():
             assert hook["clientConfig"]["service"]["name"] == release

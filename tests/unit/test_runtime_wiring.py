@@ -5,6 +5,7 @@ cluster-scoped runtime kinds."""
 from __future__ import annotations
 
 import asyncio
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.runtimes import RuntimeCache
 from mlgate.controller.state import PolicyState
 from mlgate.devrun import stand_in_crds
+from mlgate.engine.gpu import workload_amounts
+from mlgate.engine.workloads import WorkloadView, view
 from mlgate.run import LEDGER_GPU_RULES
 from mlgate.webhook.admission import Admission, Config, Outcome
 from mlgate.webhook.config import workload_rules
@@ -161,3 +164,39 @@ def test_a_changed_runtime_wakes_the_audit_which_judges_with_it() -> None:
     assert asyncio.run(woken())
     assert auditor._facts_for(now)("ml-prod").runtimes == cache.catalog()
     assert len(cache.catalog().objects) == 1
+
+
+def test_a_runtime_with_gpus_is_judged_per_pod_but_never_charged_to_a_namespace() -> None:
+    """A ClusterServingRuntime runs no pod and belongs to no namespace: its GPUs count against
+    per-pod limits, never as a reservation (the InferenceServices that name it are charged)."""
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ClusterServingRuntime",
+        "metadata": {"name": "gpu-server"},
+        "spec": {
+            "supportedModelFormats": [{"name": "fmt", "autoSelect": True}],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": GOOD_IMAGE,
+                    "resources": {"limits": {"nvidia.com/gpu": 2}},
+                }
+            ],
+        },
+    }
+    item = view(runtime)
+    assert isinstance(item, WorkloadView) and not item.runs_pods
+    assert workload_amounts(item) == {}
+    state = PolicyState()
+    assert state.upsert(policy(gpu={"maxPerPod": 1, "namespaceQuota": 1})).ok
+    admission = Admission(state, GpuLedger(), Config(gpu_rules=LEDGER_GPU_RULES))
+    without = copy.deepcopy(runtime)
+    del without["spec"]["containers"][0]["resources"]
+    update = review(runtime, "UPDATE", old=without, resource="clusterservingruntimes")
+    outcome = asyncio.run(admission.review(parse_review(update)))
+    assert not outcome.allowed and "gpu.maxPerPod" in outcome.message
+    assert "gpu.namespaceQuota" not in outcome.message
+    # Within the per-pod limit it is admitted, and nothing is reserved anywhere.
+    state.upsert(policy(gpu={"maxPerPod": 2, "namespaceQuota": 1}))
+    assert asyncio.run(admission.review(parse_review(update))).allowed
+    assert asyncio.run(admission.budgets.all()) == []

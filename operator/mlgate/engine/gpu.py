@@ -116,7 +116,10 @@ def _merge(*parts: Mapping[str, int]) -> dict[str, int]:
 
 def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[str, int]:
     """Extended resources and DRA devices of the whole workload, per resource: each pod's own
-    (containers, template claims) times its count, plus each shared ResourceClaim once."""
+    (containers, template claims) times its count, plus each shared ResourceClaim once. None
+    for a runtime or config: it runs no pod itself (the workloads that name it are charged)."""
+    if not view.runs_pods:
+        return {}
     total: dict[str, int] = {}
     shared: dict[str, dict[str, int]] = {}
     for pod in view.pods:
@@ -162,8 +165,7 @@ def workload_demand(
 ) -> tuple[int, list[PodDemand]]:
     """GPUs of the whole workload (none for a runtime, which runs no pod itself) and per pod."""
     demands = [pod_demand(rules, pod, claims) for pod in view.pods]
-    total = counted(rules, workload_amounts(view, claims)) if view.runs_pods else 0
-    return total, demands
+    return counted(rules, workload_amounts(view, claims)), demands
 
 
 # How to bound a workload whose pod count has no ceiling, by kind.

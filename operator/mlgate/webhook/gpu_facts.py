@@ -108,9 +108,11 @@ class GpuAccounting:
         policies: Iterable[CompiledPolicy],
         claims: Claims | None,
     ) -> GpuPlan | None:
-        """None when the workload asks for no tracked resource: nothing to read or reserve."""
+        """None when the workload asks for no tracked resource (runtimes, which run no pod, never
+        do): nothing to read or reserve. A namespace's budget holds what is charged in it, so
+        a cluster-scoped object, which belongs to none, is never charged."""
         amounts = tracked(self.base, policies, workload_amounts(item, claims))
-        if not amounts:
+        if not amounts or not item.namespace:
             return None
         meta = obj.get("metadata")
         owners = await self._owners(item.namespace, meta if isinstance(meta, Mapping) else {})
