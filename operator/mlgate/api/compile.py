@@ -122,8 +122,35 @@ def _models(models: api.Models | None) -> engine.ModelRules | None:
     return engine.ModelRules(
         require_approved=models.require_approved,
         require_reference=models.require_reference,
+        require_immutable=models.require_immutable,
+        require_digest=models.require_digest,
+        require_scan=models.require_scan,
+        require_signature=_signature_requirement(models.require_signature),
         annotations=tuple(models.sources.annotations),
         env=tuple(models.sources.env),
+    )
+
+
+def _signature_requirement(
+    wanted: api.ModelSignatureRequirement | None,
+) -> engine.SignatureRequirement | None:
+    if wanted is None:
+        return None
+    return engine.SignatureRequirement(
+        key_ids=frozenset(key_id(k.public_key) for k in wanted.keys if k.public_key),
+        identities=tuple((i.identity, i.issuer) for i in wanted.identities),
+    )
+
+
+def _signer(signature: api.ModelSignature | None) -> engine.Signer | None:
+    if signature is None:
+        return None
+    by_key = signature.method is api.SignerMethod.KEY
+    return engine.Signer(
+        method=signature.method.value,
+        key_id=signature.signer if by_key else None,
+        identity=None if by_key else signature.signer,
+        issuer=signature.issuer,
     )
 
 
@@ -190,6 +217,8 @@ def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
         version=spec.version,
         uris=frozenset(u.rstrip("/") for u in spec.uris),
         digest=spec.digest,
+        scan_result=spec.scan.result.value if spec.scan else None,
+        signer=_signer(spec.signature),
         expires=spec.expires,
         revoked=spec.revoked,
         namespaces=name_globs(spec.namespaces),

@@ -184,12 +184,53 @@ class ModelSources(Spec):
     )
 
 
+class SignerIdentity(Spec):
+    identity: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Certificate identity (SAN email or URI) of the signer."
+    )
+    issuer: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None, description="OIDC issuer of a sigstore signer; unset: any."
+    )
+
+
+class ModelSignatureRequirement(Spec):
+    keys: list[PublicKey] = Field(
+        [], description="Public keys (inline PEM) whose OMS signature counts."
+    )
+    identities: list[SignerIdentity] = Field(
+        [], description="Certificate or sigstore identities whose OMS signature counts."
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _inline(cls, keys: list[PublicKey]) -> list[PublicKey]:
+        if any(k.public_key is None for k in keys):
+            raise ValueError("model signature keys must be inline (publicKey), not secretRef")
+        return keys
+
+
 class Models(Spec):
     require_approved: StrictBool = Field(
         True, description="Every model reference must be approved."
     )
     require_reference: StrictBool = Field(
         False, description="Workloads must name at least one model."
+    )
+    require_immutable: StrictBool = Field(
+        False,
+        description="References must pin a revision (hf @commit, S3 versionId, GCS "
+        "#generation, oci @sha256).",
+    )
+    require_digest: StrictBool = Field(
+        False, description="Approvals count only with a content digest (OMS manifest)."
+    )
+    require_scan: StrictBool = Field(
+        False, description="Approvals count only with a clean unsafe-serialisation scan."
+    )
+    require_signature: ModelSignatureRequirement | None = Field(
+        None,
+        description="Approvals count only with a verified OMS signature by these keys or "
+        "identities ({}: any verified signer).",
     )
     sources: ModelSources = Field(default_factory=ModelSources)
 
@@ -246,11 +287,56 @@ class PolicySpec(Spec):
     gpu: Gpu | None = None
 
 
+class ScanResult(StrEnum):
+    CLEAN = "clean"
+    SUSPICIOUS = "suspicious"
+    DANGEROUS = "dangerous"
+    ERROR = "error"
+
+
+class ModelScan(Spec):
+    """The unsafe-serialisation scan `mlgate approve-model` ran."""
+
+    scanner: Annotated[str, Field(min_length=1, max_length=63)]
+    version: Annotated[str, Field(min_length=1, max_length=63)]
+    result: ScanResult
+    findings: list[Annotated[str, Field(max_length=1024)]] = Field(
+        [], max_length=100, description="What the scanner found (first 100)."
+    )
+    allowed_unsafe_reason: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None, description="Why an unsafe model was approved anyway (--allow-unsafe --reason)."
+    )
+
+
+class SignerMethod(StrEnum):
+    KEY = "key"
+    CERTIFICATE = "certificate"
+    SIGSTORE = "sigstore"
+
+
+class ModelSignature(Spec):
+    """The OMS signature `mlgate approve-model` verified over the same files as `digest`."""
+
+    method: SignerMethod
+    signer: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Key id (sha256:<hex of the DER public key>) or certificate identity."
+    )
+    issuer: Annotated[str, Field(max_length=1024)] | None = None
+
+
 class ApprovedModelSpec(Spec):
     model: Annotated[str, Field(min_length=1, max_length=253)]
     version: Annotated[str, Field(min_length=1, max_length=128)]
-    uris: list[Annotated[str, Field(pattern=MODEL_URI, max_length=2048)]] = []
-    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    uris: list[Annotated[str, Field(pattern=MODEL_URI, max_length=2048)]] = Field(
+        [],
+        description="Where the model may be loaded from; a revision-pinned URI (hf @commit, "
+        "?versionId=, #generation, @sha256:) approves that revision only.",
+    )
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None, description="OMS manifest digest of the files (the signature subject)."
+    )
+    scan: ModelScan | None = None
+    signature: ModelSignature | None = None
     approved_by: Annotated[str, Field(max_length=253)] | None = None
     expires: datetime | None = Field(None, description="After this time the approval is void.")
     revoked: StrictBool = False

@@ -23,6 +23,8 @@ class Rule(StrEnum):
     IMAGES_SIGNATURE = "images.signature"
     MODELS_APPROVAL = "models.approval"
     MODELS_REFERENCE = "models.reference"
+    MODELS_IMMUTABLE = "models.immutable"
+    MODELS_VERIFIER = "models.verifier"
     GPU_MAX_PER_POD = "gpu.maxPerPod"
     GPU_MAX_PER_WORKLOAD = "gpu.maxPerWorkload"
     GPU_NAMESPACE_QUOTA = "gpu.namespaceQuota"
@@ -40,6 +42,8 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.IMAGES_SIGNATURE: ("AML.T0010", "AML.T0010.004"),
     Rule.MODELS_APPROVAL: ("AML.T0010.003", "AML.T0058"),
     Rule.MODELS_REFERENCE: ("AML.T0010.003", "AML.T0058"),
+    Rule.MODELS_IMMUTABLE: ("AML.T0010.003", "AML.T0058", "AML.T0018"),
+    Rule.MODELS_VERIFIER: ("AML.T0010.003", "AML.T0058", "AML.T0018"),
     Rule.GPU_MAX_PER_POD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_MAX_PER_WORKLOAD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_NAMESPACE_QUOTA: ("AML.T0029", "AML.T0034"),
