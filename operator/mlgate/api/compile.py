@@ -126,6 +126,11 @@ def _models(models: api.Models | None) -> engine.ModelRules | None:
         require_digest=models.require_digest,
         require_scan=models.require_scan,
         require_signature=_signature_requirement(models.require_signature),
+        verify_loaded=(
+            tuple((d.init_container, d.path) for d in models.verify_loaded.downloaders)
+            if models.verify_loaded is not None
+            else None
+        ),
         annotations=tuple(models.sources.annotations),
         env=tuple(models.sources.env),
     )

@@ -209,6 +209,21 @@ class ModelSignatureRequirement(Spec):
         return keys
 
 
+class Downloader(Spec):
+    init_container: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    path: Annotated[str, Field(pattern=r"^/\S*$", max_length=1024)] = Field(
+        description="Where it writes the model (what the verifier checks)."
+    )
+
+
+class VerifyLoaded(Spec):
+    downloaders: list[Downloader] = Field(
+        [],
+        description="Init containers that download the model, besides KServe's "
+        "storage-initializer (always recognised).",
+    )
+
+
 class Models(Spec):
     require_approved: StrictBool = Field(
         True, description="Every model reference must be approved."
@@ -231,6 +246,11 @@ class Models(Spec):
         None,
         description="Approvals count only with a verified OMS signature by these keys or "
         "identities ({}: any verified signer).",
+    )
+    verify_loaded: VerifyLoaded | None = Field(
+        None,
+        description="Enforce only: inject `mlgate verify-model` after each download into a pod "
+        "and check the files against the approved digest before the server starts.",
     )
     sources: ModelSources = Field(default_factory=ModelSources)
 

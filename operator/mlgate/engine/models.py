@@ -119,6 +119,21 @@ def _why_insufficient(
     return None
 
 
+def counting_approvals(
+    uri: str, approvals: tuple[Approval, ...], rules: ModelRules, namespace: str, now: datetime
+) -> list[Approval]:
+    """The approvals that approve the model URI `uri` under `rules` (in force, with the
+    evidence the rules demand)."""
+    wanted = normalise(uri)
+    if wanted is None:
+        return []
+    return [
+        a
+        for a in approvals
+        if _matches(a, wanted) and _why_insufficient(a, rules, namespace, now) is None
+    ]
+
+
 def _approval_problem(
     wanted: Wanted,
     approvals: tuple[Approval, ...],

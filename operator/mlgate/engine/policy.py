@@ -88,6 +88,9 @@ class ModelRules:
     require_digest: bool = False
     require_scan: bool = False
     require_signature: SignatureRequirement | None = None
+    # None: downloads are not verified in the pod; else the (init container, model path)
+    # downloads the policy names besides KServe's storage-initializer (engine.modelverify).
+    verify_loaded: tuple[tuple[str, str], ...] | None = None
     annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
     env: tuple[str, ...] = ("MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI")
 

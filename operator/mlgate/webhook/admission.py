@@ -23,6 +23,7 @@ from mlgate.engine.evaluate import (
     evaluate_view,
 )
 from mlgate.engine.gpu import workload_demand
+from mlgate.engine.modelverify import unverified
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
 from mlgate.engine.scope import governing, namespace_in_scope
@@ -74,6 +75,8 @@ class Config:
     # Who may edit or delete NetworkPolicy mlgate-egress: mlgate itself (its ServiceAccount,
     # and whatever identity `mlgate run` found it runs as). Everyone else changes the policy.
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
+    # The image of the init container that verifies downloaded models (engine.modelverify).
+    verifier_image: str | None = None
 
     def manages_egress(self, username: str) -> bool:
         return (
@@ -218,12 +221,17 @@ class Admission:
     def _unpinned(
         self, req: Request, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
     ) -> list[Violation]:
-        """Verified tags the mutating webhook, which ran just before, should have pinned."""
+        """What the mutating webhook, which ran just before, should have done: pin verified tags
+        and insert model verifiers."""
         if req.sub_resource not in PINNED_SUBRESOURCES:
             return []  # a Scale carries no images; the parent's were judged when they came in
         before = view(req.old_obj) if req.old_obj is not None else None
         old = before if isinstance(before, WorkloadView) else None
-        return unpinned(policies, item, facts, old)
+        image = self.config.verifier_image
+        return [
+            *unpinned(policies, item, facts, old),
+            *unverified(policies, item, facts, image, old),
+        ]
 
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
