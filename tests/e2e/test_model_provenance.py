@@ -5,6 +5,7 @@ and nothing in the pod can drop or loosen it."""
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -14,9 +15,12 @@ from typing import Any
 import pytest
 import yaml
 
+from mlgate.cli import main
 from mlgate.devcluster import Cluster
 from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
+from mlgate.provenance.artifacts import digest
 from tests.e2e.test_admission import apply, policy_doc, wait_policy
+from tests.unit.test_provenance_files import safetensors
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_CONFIG = "mlgate-provenance-e2e"
@@ -153,3 +157,48 @@ def test_a_download_without_an_approval_is_refused(
         input=json.dumps(kserve_pod("unapproved", namespace, "s3://models/unvetted")),
     )
     assert done.returncode != 0 and "no ApprovedModel" in done.stderr
+
+
+def test_approve_model_applies_its_evidence_and_the_verifier_checks_that_digest(
+    control_plane: Cluster,
+    verifying: str,
+    namespace: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    model = tmp_path / "sentiment"
+    model.mkdir()
+    (model / "config.json").write_text('{"labels": ["neg", "pos"]}')
+    (model / "model.safetensors").write_bytes(safetensors({"w": [0.25, 0.75]}))
+    name = f"sentiment-{uuid.uuid4().hex[:6]}"
+    uri = f"s3://models/{name}"
+    code = main(
+        [
+            "approve-model", str(model), "--version=1", f"--name={name}", f"--uri={uri}",
+            "--approved-by=security-team", "--apply", f"--kubeconfig={control_plane.kubeconfig}",
+        ]
+    )  # fmt: skip
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"approvedmodel.mlgate.io/{name} applied" in out
+    try:
+        table = control_plane.kubectl("get", "approvedmodel", name, "-o", "wide", check=True)
+        header, row = table.stdout.splitlines()
+        assert header.split() == [
+            "NAME", "MODEL", "VERSION", "EXPIRES", "REVOKED", "SCAN", "SIGNER", "DIGEST",
+            "SCANNER", "READY", "AGE",
+        ]  # fmt: skip
+        # Empty cells are blank: read each column where its header starts.
+        starts = [m.start() for m in re.finditer(r"\S+", header)]
+        ends = [*starts[1:], None]
+        cells = {header[a:b].strip(): row[a:b].strip() for a, b in zip(starts, ends, strict=True)}
+        assert (cells["SCAN"], cells["DIGEST"], cells["SCANNER"], cells["SIGNER"]) == (
+            "clean", digest(model), "picklescan", "",
+        )  # fmt: skip
+
+        done = create(control_plane, kserve_pod("sentiment", namespace, uri))
+        assert done.returncode == 0, done.stderr
+        verifier = json.loads(done.stdout)["spec"]["initContainers"][1]
+        assert verifier["args"] == ["verify-model", f"--digest={digest(model)}", "/mnt/models"]
+    finally:
+        control_plane.kubectl("delete", "approvedmodel", name, "--ignore-not-found")

@@ -10,14 +10,17 @@ import os
 import pickle
 import struct
 import zipfile
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import model_signing
 import pytest
 import yaml
-from cryptography.hazmat.primitives import serialization
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from model_signing._signing.signing import Payload
 
 from mlgate.api.compile import key_id
@@ -261,3 +264,89 @@ def test_verify_model_clean_tampered_extended_and_symlinked(
 def test_verify_model_needs_a_digest(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run(capsys, "verify-model", "/mnt/models")
     assert code == 2 and "--digest" in err
+
+
+# --- certificate-chain signatures --------------------------------------------------------------
+
+
+def _certificate(
+    subject: str,
+    key: ec.EllipticCurvePrivateKey,
+    issuer: tuple[str, ec.EllipticCurvePrivateKey] | None,
+    email: str | None = None,
+) -> x509.Certificate:
+    now = datetime.now(UTC)
+    issuer_name, issuer_key = issuer or (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=issuer is not None,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=issuer is None,
+                crl_sign=issuer is None,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if email:
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
+        )
+    return builder.sign(issuer_key, hashes.SHA256())
+
+
+def _pem_file(path: Path, data: bytes) -> Path:
+    path.write_bytes(data)
+    return path
+
+
+def test_a_certificate_chain_signature_records_the_signing_identity(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    leaf_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("ML signing CA", ca_key, None)
+    leaf = _certificate("release", leaf_key, ("ML signing CA", ca_key), "ml-release@acme.com")
+    pem = serialization.Encoding.PEM
+    ca_file = _pem_file(tmp_path / "ca.pem", ca.public_bytes(pem))
+    leaf_file = _pem_file(tmp_path / "leaf.pem", leaf.public_bytes(pem))
+    key_file = _pem_file(
+        tmp_path / "leaf.key",
+        leaf_key.private_bytes(
+            pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+    )
+    model = model_dir(tmp_path)
+    signature = tmp_path / "fraud.sig"
+    model_signing.signing.Config().use_certificate_signer(
+        private_key=key_file, signing_certificate=leaf_file, certificate_chain=[ca_file]
+    ).sign(model, signature)
+    code, out, err = run(
+        capsys, "approve-model", str(model), "--version=3", f"--signature={signature}",
+        f"--certificate-chain={ca_file}",
+    )  # fmt: skip
+    assert code == 0, err
+    assert yaml.safe_load(out)["spec"]["signature"] == {
+        "method": "certificate",
+        "signer": "ml-release@acme.com",
+    }
+    other_ca = _certificate("Other CA", ec.generate_private_key(ec.SECP256R1()), None)
+    other = _pem_file(tmp_path / "other.pem", other_ca.public_bytes(pem))
+    code, _, err = run(
+        capsys, "approve-model", str(model), "--version=3", f"--signature={signature}",
+        f"--certificate-chain={other}",
+    )  # fmt: skip
+    assert code == 1 and "does not verify" in err
