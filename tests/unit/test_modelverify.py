@@ -235,3 +235,74 @@ def test_updates_that_keep_the_containers_are_not_judged_again() -> None:
     relabelled["metadata"]["labels"] = {"team": "fraud"}
     verdict = run(hook, "/validate", review(relabelled, "UPDATE", legacy, resource="pods"))
     assert verdict["allowed"]
+
+
+# --- Kubeflow Trainer: the model-initializer Job downloads, the node pods verify ---------------
+
+LLAMA = "hf://meta-llama/Llama-3.2-1B-Instruct"
+TRAINER_RULES = {"models": {"verifyLoaded": {}, "requireApproved": False}}
+
+
+def _job(name: str, container: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    workspace = {"name": "initializer", "mountPath": "/workspace"}
+    pod = {"containers": [{**container, "volumeMounts": [workspace]}]}
+    return {"name": name, **extra, "template": {"spec": {"template": {"spec": pod}}}}
+
+
+def trainer_jobset() -> dict[str, Any]:
+    """The shape of the JobSet Kubeflow Trainer v2 builds from a torchtune runtime: initializer
+    Jobs write a shared PVC at /workspace, the node Job starts once they completed."""
+    fetch = "ghcr.io/kubeflow/trainer/{}-initializer"
+    return {
+        "apiVersion": "jobset.x-k8s.io/v1alpha2",
+        "kind": "JobSet",
+        "metadata": {"name": "finetune", "namespace": "ml-prod"},
+        "spec": {
+            "replicatedJobs": [
+                _job("dataset-initializer", {
+                    "name": "dataset-initializer", "image": fetch.format("dataset"),
+                    "env": [{"name": "STORAGE_URI", "value": "hf://tatsu-lab/alpaca"}],
+                }),
+                _job("model-initializer", {
+                    "name": "model-initializer", "image": fetch.format("model"),
+                    "env": [{"name": "STORAGE_URI", "value": LLAMA}],
+                }),
+                _job(
+                    "node",
+                    {
+                        "name": "node", "image": "ghcr.io/kubeflow/trainer/torchtune-trainer",
+                        "command": ["tune", "run", "checkpointer.checkpoint_dir=/workspace/model"],
+                    },
+                    dependsOn=[{"name": "model-initializer", "status": "Complete"}],
+                ),
+            ]
+        },
+    }  # fmt: skip
+
+
+def test_trainer_node_pods_verify_what_the_model_initializer_downloaded() -> None:
+    hook = webhook(policy(**TRAINER_RULES), approval(uris=[LLAMA]))
+    jobset = trainer_jobset()
+    answer = mutate(hook, jobset, resource="jobsets")
+    stored = apply_patch(jobset, answer)
+    node = stored["spec"]["replicatedJobs"][2]["template"]["spec"]["template"]["spec"]
+    [verifier] = node["initContainers"]
+    assert verifier["args"] == ["verify-model", f"--digest={DIGEST}", "/workspace/model"]
+    assert verifier["volumeMounts"] == [
+        {"mountPath": "/workspace", "name": "initializer", "readOnly": True}
+    ]
+    initializers = stored["spec"]["replicatedJobs"][:2]
+    assert all(
+        "initContainers" not in j["template"]["spec"]["template"]["spec"] for j in initializers
+    )
+    assert run(hook, "/validate", review(stored, resource="jobsets"))["allowed"]
+    verdict = run(hook, "/validate", review(jobset, resource="jobsets"))
+    assert not verdict["allowed"] and "models.verifier" in verdict["status"]["message"]
+
+
+def test_trainer_model_without_a_digest_is_refused() -> None:
+    bare = approval(uris=[LLAMA])
+    del bare["spec"]["digest"]
+    hook = webhook(policy(**TRAINER_RULES), bare)
+    verdict = run(hook, "/validate", review(trainer_jobset(), resource="jobsets"))
+    assert not verdict["allowed"] and "records no digest" in verdict["status"]["message"]

@@ -8,9 +8,15 @@ digests of the approvals that count for that URI. It fails, so the pod never sta
 when the files differ from every approved digest. Nothing of the workload switches it off: the
 policy decides, and the validating webhook refuses a pod whose verifier is missing or altered.
 
-What could change the files after the verifier ran is refused too: a download container that
-keeps running (a native sidecar), any other container mounting the model volume writable, and a
-model volume other than an emptyDir (a PVC or hostPath can be written from elsewhere).
+Kubeflow Trainer downloads in a Job of its own instead: the JobSet's `model-initializer`
+fetches `STORAGE_URI` into the shared `/workspace/model`, and the `node` Job starts once it has
+completed. There the verifier is the last init container of the node pods (INITIALIZERS).
+
+What could change the files of an in-pod download after the verifier ran is refused too: a
+download container that keeps running (a native sidecar), any other container mounting the model
+volume writable, and a model volume other than an emptyDir (a PVC or hostPath can be written
+from elsewhere). Trainer's shared volume is a PVC the trainer itself writes: there the verifier
+vouches for the files when the trainer starts.
 """
 
 from __future__ import annotations
@@ -39,11 +45,32 @@ _HARDENED = {
 
 
 @dataclass(frozen=True, slots=True)
-class Download:
-    index: int  # in initContainers
+class Initializer:
+    """A download that runs in pods of its own (a role of the workload), for consumer roles
+    that start once it completed: the verifier runs in each consumer pod."""
+
+    role: str
     container: str
+    uri_env: str
+    path: str
+    consumers: tuple[str, ...]
+
+
+INITIALIZERS = (
+    # Kubeflow Trainer v2 runtimes (JobSet): model-initializer -> /workspace/model -> node.
+    Initializer("model-initializer", "model-initializer", "STORAGE_URI", "/workspace/model",
+                ("node",)),
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Download:
+    index: int  # the init container the verifier follows (-1: it goes first)
+    container: str  # the downloader, for messages
     uri: str | None  # None: mlgate cannot tell which model it fetches
     path: str
+    source: Mapping[str, Any]  # the container whose mounts of `path` the verifier copies
+    local: bool = True  # downloaded in this pod (else by an Initializer, before it started)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +79,7 @@ class PodPlan:
     current: tuple[Mapping[str, Any], ...]
     desired: tuple[dict[str, Any], ...]
     policies: tuple[str, ...]
+    exists: bool = True  # whether the pod spec has an initContainers list yet
 
     @property
     def changed(self) -> bool:
@@ -96,14 +124,37 @@ def _downloads(
         if name == KSERVE_DOWNLOADER:
             args = [a for a in _list(_map(raw).get("args")) if isinstance(a, str)]
             if len(args) < 2 or len(args) % 2:
-                yield Download(i, name, None, "/mnt/models")
+                yield Download(i, name, None, "/mnt/models", _map(raw))
                 continue
             for uri, path in zip(args[::2], args[1::2], strict=True):
-                yield Download(i, name, uri, path)
+                yield Download(i, name, uri, path, _map(raw))
         elif isinstance(name, str) and name in named:
             targets: tuple[str | None, ...] = declared or (None,)
             for target in targets:
-                yield Download(i, name, target, named[name])
+                yield Download(i, name, target, named[name], _map(raw))
+
+
+def _initialized(view: WorkloadView, pod: PodView) -> Iterator[Download]:
+    """Downloads an Initializer role of the workload made before `pod` (a consumer) starts."""
+    last = len(_list(pod.spec.get("initContainers"))) - 1
+    for init in INITIALIZERS:
+        if pod.role not in init.consumers:
+            continue
+        for other in view.pods:
+            if other.role != init.role:
+                continue
+            for c in other.containers:
+                if c.name == init.container:
+                    uri = next((e.value for e in c.env if e.name == init.uri_env), None)
+                    source = next(
+                        (
+                            _map(k)
+                            for k in _list(pod.spec.get("containers"))
+                            if _mounts(_map(k), init.path)
+                        ),
+                        {},
+                    )
+                    yield Download(last, init.container, uri, init.path, source, local=False)
 
 
 def _declared(policy: CompiledPolicy, view: WorkloadView) -> tuple[str, ...]:
@@ -225,7 +276,7 @@ def _pod_plan(
         for container, path in p.models.verify_loaded
     }
     declared = tuple(sorted({u for p in policies for u in _declared(p, view)}))
-    downloads = list(_downloads(pod, named, declared))
+    downloads = [*_downloads(pod, named, declared), *_initialized(view, pod)]
     if not downloads:
         return None, []
     current = tuple(_map(c) for c in _list(pod.spec.get("initContainers")))
@@ -233,13 +284,13 @@ def _pod_plan(
     findings: list[Finding] = []
     inserts: dict[int, list[dict[str, Any]]] = {}
     for n, download in enumerate(downloads):
-        raw = current[download.index]
-        at = f"{pod.path}.initContainers[{download.index}]"
-        findings.extend(
-            Finding(Rule.MODELS_VERIFIER, path, f"{problem}: the model could change after mlgate "
-                    "verifies it; mount it read-only everywhere but in the download")
-            for path, problem in _writers(pod, download, raw)
-        )  # fmt: skip
+        at = f"{pod.path}.initContainers[{download.index}]" if download.local else pod.path
+        if download.local:
+            findings.extend(
+                Finding(Rule.MODELS_VERIFIER, path, f"{problem}: the model could change after "
+                        "mlgate verifies it; mount it read-only everywhere but in the download")
+                for path, problem in _writers(pod, download, download.source)
+            )  # fmt: skip
         if download.uri is None:
             findings.append(
                 Finding(
@@ -266,17 +317,18 @@ def _pod_plan(
             continue
         name = VERIFIER if n == 0 else f"{VERIFIER}-{n + 1}"
         inserts.setdefault(download.index, []).append(
-            verifier(name, image, digests, download.path, raw)
+            verifier(name, image, digests, download.path, download.source)
         )
     attributed = [(p, f) for p in names for f in findings]
     if findings:
         return None, attributed
-    desired: list[dict[str, Any]] = []
+    desired: list[dict[str, Any]] = list(inserts.get(-1, []))
     for i, container in enumerate(current):
         if not _is_verifier(container):
             desired.append(dict(container))
         desired.extend(inserts.get(i, []))
-    return PodPlan(f"{pod.path}.initContainers", current, tuple(desired), names), []
+    exists = isinstance(pod.spec.get("initContainers"), list)
+    return PodPlan(f"{pod.path}.initContainers", current, tuple(desired), names, exists), []
 
 
 _WATCHED = ("initContainers", "containers", "ephemeralContainers", "volumes")

@@ -80,6 +80,9 @@ def patch_operations(
     ops: list[dict[str, Any]] = []
     for pod in verifiers:
         pointer = json_pointer(pod.path)
+        if not pod.exists:
+            ops.append({"op": "add", "path": pointer, "value": _with_pins(pod, pins)})
+            continue
         ops.append({"op": "test", "path": pointer, "value": [dict(c) for c in pod.current]})
         ops.append({"op": "replace", "path": pointer, "value": _with_pins(pod, pins)})
     replaced = [pod.path for pod in verifiers]
