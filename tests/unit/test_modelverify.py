@@ -14,7 +14,15 @@ from mlgate.metrics import Metrics
 from mlgate.webhook.admission import Admission, Config
 from mlgate.webhook.server import Webhook
 from tests.unit.factories import policy, review
-from tests.unit.test_mutation import Registry, apply_patch, mutate, run
+from tests.unit.test_mutation import (
+    SIGNED,
+    SIGNED_DIGEST,
+    Registry,
+    apply_patch,
+    mutate,
+    run,
+    signatures,
+)
 
 IMAGE = "registry.example.com/mlgate/mlgate@sha256:" + "e" * 64
 URI = "s3://models/fraud/v3"
@@ -306,3 +314,16 @@ def test_trainer_model_without_a_digest_is_refused() -> None:
     hook = webhook(policy(**TRAINER_RULES), bare)
     verdict = run(hook, "/validate", review(trainer_jobset(), resource="jobsets"))
     assert not verdict["allowed"] and "records no digest" in verdict["status"]["message"]
+
+
+def test_pins_inside_a_list_that_gains_a_verifier_are_kept() -> None:
+    pod = kserve_pod()
+    pod["spec"]["initContainers"][0]["image"] = SIGNED
+    pod["spec"]["containers"][0]["image"] = SIGNED
+    hook = webhook(policy(images=signatures(), **VERIFY), approval())
+    stored = apply_patch(pod, mutate(hook, pod, resource="pods"))
+    pinned = f"{SIGNED}@{SIGNED_DIGEST}"
+    init = stored["spec"]["initContainers"]
+    assert [c["name"] for c in init] == ["storage-initializer", "mlgate-verify-model"]
+    assert init[0]["image"] == pinned
+    assert stored["spec"]["containers"][0]["image"] == pinned
