@@ -126,6 +126,17 @@ def test_digest_is_stable_and_equals_model_signing_subject(tmp_path: Path) -> No
     assert digest(first) == f"sha256:{subject.digest['sha256']}"
 
 
+def test_download_metadata_does_not_change_the_digest(tmp_path: Path) -> None:
+    model = model_dir(tmp_path)
+    before = digest(model)
+    metadata = model / ".cache" / "huggingface" / "download"
+    metadata.mkdir(parents=True)
+    (metadata / "model.safetensors.metadata").write_text("0123abc\netag\n1764460000.0\n")
+    assert digest(model) == before
+    (model / ".cache" / "other.bin").write_bytes(b"not metadata")
+    assert digest(model) != before
+
+
 def test_digest_changes_with_any_byte(tmp_path: Path) -> None:
     model = model_dir(tmp_path)
     before = digest(model)

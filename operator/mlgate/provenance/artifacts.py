@@ -5,6 +5,9 @@ library itself: each regular file is hashed (SHA-256), and the digest is the SHA
 digests in file-name order. So an approval's `digest` equals the subject of a signature over the
 same files, and a single file approved alone equals the directory a server downloads it into.
 Symbolic links are refused (model-signing's default), so nothing outside the model is hashed.
+Besides model-signing's default `.git*` paths, download metadata is left out: huggingface_hub
+writes `.cache/huggingface/` (etags, timestamps) into the directory it downloads a repository
+to, which would make every download differ from the approved files.
 
 Scan: picklescan (the scanner Hugging Face runs on the Hub) over every file that a loader may
 unpickle: by extension (.pkl, .pt, .bin, .joblib, .npy, .zip ...) or because it starts like a
@@ -34,13 +37,18 @@ _PICKLE_MAGIC = tuple(bytes([0x80, proto]) for proto in range(2, 6))
 _ZIP_MAGIC = b"PK\x03\x04"
 
 
+# Written by downloaders next to the model, different on every download; no loader reads it.
+DOWNLOAD_METADATA = (".cache/huggingface",)
+
+
 class ArtifactError(ValueError):
     """The model cannot be read: missing, a symlink, a special file. The message names it."""
 
 
 def _manifest(path: Path) -> manifest.Manifest:
     try:
-        return hashing.Config().hash(path)
+        config = hashing.Config().set_ignored_paths(paths=DOWNLOAD_METADATA)
+        return config.hash(path)
     except (OSError, ValueError) as exc:
         raise ArtifactError(f"{path}: {exc}") from None
 
