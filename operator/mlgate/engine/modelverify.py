@@ -36,7 +36,9 @@ VERIFIER = "mlgate-verify-model"
 KSERVE_DOWNLOADER = "storage-initializer"
 # Fields the apiserver defaults in a container: not compared when checking a verifier.
 _DEFAULTED = frozenset({"imagePullPolicy", "terminationMessagePath", "terminationMessagePolicy"})
+# Pod Security Standards "restricted", so the verifier never makes a pod inadmissible.
 _HARDENED = {
+    "seccompProfile": {"type": "RuntimeDefault"},
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
     "runAsNonRoot": True,
