@@ -202,3 +202,23 @@ def test_approve_model_applies_its_evidence_and_the_verifier_checks_that_digest(
         assert verifier["args"] == ["verify-model", f"--digest={digest(model)}", "/mnt/models"]
     finally:
         control_plane.kubectl("delete", "approvedmodel", name, "--ignore-not-found")
+
+
+def test_the_verifier_fits_the_restricted_pod_security_standard(
+    control_plane: Cluster, verifying: str, namespace: str
+) -> None:
+    control_plane.kubectl(
+        "label", "namespace", namespace, "pod-security.kubernetes.io/enforce=restricted", check=True
+    )
+    hardened = {
+        "runAsNonRoot": True,
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+    pod = kserve_pod("restricted", namespace, verifying)
+    for container in (*pod["spec"]["initContainers"], *pod["spec"]["containers"]):
+        container["securityContext"] = hardened
+    done = create(control_plane, pod)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["spec"]["initContainers"][1]["name"] == "mlgate-verify-model"
