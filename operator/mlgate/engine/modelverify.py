@@ -241,12 +241,12 @@ def _is_verifier(container: Any) -> bool:
     return str(_map(container).get("name", "")).startswith(VERIFIER)
 
 
-def _writers(pod: PodView, download: Download, raw: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+def _writers(pod: PodView, download: Download) -> Iterator[tuple[str, str]]:
     """(field path, problem) for what could change the model after it is verified."""
     base = f"{pod.path}.initContainers[{download.index}]"
-    if raw.get("restartPolicy") == "Always":
+    if download.source.get("restartPolicy") == "Always":
         yield base, f"{download.container} keeps running after the download (restartPolicy: Always)"
-    volumes = {m.get("name") for m in _mounts(raw, download.path)}
+    volumes = {m.get("name") for m in _mounts(download.source, download.path)}
     for i, volume in enumerate(_list(pod.spec.get("volumes"))):
         v = _map(volume)
         if v.get("name") in volumes and "emptyDir" not in v:
@@ -262,6 +262,28 @@ def _writers(pod: PodView, download: Download, raw: Mapping[str, Any]) -> Iterat
                         f"{pod.path}.{key}[{i}].volumeMounts[{j}]",
                         f"{_map(other).get('name')} mounts model volume {m.get('name')} writable",
                     )
+
+
+def _accepted(
+    download: Download,
+    policies: tuple[CompiledPolicy, ...],
+    facts: Facts,
+    namespace: str,
+    image: str | None,
+) -> tuple[set[str], str | None]:
+    """The digests the verifier of `download` accepts, or why it cannot be verified."""
+    if download.uri is None:
+        return set(), (
+            f"{download.container} downloads a model mlgate cannot name, so it cannot be "
+            "verified; declare its URI (annotation mlgate.io/model-uri)"
+        )
+    digests, problem = _digests(download.uri, policies, facts, namespace, facts.now)
+    if problem is None and image is None:
+        problem = (
+            "mlgate runs without a verifier image (mlgate run --verifier-image), so downloaded "
+            "models cannot be verified"
+        )
+    return digests, problem
 
 
 def _pod_plan(
@@ -291,31 +313,11 @@ def _pod_plan(
             findings.extend(
                 Finding(Rule.MODELS_VERIFIER, path, f"{problem}: the model could change after "
                         "mlgate verifies it; mount it read-only everywhere but in the download")
-                for path, problem in _writers(pod, download, download.source)
+                for path, problem in _writers(pod, download)
             )  # fmt: skip
-        if download.uri is None:
-            findings.append(
-                Finding(
-                    Rule.MODELS_VERIFIER,
-                    at,
-                    f"{download.container} downloads a model mlgate cannot name, so it cannot be "
-                    "verified; declare its URI (annotation mlgate.io/model-uri)",
-                )
-            )
-            continue
-        digests, problem = _digests(download.uri, policies, facts, view.namespace, facts.now)
-        if problem:
-            findings.append(Finding(Rule.MODELS_VERIFIER, at, problem))
-            continue
-        if image is None:
-            findings.append(
-                Finding(
-                    Rule.MODELS_VERIFIER,
-                    at,
-                    "mlgate runs without a verifier image (mlgate run --verifier-image), so "
-                    "downloaded models cannot be verified",
-                )
-            )
+        digests, problem = _accepted(download, policies, facts, view.namespace, image)
+        if problem is not None or image is None:
+            findings.append(Finding(Rule.MODELS_VERIFIER, at, problem or ""))
             continue
         name = VERIFIER if n == 0 else f"{VERIFIER}-{n + 1}"
         inserts.setdefault(download.index, []).append(
