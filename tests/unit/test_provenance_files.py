@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from model_signing._signing.signing import Payload
 
-from mlgate.api.compile import key_id
+from mlgate.api.compile import compile_approval, key_id
 from mlgate.api.models import ApprovedModel
 from mlgate.cli import main
 from mlgate.provenance.artifacts import digest, scan
@@ -192,6 +192,10 @@ def test_approve_a_signed_directory_model(
     assert approved.spec.scan is not None and approved.spec.scan.result == "clean"
     assert approved.spec.signature is not None
     assert approved.spec.signature.signer == key_id(key[1].read_text())
+    # mlgate re-verifies the stored bundle whenever it reads the approval.
+    compiled = compile_approval(approved)
+    assert compiled.signer is not None and compiled.signer.key_id == key_id(key[1].read_text())
+    assert compiled.signature_problem is None
 
 
 def test_a_signature_over_other_files_refuses(

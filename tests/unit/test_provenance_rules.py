@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import base64
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import model_signing
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlgate.api.compile import key_id
 from mlgate.engine.decisions import Rule
+from mlgate.engine.policy import Approval
 from mlgate.engine.provenance import covers, immutability_problem, split
+from mlgate.provenance.artifacts import digest
 from tests.unit.test_rules_models import STORAGE, approval, check, inference_service, rules
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -96,13 +105,58 @@ def test_a_pinned_approval_never_matches_another_revision() -> None:
 # --- evidence --------------------------------------------------------------------------------
 
 DIGEST = "sha256:" + "12" * 32
-KEY_ID = "sha256:" + "34" * 32
 SCAN = {"scanner": "picklescan", "version": "1.0.5", "result": "clean"}
 URI = "s3://models/fraud-detector/v3"
 
 
-def _signature(signer: str = KEY_ID, method: str = "key") -> dict[str, str]:
-    return {"method": method, "signer": signer}
+@dataclass(frozen=True)
+class Signed:
+    """A model signed with OMS: its digest and the signature records approve-model writes."""
+
+    digest: str
+    pem: str  # the signing key's public half
+    record: dict[str, str]  # key signature, bundle and key stored
+
+    def approval(self, name: str = "signed", **spec: Any) -> Approval:
+        return approval(name, digest=self.digest, signature=self.record, **spec)
+
+
+def _key(tmp: Path, name: str) -> tuple[Path, str]:
+    private = ec.generate_private_key(ec.SECP256R1())
+    path = tmp / f"{name}.key"
+    path.write_bytes(
+        private.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return path, public.decode()
+
+
+@pytest.fixture(scope="module")
+def signed(tmp_path_factory: pytest.TempPathFactory) -> Signed:
+    tmp = tmp_path_factory.mktemp("signed")
+    model = tmp / "fraud"
+    model.mkdir()
+    (model / "model.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{}      ")
+    key, pem = _key(tmp, "release")
+    bundle = tmp / "fraud.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=key).sign(model, bundle)
+    record = {
+        "method": "key",
+        "signer": key_id(pem),
+        "publicKey": pem,
+        "bundle": bundle.read_text(),
+    }
+    return Signed(digest(model), pem, record)
+
+
+def _identity(identity: str, issuer: str) -> dict[str, str]:
+    return {"method": "sigstore", "signer": identity, "issuer": issuer}
 
 
 def test_approval_without_digest_does_not_count_under_require_digest() -> None:
@@ -128,39 +182,62 @@ def test_require_scan_wants_a_clean_scan(scan: dict[str, str] | None, shown: str
     assert check(inference_service(URI), (approval(scan=SCAN),), r) == []
 
 
-def test_require_signature_any_signer() -> None:
+def test_require_signature_any_signer(signed: Signed) -> None:
     r = rules(requireSignature={})
     [finding] = check(inference_service(URI), (approval(),), r)
     assert "lacks a verified OMS signature" in finding.message
-    assert check(inference_service(URI), (approval(signature=_signature()),), r) == []
+    assert check(inference_service(URI), (signed.approval(),), r) == []
 
 
-def test_require_signature_by_allowed_keys_and_identities() -> None:
-    allowed = key_id(KEY_PEM)
+def test_require_signature_by_allowed_keys_and_identities(signed: Signed) -> None:
     r = rules(
         requireSignature={
-            "keys": [{"publicKey": KEY_PEM}],
+            "keys": [{"publicKey": signed.pem}],
             "identities": [{"identity": "ml@acme.com", "issuer": "https://idp.acme.com"}],
         }
     )
-    ok_key = approval(signature=_signature(allowed))
-    ok_identity = approval(
-        signature={**_signature("ml@acme.com", "sigstore"), "issuer": "https://idp.acme.com"}
-    )
-    assert check(inference_service(URI), (ok_key,), r) == []
+    ok_identity = approval(signature=_identity("ml@acme.com", "https://idp.acme.com"))
+    assert check(inference_service(URI), (signed.approval(),), r) == []
     assert check(inference_service(URI), (ok_identity,), r) == []
-    wrong_issuer = approval(
-        signature={**_signature("ml@acme.com", "sigstore"), "issuer": "https://evil.example"}
-    )
-    for bad in (approval(signature=_signature()), wrong_issuer):
-        [finding] = check(inference_service(URI), (bad,), r)
+    wrong_issuer = approval(signature=_identity("ml@acme.com", "https://evil.example"))
+    other_key = rules(requireSignature={"keys": [{"publicKey": KEY_PEM}]})
+    for bad, policy_rules in ((wrong_issuer, r), (signed.approval(), other_key)):
+        [finding] = check(inference_service(URI), (bad,), policy_rules)
         assert "a signature by an allowed key or identity" in finding.message
 
 
-def test_message_lists_every_missing_piece_and_another_approval_can_satisfy() -> None:
+def _forged(signed: Signed, **record: str) -> dict[str, str]:
+    return {**signed.record, **record}
+
+
+def test_a_recorded_key_signer_counts_only_with_its_proof(signed: Signed) -> None:
+    """Whoever writes ApprovedModels cannot claim a signer: the bundle is re-verified."""
+    r = rules(requireSignature={"keys": [{"publicKey": signed.pem}]})
+    envelope = json.loads(signed.record["bundle"])
+    envelope["dsseEnvelope"]["signatures"][0]["sig"] = base64.b64encode(b"\x00" * 70).decode()
+    cases = {
+        "needs its bundle and publicKey": {"method": "key", "signer": key_id(signed.pem)},
+        "publicKey is not the key named as signer": _forged(signed, publicKey=KEY_PEM),
+        "does not verify with the key": _forged(signed, bundle=json.dumps(envelope)),
+        "not a sigstore bundle": _forged(signed, bundle="{}"),
+    }
+    for why, record in cases.items():
+        [finding] = check(inference_service(URI), (approval(signature=record, digest=DIGEST),), r)
+        assert "the recorded one does not count" in finding.message and why in finding.message
+    # A genuine bundle over other files does not vouch for this digest.
+    other = approval(signature=signed.record, digest=DIGEST)
+    [finding] = check(inference_service(URI), (other,), r)
+    assert f"the bundle signs {signed.digest}, not the approval's digest {DIGEST}" in (
+        finding.message
+    )
+
+
+def test_message_lists_every_missing_piece_and_another_approval_can_satisfy(
+    signed: Signed,
+) -> None:
     r = rules(requireDigest=True, requireScan=True, requireSignature={})
     [finding] = check(inference_service(URI), (approval(),), r)
     for missing in ("content digest", "clean unsafe-serialisation scan", "OMS signature"):
         assert missing in finding.message
-    full = approval("full", digest=DIGEST, scan=SCAN, signature=_signature())
+    full = signed.approval("full", scan=SCAN)
     assert check(inference_service(URI), (approval(), full), r) == []

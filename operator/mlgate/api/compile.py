@@ -21,6 +21,7 @@ from pydantic import ValidationError
 from mlgate.api import models as api
 from mlgate.engine import policy as engine
 from mlgate.engine.references import compile_pattern
+from mlgate.provenance.dsse import InvalidBundle, signed_subject
 
 
 class InvalidResource(ValueError):
@@ -147,16 +148,26 @@ def _signature_requirement(
     )
 
 
-def _signer(signature: api.ModelSignature | None) -> engine.Signer | None:
+def _signer(spec: api.ApprovedModelSpec) -> tuple[engine.Signer | None, str | None]:
+    """The approval's signer, and why a recorded one does not count. A key signature counts only
+    if its stored bundle verifies with its stored key over the approval's digest."""
+    signature = spec.signature
     if signature is None:
-        return None
-    by_key = signature.method is api.SignerMethod.KEY
-    return engine.Signer(
-        method=signature.method.value,
-        key_id=signature.signer if by_key else None,
-        identity=None if by_key else signature.signer,
-        issuer=signature.issuer,
-    )
+        return None, None
+    if signature.method is not api.SignerMethod.KEY:
+        method = signature.method.value
+        return engine.Signer(method, identity=signature.signer, issuer=signature.issuer), None
+    if signature.bundle is None or signature.public_key is None:
+        return None, "a key signature needs its bundle and publicKey (mlgate approve-model)"
+    if key_id(signature.public_key) != signature.signer:
+        return None, "publicKey is not the key named as signer"
+    try:
+        subject = signed_subject(signature.bundle, signature.public_key)
+    except InvalidBundle as exc:
+        return None, str(exc)
+    if subject != spec.digest:
+        return None, f"the bundle signs {subject}, not the approval's digest {spec.digest}"
+    return engine.Signer("key", key_id=signature.signer), None
 
 
 def _egress(egress: api.Egress | None) -> engine.EgressRules | None:
@@ -216,6 +227,7 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
 
 def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
     spec = resource.spec
+    signer, problem = _signer(spec)
     return engine.Approval(
         name=resource.metadata.name,
         model=spec.model,
@@ -223,7 +235,8 @@ def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
         uris=frozenset(u.rstrip("/") for u in spec.uris),
         digest=spec.digest,
         scan_result=spec.scan.result.value if spec.scan else None,
-        signer=_signer(spec.signature),
+        signer=signer,
+        signature_problem=problem,
         expires=spec.expires,
         revoked=spec.revoked,
         namespaces=name_globs(spec.namespaces),

@@ -342,6 +342,14 @@ class ModelSignature(Spec):
         description="Key id (sha256:<hex of the DER public key>) or certificate identity."
     )
     issuer: Annotated[str, Field(max_length=1024)] | None = None
+    public_key: Annotated[str, Field(pattern=PEM_PUBLIC_KEY, max_length=16384)] | None = Field(
+        None, description="method key: the signer's public key (PEM)."
+    )
+    bundle: Annotated[str, Field(max_length=1048576)] | None = Field(
+        None,
+        description="method key: the OMS signature (sigstore bundle JSON). mlgate re-verifies "
+        "it with publicKey against digest; without it a key signer does not count.",
+    )
 
 
 class ApprovedModelSpec(Spec):

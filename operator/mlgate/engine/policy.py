@@ -153,6 +153,7 @@ class Approval:
     digest: str | None = None
     scan_result: str | None = None  # clean | suspicious | dangerous | error, as recorded
     signer: Signer | None = None
+    signature_problem: str | None = None  # why a recorded signature was not accepted
     expires: datetime | None = None
     revoked: bool = False
     namespaces: tuple[re.Pattern[str], ...] = ()  # globs; empty: every namespace

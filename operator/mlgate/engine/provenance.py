@@ -141,6 +141,9 @@ def missing_evidence(approval: Approval, rules: ModelRules) -> list[str]:
 
 def _signature_problem(approval: Approval, wanted: SignatureRequirement) -> str | None:
     signer = approval.signer
+    if signer is None and approval.signature_problem:
+        problem = approval.signature_problem
+        return f"a verified OMS signature (the recorded one does not count: {problem})"
     if signer is None:
         return "a verified OMS signature (approve-model --signature)"
     if not wanted.key_ids and not wanted.identities:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import re
 import sys
 from datetime import datetime
@@ -105,10 +106,15 @@ def _scan_record(result: Scan, reason: str | None) -> dict[str, Any]:
     return record
 
 
-def _signature_record(signer: Signer) -> dict[str, Any]:
+def _signature_record(signer: Signer, args: argparse.Namespace) -> dict[str, Any]:
     record: dict[str, Any] = {"method": signer.method, "signer": signer.key_id or signer.identity}
     if signer.issuer:
         record["issuer"] = signer.issuer
+    if signer.method == "key":
+        # Stored so mlgate can re-verify it: a recorded key signer counts only with its proof.
+        record["publicKey"] = args.public_key.read_text(encoding="utf-8")
+        bundle = json.loads(args.signature.read_text(encoding="utf-8"))
+        record["bundle"] = json.dumps(bundle, separators=(",", ":"))
     return record
 
 
@@ -123,7 +129,7 @@ def _document(args: argparse.Namespace, digest: str, found: Scan, signer: Signer
         "scan": _scan_record(found, args.reason),
     }
     if signer is not None:
-        spec["signature"] = _signature_record(signer)
+        spec["signature"] = _signature_record(signer, args)
     if args.approved_by:
         spec["approvedBy"] = args.approved_by
     if args.expires:
