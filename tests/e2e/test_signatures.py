@@ -292,3 +292,35 @@ def test_unsigned_tags_are_not_pinned_and_mutation_can_be_turned_off(
         assert image == signed.by_digest
     finally:
         control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+def test_oci_models_are_signed_images_that_must_come_pinned(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    """KServe `oci://` storage URIs (modelcars) fall under the image signature rules."""
+    tools, registry = lab
+    server = tools.push(registry, "ml/kserve-server")
+    tools.sign(registry, server, key)
+    model = tools.push(registry, "ml/fraud-model")
+    tools.sign(registry, model, key)
+    unsigned = tools.push(registry, "ml/unsigned-model")
+
+    def isvc(name: str, uri: str) -> dict[str, Any]:
+        doc = workload("InferenceService", name, namespace, server.by_digest)
+        doc["spec"]["predictor"]["model"]["storageUri"] = uri
+        return doc
+
+    out = apply(control_plane, isvc("pinned-model", f"oci://{model.by_digest}"))
+    assert out.returncode == 0, out.stderr
+    out = apply(control_plane, isvc("tagged-model", f"oci://{model.by_tag}"))
+    assert out.returncode != 0
+    assert "images.digest" in out.stderr and "spec.predictor.model.storageUri" in out.stderr
+    assert f"(it resolves to {model.digest} now)" in out.stderr, out.stderr
+    out = apply(control_plane, isvc("unsigned-model", f"oci://{unsigned.by_digest}"))
+    assert out.returncode != 0
+    assert "images.signature" in out.stderr, out.stderr
+    assert f"no cosign signature found for {unsigned.by_digest}" in out.stderr, out.stderr
