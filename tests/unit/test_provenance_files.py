@@ -281,6 +281,40 @@ def test_verify_model_needs_a_digest(capsys: pytest.CaptureFixture[str]) -> None
     assert code == 2 and "--digest" in err
 
 
+@pytest.mark.parametrize(
+    "trust",
+    [
+        (),
+        ("--trust-root=t.json", "--identity=ml@acme.com"),  # no issuer
+        ("--public-key=k.pub", "--certificate-chain=ca.pem"),  # two ways at once
+    ],
+)
+def test_a_signature_needs_exactly_one_complete_way_to_verify_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], trust: tuple[str, ...]
+) -> None:
+    model = model_dir(tmp_path)
+    for command in (("approve-model", "--version=1"), ("verify-model",)):
+        code, _, err = run(capsys, *command, str(model), "--signature=s.sig", *trust)
+        assert code == 2 and "exactly one" in err
+
+
+def test_an_unreadable_trust_root_is_reported_not_raised(
+    tmp_path: Path, key: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = model_dir(tmp_path)
+    signature = tmp_path / "fraud.sig"
+    model_signing.signing.Config().use_elliptic_key_signer(private_key=key[0]).sign(
+        model, signature
+    )
+    (tmp_path / "trust.json").write_text("{}")
+    code, _, err = run(
+        capsys, "approve-model", str(model), "--version=1", f"--signature={signature}",
+        f"--trust-root={tmp_path / 'trust.json'}", "--identity=ml@acme.com",
+        "--issuer=https://idp.acme.com",
+    )  # fmt: skip
+    assert code == 1 and "does not verify" in err and "Traceback" not in err
+
+
 # --- certificate-chain signatures --------------------------------------------------------------
 
 

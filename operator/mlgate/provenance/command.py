@@ -26,7 +26,7 @@ from mlgate.api import models as api
 from mlgate.api.compile import describe_validation_error
 from mlgate.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error, write
 from mlgate.provenance.artifacts import ArtifactError, Scan, digest, scan
-from mlgate.provenance.signatures import SignatureError, Signer, Trust, verify
+from mlgate.provenance.signatures import MISSING_TRUST, SignatureError, Signer, Trust, verify
 
 _NOT_DNS = re.compile(r"[^a-z0-9.-]+")
 _MAX_FINDINGS = 100
@@ -188,7 +188,16 @@ def _apply(args: argparse.Namespace, doc: Any) -> int:
     return EXIT_OK
 
 
+def _trust_problem(args: argparse.Namespace) -> str | None:
+    if args.signature is not None and not _trust(args).given:
+        return MISSING_TRUST
+    return None
+
+
 def approve_main(args: argparse.Namespace) -> int:
+    if problem := _trust_problem(args):
+        error(f"mlgate approve-model: {problem}")
+        return EXIT_BAD_INPUT
     if args.allow_unsafe and not args.reason:
         error("mlgate approve-model: --allow-unsafe needs --reason TEXT (it is recorded)")
         return EXIT_BAD_INPUT
@@ -237,6 +246,9 @@ def configure_verify(parser: argparse.ArgumentParser) -> None:
 def verify_main(args: argparse.Namespace) -> int:
     if not args.digest and not args.signature:
         error("mlgate verify-model: give --digest sha256:... and/or --signature")
+        return EXIT_BAD_INPUT
+    if problem := _trust_problem(args):
+        error(f"mlgate verify-model: {problem}")
         return EXIT_BAD_INPUT
     try:
         actual = digest(args.path)

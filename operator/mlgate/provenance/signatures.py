@@ -47,6 +47,22 @@ class Trust:
     identity: str | None = None
     issuer: str | None = None
 
+    @property
+    def given(self) -> bool:
+        """Whether exactly one way to verify is given, completely."""
+        ways = [
+            self.public_key is not None,
+            bool(self.certificates),
+            self.trust_root is not None and bool(self.identity) and bool(self.issuer),
+        ]
+        return sum(ways) == 1
+
+
+MISSING_TRUST = (
+    "say how to verify the signature: --public-key, --certificate-chain, or --trust-root with "
+    "--identity and --issuer (exactly one)"
+)
+
 
 def _config(trust: Trust) -> tuple[verifying.Config, Signer]:
     config = verifying.Config()
@@ -63,10 +79,7 @@ def _config(trust: Trust) -> tuple[verifying.Config, Signer]:
             identity=trust.identity, oidc_issuer=trust.issuer, trust_config=trust.trust_root
         )
         return config, Signer("sigstore", identity=trust.identity, issuer=trust.issuer)
-    raise SignatureError(
-        "say how to verify the signature: --public-key, --certificate-chain, or --trust-root "
-        "with --identity and --issuer"
-    )
+    raise SignatureError(MISSING_TRUST)
 
 
 def _leaf_identity(signature: Path) -> str:
