@@ -14,6 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from mlgate.api.compile import key_id
+from mlgate.controller.state import PolicyState
 from mlgate.engine.decisions import Rule
 from mlgate.engine.policy import Approval
 from mlgate.engine.provenance import covers, immutability_problem, split
@@ -241,3 +242,19 @@ def test_message_lists_every_missing_piece_and_another_approval_can_satisfy(
         assert missing in finding.message
     full = signed.approval("full", scan=SCAN)
     assert check(inference_service(URI), (approval(), full), r) == []
+
+
+def test_a_rejected_signature_is_named_in_the_approvals_status(signed: Signed) -> None:
+    state = PolicyState()
+    forged = {"method": "key", "signer": key_id(signed.pem)}
+    body = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": "forged", "generation": 1},
+        "spec": {"model": "m", "version": "1", "digest": DIGEST, "signature": forged},
+    }
+    result = state.upsert(body)
+    assert result.ok and "its recorded signature does not count" in result.message
+    body["spec"]["signature"] = signed.record
+    body["spec"]["digest"] = signed.digest
+    assert state.upsert(body).message == "compiled and in force"

@@ -68,10 +68,14 @@ class PolicyState:
     def upsert(self, body: Mapping[str, Any]) -> CompileResult:
         key = resource_key(body)
         generation = (body.get("metadata") or {}).get("generation")
+        note = ""
         try:
             resource = parse_resource(body)
             if isinstance(resource, api.ApprovedModel):
-                self._approvals[key] = (generation, compile_approval(resource))
+                approval = compile_approval(resource)
+                self._approvals[key] = (generation, approval)
+                if approval.signature_problem:  # shown in the Ready condition's message
+                    note = f"; its recorded signature does not count: {approval.signature_problem}"
             elif isinstance(resource, api.ClusterMLPolicy | api.MLPolicy):
                 self._policies[key] = (generation, compile_policy(resource))
         except InvalidResource as exc:
@@ -81,7 +85,7 @@ class PolicyState:
             )
             return CompileResult(False, f"{exc}{kept}", previous[0] if previous else None)
         self._rebuild()
-        return CompileResult(True, "compiled and in force", generation)
+        return CompileResult(True, f"compiled and in force{note}", generation)
 
     def remove(self, body: Mapping[str, Any]) -> None:
         key = resource_key(body)
