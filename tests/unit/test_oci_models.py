@@ -1,5 +1,5 @@
-"""OCI model artifacts (KServe `oci://` modelcars, image volumes) under the image rules, and
-their digest bound to the approval's."""
+"""OCI model artifacts (KServe `oci://` modelcars) under the image rules, and their digest bound
+to the approval's."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ from mlgate.engine import images
 from mlgate.engine.decisions import Rule
 from mlgate.engine.pinning import plan
 from mlgate.engine.policy import Facts, ImageFact, ImageRules
-from mlgate.engine.workloads import view
 from tests.unit.factories import policy
 from tests.unit.test_mutation import TRUSTED, signatures
 from tests.unit.test_rules_models import NOW, approval, check, inference_service
@@ -24,20 +23,6 @@ def image_rules(**spec: Any) -> ImageRules:
     compiled = compile_policy(parse_resource(policy(images=spec)))
     assert compiled.images is not None
     return compiled.images
-
-
-def pod_with_image_volume(reference: str) -> Any:
-    return view(
-        {
-            "apiVersion": "v1",
-            "kind": "Pod",
-            "metadata": {"name": "p", "namespace": "ml-prod"},
-            "spec": {
-                "containers": [{"name": "c", "image": f"{REPO}-server@{DIGEST}"}],
-                "volumes": [{"name": "model", "image": {"reference": reference}}],
-            },
-        }
-    )
 
 
 def test_an_oci_model_comes_from_an_allowed_registry() -> None:
@@ -75,20 +60,3 @@ def test_the_oci_digest_must_be_the_approvals() -> None:
     assert finding.rule is Rule.MODELS_APPROVAL
     [finding] = check(inference_service(f"oci://{REPO}:3"), (approved,))
     assert finding.rule is Rule.MODELS_APPROVAL
-
-
-def test_image_volumes_are_images_and_are_pinned_where_they_are() -> None:
-    rules = image_rules(allowedRegistries=["registry.example.com/ml/*"])
-    [finding] = images.check(rules, pod_with_image_volume("evil.example/m:1"), None)
-    assert (finding.rule, finding.path) == (
-        Rule.IMAGES_REGISTRY,
-        "spec.volumes[0].image.reference",
-    )
-    signing = compile_policy(parse_resource(policy(images=signatures())))
-    pod = pod_with_image_volume(f"{REPO}:3")
-    facts = {
-        f"{REPO}:3": ImageFact(DIGEST, frozenset({TRUSTED})),
-        f"{REPO}-server@{DIGEST}": ImageFact(DIGEST, frozenset({TRUSTED})),
-    }
-    [pin] = plan((signing,), pod, Facts(now=NOW, images=facts))
-    assert (pin.path, pin.pinned) == ("spec.volumes[0].image.reference", f"{REPO}:3@{DIGEST}")

@@ -16,8 +16,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from mlgate.api.compile import key_id
 from mlgate.controller.state import PolicyState
 from mlgate.engine.decisions import Rule
+from mlgate.engine.model_provenance import covers, immutability_problem, split
 from mlgate.engine.policy import Approval
-from mlgate.engine.provenance import covers, immutability_problem, split
 from mlgate.provenance.artifacts import digest
 from tests.unit.test_rules_models import STORAGE, approval, check, inference_service, rules
 

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import ImageFact, ImageRules, SignatureRule
 from mlgate.engine.references import InvalidReference, Reference, matches_any, parse
-from mlgate.engine.workloads import ContainerKind, ContainerView, PodView, WorkloadView
+from mlgate.engine.workloads import ContainerKind, ContainerView, WorkloadView
 
 OCI_MODEL = "oci://"
 
@@ -25,23 +25,11 @@ def oci_models(view: WorkloadView) -> Iterator[ContainerView]:
             yield _artifact(value[len(OCI_MODEL) :], ref.path, ContainerKind.MODEL)
 
 
-def image_volumes(pod: PodView) -> Iterator[ContainerView]:
-    """A pod's image volumes (`volumes[].image.reference`): images the kubelet pulls."""
-    volumes = pod.spec.get("volumes")
-    for i, volume in enumerate(volumes if isinstance(volumes, list) else []):
-        image = volume.get("image") if isinstance(volume, Mapping) else None
-        reference = image.get("reference") if isinstance(image, Mapping) else None
-        if isinstance(reference, str):
-            path = f"{pod.path}.volumes[{i}].image.reference"
-            yield _artifact(reference, path, ContainerKind.VOLUME)
-
-
 def images_of(view: WorkloadView) -> Iterator[ContainerView]:
     for pod in view.pods:
         for container in pod.containers:
             if container.image is not None:
                 yield container
-        yield from image_volumes(pod)
     yield from oci_models(view)
 
 

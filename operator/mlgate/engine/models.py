@@ -9,8 +9,8 @@ from datetime import datetime
 from enum import Enum
 
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.model_provenance import covers, immutability_problem, missing_evidence
 from mlgate.engine.policy import Approval, ModelRules
-from mlgate.engine.provenance import covers, immutability_problem, missing_evidence
 from mlgate.engine.workloads import ModelRef, PodView, WorkloadView
 
 _URI = re.compile(r"^[a-z][a-z0-9+.-]*://\S+$")

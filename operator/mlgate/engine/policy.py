@@ -82,7 +82,7 @@ class SignatureRequirement:
 class ModelRules:
     require_approved: bool = True
     require_reference: bool = False
-    # Provenance (engine.provenance): references must pin a revision; approvals must carry
+    # Provenance (engine.model_provenance): references must pin a revision; approvals must carry
     # this evidence to count.
     require_immutable: bool = False
     require_digest: bool = False

@@ -26,10 +26,9 @@ class ContainerKind(StrEnum):
     INIT = "initContainer"
     SIDECAR = "sidecar"  # an init container with restartPolicy: Always: it runs alongside the app
     EPHEMERAL = "ephemeralContainer"
-    # Not containers, but images all the same (engine.images.model_artifacts): an `oci://` model
-    # reference (KServe modelcars) and a pod volume's `image.reference` (image volumes).
+    # Not a container, but an image all the same (engine.images.oci_models): an `oci://` model
+    # reference, which KServe runs as a modelcar.
     MODEL = "ociModel"
-    VOLUME = "imageVolume"
 
 
 @dataclass(frozen=True, slots=True)

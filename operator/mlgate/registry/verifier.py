@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from mlgate.engine.images import image_volumes, oci_models
+from mlgate.engine.images import oci_models
 from mlgate.engine.policy import CompiledPolicy, ImageFact, KeyRef, SignatureRule
 from mlgate.engine.references import InvalidReference, Reference, matches_any, parse
 from mlgate.engine.scope import governing
@@ -237,8 +237,7 @@ class Verifier:
         models = tuple(oci_models(workload))
         for n, pod in enumerate(workload.pods):
             secrets = _pull_secret_names(pod.spec)
-            extra = (*image_volumes(pod), *(models if n == 0 else ()))
-            for container in (*pod.containers, *extra):
+            for container in (*pod.containers, *(models if n == 0 else ())):
                 image = container.image
                 if image is None:
                     continue
