@@ -13,7 +13,16 @@ OCI_MODEL = "oci://"
 
 
 def _artifact(image: str, path: str, kind: ContainerKind) -> ContainerView:
-    return ContainerView(path, "", kind, image, path, {}, path, ())
+    return ContainerView(
+        path=path,
+        name="",
+        kind=kind,
+        image=image,
+        image_path=path,
+        resources={},
+        resources_path=path,
+        env=(),
+    )
 
 
 def oci_models(view: WorkloadView) -> Iterator[ContainerView]:
