@@ -261,6 +261,12 @@ def _version(args: argparse.Namespace) -> int:
 
 
 COMMANDS: dict[str, Command] = {
+    "approve-model": Command(
+        "vet a model file or directory (digest, unsafe-pickle scan, OMS signature) and write "
+        "its ApprovedModel: exit 0 approved, 1 refused, 2 bad input",
+        _lazy("mlgate.provenance.command", "configure_approve"),
+        _lazy("mlgate.provenance.command", "approve_main"),
+    ),
     "check": Command(
         "judge manifests offline: exit 0 compliant, 1 would be denied, 2 bad input",
         _configure_check,
@@ -285,6 +291,12 @@ COMMANDS: dict[str, Command] = {
         "1 not verified, 2 bad input",
         _lazy("mlgate.registry.command", "configure_verify_image"),
         _lazy("mlgate.registry.command", "verify_image_main"),
+    ),
+    "verify-model": Command(
+        "check a model's files against its approved digest (or OMS signature): exit 0 "
+        "verified, 1 not verified, 2 bad input",
+        _lazy("mlgate.provenance.command", "configure_verify"),
+        _lazy("mlgate.provenance.command", "verify_main"),
     ),
     "version": Command("print the version", lambda parser: None, _version),
 }

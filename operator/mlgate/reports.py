@@ -35,6 +35,8 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.MODELS_REFERENCE: "The workload must declare the model it serves or trains.",
     Rule.MODELS_INDIRECT_REFERENCE: "Model env must not come from envFrom or valueFrom.",
     Rule.MODELS_ENDPOINT: "Model clients must not be pointed at a server the policy disallows.",
+    Rule.MODELS_IMMUTABLE: "A model reference must pin one revision of the model's content.",
+    Rule.MODELS_VERIFIER: "A model downloaded into a pod must be verified before it is served.",
     Rule.GPU_MAX_PER_POD: "A pod must not request more GPUs than the per-pod limit.",
     Rule.GPU_MAX_PER_WORKLOAD: "A workload must not request more GPUs in total than its limit.",
     Rule.GPU_NAMESPACE_QUOTA: "A namespace must stay within its GPU quota.",

@@ -94,6 +94,7 @@ class RunOptions:
     insecure_registries: tuple[str, ...] = ()  # reached over plain HTTP
     registry_ca_file: str | None = None
     pull_secrets: tuple[tuple[str, str], ...] = ()  # (namespace, name) for every image
+    verifier_image: str | None = None  # runs `mlgate verify-model` in pods (models.verifyLoaded)
 
     @property
     def ca_bundle_configs(self) -> tuple[str, ...]:
@@ -243,6 +244,7 @@ def _admission(
             opts.scope_admin_groups,
             LEDGER_GPU_RULES,
             egress_managers=egress_managers,
+            verifier_image=opts.verifier_image,
         ),
         namespace_lookup=partial(_namespace_labels, client),
         object_lookup=partial(_object, client),
@@ -535,6 +537,11 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
         help="dockerconfigjson Secret with registry credentials for verifying every image, "
         "after the workload's imagePullSecrets (repeatable)",
     )
+    add(
+        "--verifier-image",
+        help="image (this mlgate's, pinned by digest) of the init container that verifies "
+        "models downloaded into pods (models.verifyLoaded)",
+    )
     add("--log-level", default="INFO")  # fmt: skip
 
 
@@ -577,6 +584,7 @@ def options(args: argparse.Namespace) -> RunOptions:
         insecure_registries=tuple(args.insecure_registry),
         registry_ca_file=args.registry_ca_file,
         pull_secrets=tuple(parse_pull_secret(s) for s in args.pull_secret),
+        verifier_image=args.verifier_image,
     )
 
 

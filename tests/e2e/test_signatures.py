@@ -317,3 +317,37 @@ def test_running_image_signed_by_a_removed_key_is_reported(
     apply(cp, policy_doc(signed_only, namespace, images={"signatures": signatures}))
     wait_policy(cp, signed_only)
     results_become(cp, namespace, [("Deployment/running", signed_only, "images.signature", "fail")])
+
+
+def test_oci_models_are_signed_images_that_must_come_pinned(
+    control_plane: Cluster,
+    lab: tuple[Tools, DistributionRegistry],
+    key: CosignKey,
+    signed_only: str,
+    namespace: str,
+) -> None:
+    """KServe `oci://` storage URIs (modelcars) fall under the image signature rules."""
+    tools, registry = lab
+    server = tools.push(registry, "ml/kserve-server")
+    tools.sign(registry, server, key)
+    model = tools.push(registry, "ml/fraud-model")
+    tools.sign(registry, model, key)
+    unsigned = tools.push(registry, "ml/unsigned-model")
+
+    def isvc(name: str, uri: str) -> dict[str, Any]:
+        doc = workload("InferenceService", name, namespace, server.by_digest)
+        # A custom predictor (one naming a model format needs a ServingRuntime): KServe's
+        # storage initializer fetches its component-level storageUri the same way.
+        doc["spec"]["predictor"]["storageUri"] = uri
+        return doc
+
+    out = apply(control_plane, isvc("pinned-model", f"oci://{model.by_digest}"))
+    assert out.returncode == 0, out.stderr
+    out = apply(control_plane, isvc("tagged-model", f"oci://{model.by_tag}"))
+    assert out.returncode != 0
+    assert "images.digest" in out.stderr and "spec.predictor.storageUri" in out.stderr
+    assert f"(it resolves to {model.digest} now)" in out.stderr, out.stderr
+    out = apply(control_plane, isvc("unsigned-model", f"oci://{unsigned.by_digest}"))
+    assert out.returncode != 0
+    assert "images.signature" in out.stderr, out.stderr
+    assert f"no cosign signature found for {unsigned.by_digest}" in out.stderr, out.stderr

@@ -606,7 +606,12 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli(capsys, "--version") == Run(0, f"mlgate {__version__}\n", "")
 
 
-REQUIRED_ARGS: dict[str, tuple[str, ...]] = {"check": ("a.yaml",), "crds": ("--output-dir", "d")}
+REQUIRED_ARGS: dict[str, tuple[str, ...]] = {
+    "check": ("a.yaml",),
+    "crds": ("--output-dir", "d"),
+    "approve-model": ("model", "--version", "1"),
+    "verify-model": ("model",),
+}
 
 
 @pytest.mark.parametrize("name", sorted(cli.COMMANDS))

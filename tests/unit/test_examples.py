@@ -86,7 +86,7 @@ def test_the_console_script_judges_the_example_directories() -> None:
     summary = run.json["summary"]
     assert summary["skipped"] == 0
     assert summary["policies"] == ["ml-prod/ml-prod-serving", "production-ml", "registry-migration"]
-    assert summary["approvedModels"] == 5
+    assert summary["approvedModels"] == 6
 
 
 @pytest.mark.parametrize("examples", [COMPLIANT, NONCOMPLIANT], ids=["compliant", "noncompliant"])

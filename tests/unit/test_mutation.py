@@ -125,8 +125,11 @@ def _parent(doc: Any, pointer: str) -> tuple[Any, str | int]:
     for token in walk:
         node = node[int(token)] if isinstance(node, list) else node[token]
     key: str | int = int(last) if isinstance(node, list) else last
-    assert key in node if isinstance(node, dict) else int(key) < len(node), pointer
     return node, key
+
+
+def _exists(node: Any, key: str | int) -> bool:
+    return key in node if isinstance(node, dict) else int(key) < len(node)
 
 
 def apply_patch(doc: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
@@ -134,8 +137,11 @@ def apply_patch(doc: dict[str, Any], answer: dict[str, Any]) -> dict[str, Any]:
     result = copy.deepcopy(doc)
     for op in json.loads(base64.b64decode(answer["patch"])):
         node, key = _parent(result, op["path"])
+        assert op["op"] == "add" or _exists(node, key), op  # RFC 6902: test/replace need it
         if op["op"] == "test":
             assert node[key] == op["value"], op
+        elif op["op"] == "add" and isinstance(node, dict):
+            node[key] = op["value"]
         else:
             assert op["op"] == "replace", op
             node[key] = op["value"]
@@ -148,6 +154,7 @@ def mutate(webhook: Webhook, obj: dict[str, Any], **kwargs: Any) -> dict[str, An
 
 def image_at(obj: dict[str, Any], pointer: str) -> Any:
     node, key = _parent(obj, pointer)
+    assert _exists(node, key), pointer
     return node[key]
 
 

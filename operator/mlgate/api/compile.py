@@ -23,6 +23,7 @@ from mlgate.engine import policy as engine
 from mlgate.engine.decisions import Mode
 from mlgate.engine.dra import device_resource
 from mlgate.engine.references import compile_pattern
+from mlgate.provenance.dsse import InvalidBundle, signed_subject
 
 
 class InvalidResource(ValueError):
@@ -133,11 +134,53 @@ def _models(models: api.Models | None) -> engine.ModelRules | None:
     return engine.ModelRules(
         require_approved=models.require_approved,
         require_reference=models.require_reference,
+        require_immutable=models.require_immutable,
+        require_digest=models.require_digest,
+        require_scan=models.require_scan,
+        require_signature=_signature_requirement(models.require_signature),
+        verify_loaded=(
+            tuple((d.init_container, d.path) for d in models.verify_loaded.downloaders)
+            if models.verify_loaded is not None
+            else None
+        ),
         annotations=tuple(models.sources.annotations),
         env=tuple(models.sources.env),
         allow_indirect_references=models.allow_indirect_references,
         allowed_endpoints=frozenset(e.strip().rstrip("/") for e in models.allowed_endpoints),
     )
+
+
+def _signature_requirement(
+    wanted: api.ModelSignatureRequirement | None,
+) -> engine.SignatureRequirement | None:
+    if wanted is None:
+        return None
+    return engine.SignatureRequirement(
+        key_ids=frozenset(key_id(k.public_key) for k in wanted.keys if k.public_key),
+        identities=tuple((i.identity, i.issuer) for i in wanted.identities),
+    )
+
+
+def _signer(spec: api.ApprovedModelSpec) -> tuple[engine.Signer | None, str | None]:
+    """The approval's signer, and why a recorded one does not count. A key signature counts only
+    if its stored bundle verifies with its stored key over the approval's digest."""
+    signature = spec.signature
+    if signature is None:
+        return None, None
+    if signature.method is not api.SignerMethod.KEY:
+        method = signature.method.value
+        return engine.Signer(method, identity=signature.signer, issuer=signature.issuer), None
+    if signature.bundle is None or signature.public_key is None:
+        return None, "a key signature needs its bundle and publicKey (mlgate approve-model)"
+    if key_id(signature.public_key) != signature.signer:
+        return None, "publicKey is not the key named as signer"
+    try:
+        subject = signed_subject(signature.bundle, signature.public_key)
+    except InvalidBundle as exc:
+        return None, str(exc)
+    if subject != spec.digest:
+        return None, f"the bundle signs {subject}, not the approval's digest {spec.digest}"
+    return engine.Signer("key", key_id=signature.signer), None
 
 
 def _egress(egress: api.Egress | None) -> engine.EgressRules | None:
@@ -203,12 +246,16 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
 
 def compile_approval(resource: api.ApprovedModel) -> engine.Approval:
     spec = resource.spec
+    signer, problem = _signer(spec)
     return engine.Approval(
         name=resource.metadata.name,
         model=spec.model,
         version=spec.version,
         uris=frozenset(u.rstrip("/") for u in spec.uris),
         digest=spec.digest,
+        scan_result=spec.scan.result.value if spec.scan else None,
+        signer=signer,
+        signature_problem=problem,
         expires=spec.expires,
         revoked=spec.revoked,
         namespaces=name_globs(spec.namespaces),

@@ -188,6 +188,46 @@ class ModelSources(Spec):
     )
 
 
+class SignerIdentity(Spec):
+    identity: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Certificate identity (SAN email or URI) of the signer."
+    )
+    issuer: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None, description="OIDC issuer of a sigstore signer; unset: any."
+    )
+
+
+class ModelSignatureRequirement(Spec):
+    keys: list[PublicKey] = Field(
+        [], description="Public keys (inline PEM) whose OMS signature counts."
+    )
+    identities: list[SignerIdentity] = Field(
+        [], description="Certificate or sigstore identities whose OMS signature counts."
+    )
+
+    @field_validator("keys")
+    @classmethod
+    def _inline(cls, keys: list[PublicKey]) -> list[PublicKey]:
+        if any(k.public_key is None for k in keys):
+            raise ValueError("model signature keys must be inline (publicKey), not secretRef")
+        return keys
+
+
+class Downloader(Spec):
+    init_container: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)]
+    path: Annotated[str, Field(pattern=r"^/\S*$", max_length=1024)] = Field(
+        description="Where it writes the model (what the verifier checks)."
+    )
+
+
+class VerifyLoaded(Spec):
+    downloaders: list[Downloader] = Field(
+        [],
+        description="Init containers that download the model, besides KServe's "
+        "storage-initializer (always recognised).",
+    )
+
+
 class Models(Spec):
     require_approved: StrictBool = Field(
         True, description="Every model reference must be approved."
@@ -204,6 +244,27 @@ class Models(Spec):
         [],
         description="Values endpoint variables (HF_ENDPOINT, AWS_ENDPOINT_URL, ...) may take; "
         "compared literally, ignoring a trailing slash.",
+    )
+    require_immutable: StrictBool = Field(
+        False,
+        description="References must pin a revision (hf @commit, S3 versionId, GCS "
+        "#generation, oci @sha256).",
+    )
+    require_digest: StrictBool = Field(
+        False, description="Approvals count only with a content digest (OMS manifest)."
+    )
+    require_scan: StrictBool = Field(
+        False, description="Approvals count only with a clean unsafe-serialisation scan."
+    )
+    require_signature: ModelSignatureRequirement | None = Field(
+        None,
+        description="Approvals count only with a verified OMS signature by these keys or "
+        "identities ({}: any verified signer).",
+    )
+    verify_loaded: VerifyLoaded | None = Field(
+        None,
+        description="Enforce only: inject `mlgate verify-model` after each download into a pod "
+        "and check the files against the approved digest before the server starts.",
     )
     sources: ModelSources = Field(default_factory=ModelSources)
 
@@ -283,11 +344,64 @@ class PolicySpec(Spec):
     gpu: Gpu | None = None
 
 
+class ScanResult(StrEnum):
+    CLEAN = "clean"
+    SUSPICIOUS = "suspicious"
+    DANGEROUS = "dangerous"
+    ERROR = "error"
+
+
+class ModelScan(Spec):
+    """The unsafe-serialisation scan `mlgate approve-model` ran."""
+
+    scanner: Annotated[str, Field(min_length=1, max_length=63)]
+    version: Annotated[str, Field(min_length=1, max_length=63)]
+    result: ScanResult
+    findings: list[Annotated[str, Field(max_length=1024)]] = Field(
+        [], max_length=100, description="What the scanner found (first 100)."
+    )
+    allowed_unsafe_reason: Annotated[str, Field(min_length=1, max_length=1024)] | None = Field(
+        None, description="Why an unsafe model was approved anyway (--allow-unsafe --reason)."
+    )
+
+
+class SignerMethod(StrEnum):
+    KEY = "key"
+    CERTIFICATE = "certificate"
+    SIGSTORE = "sigstore"
+
+
+class ModelSignature(Spec):
+    """The OMS signature `mlgate approve-model` verified over the same files as `digest`."""
+
+    method: SignerMethod
+    signer: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Key id (sha256:<hex of the DER public key>) or certificate identity."
+    )
+    issuer: Annotated[str, Field(max_length=1024)] | None = None
+    public_key: Annotated[str, Field(pattern=PEM_PUBLIC_KEY, max_length=16384)] | None = Field(
+        None, description="method key: the signer's public key (PEM)."
+    )
+    bundle: Annotated[str, Field(max_length=1048576)] | None = Field(
+        None,
+        description="method key: the OMS signature (sigstore bundle JSON). mlgate re-verifies "
+        "it with publicKey against digest; without it a key signer does not count.",
+    )
+
+
 class ApprovedModelSpec(Spec):
     model: Annotated[str, Field(min_length=1, max_length=253)]
     version: Annotated[str, Field(min_length=1, max_length=128)]
-    uris: list[Annotated[str, Field(pattern=MODEL_URI, max_length=2048)]] = []
-    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = None
+    uris: list[Annotated[str, Field(pattern=MODEL_URI, max_length=2048)]] = Field(
+        [],
+        description="Where the model may be loaded from; a revision-pinned URI (hf @commit, "
+        "?versionId=, #generation, @sha256:) approves that revision only.",
+    )
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None = Field(
+        None, description="OMS manifest digest of the files (the signature subject)."
+    )
+    scan: ModelScan | None = None
+    signature: ModelSignature | None = None
     approved_by: Annotated[str, Field(max_length=253)] | None = None
     expires: datetime | None = Field(None, description="After this time the approval is void.")
     revoked: StrictBool = False

@@ -120,9 +120,15 @@ class PolicyState:
         except InvalidResource as exc:
             return self._keep_last_good(key, body, str(exc))
         self._install(key, generation, item)
+        note = ""
+        if isinstance(item, Approval) and item.signature_problem:  # shown in the Ready condition
+            note = f"; its recorded signature does not count: {item.signature_problem}"
         spec = body.get("spec")
         return CompileResult(
-            True, "compiled and in force", generation, spec if isinstance(spec, Mapping) else None
+            True,
+            f"compiled and in force{note}",
+            generation,
+            spec if isinstance(spec, Mapping) else None,
         )
 
     def _keep_last_good(self, key: str, body: Mapping[str, Any], error: str) -> CompileResult:

@@ -25,6 +25,8 @@ class Rule(StrEnum):
     MODELS_REFERENCE = "models.reference"
     MODELS_INDIRECT_REFERENCE = "models.indirectReference"
     MODELS_ENDPOINT = "models.endpoint"
+    MODELS_IMMUTABLE = "models.immutable"
+    MODELS_VERIFIER = "models.verifier"
     GPU_MAX_PER_POD = "gpu.maxPerPod"
     GPU_MAX_PER_WORKLOAD = "gpu.maxPerWorkload"
     GPU_NAMESPACE_QUOTA = "gpu.namespaceQuota"
@@ -51,6 +53,8 @@ ATLAS: dict[Rule, tuple[str, ...]] = {
     Rule.MODELS_REFERENCE: ("AML.T0010.003", "AML.T0058"),
     Rule.MODELS_INDIRECT_REFERENCE: ("AML.T0010.003", "AML.T0058"),
     Rule.MODELS_ENDPOINT: ("AML.T0010.003", "AML.T0058"),
+    Rule.MODELS_IMMUTABLE: ("AML.T0010.003", "AML.T0058", "AML.T0018"),
+    Rule.MODELS_VERIFIER: ("AML.T0010.003", "AML.T0058", "AML.T0018"),
     Rule.GPU_MAX_PER_POD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_MAX_PER_WORKLOAD: ("AML.T0029", "AML.T0034"),
     Rule.GPU_NAMESPACE_QUOTA: ("AML.T0029", "AML.T0034"),

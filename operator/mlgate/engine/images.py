@@ -7,7 +7,31 @@ from collections.abc import Iterator, Mapping
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import ImageFact, ImageRules, SignatureRule
 from mlgate.engine.references import InvalidReference, Reference, matches_any, parse
-from mlgate.engine.workloads import ContainerView, WorkloadView
+from mlgate.engine.workloads import ContainerKind, ContainerView, WorkloadView
+
+OCI_MODEL = "oci://"
+
+
+def _artifact(image: str, path: str, kind: ContainerKind) -> ContainerView:
+    return ContainerView(
+        path=path,
+        name="",
+        kind=kind,
+        image=image,
+        image_path=path,
+        resources={},
+        resources_path=path,
+        env=(),
+    )
+
+
+def oci_models(view: WorkloadView) -> Iterator[ContainerView]:
+    """`oci://` model references of the kind's own fields (KServe runs them as modelcars): OCI
+    model artifacts are judged by the image rules like any image."""
+    for ref in view.model_refs:
+        value = ref.value.strip()
+        if value.startswith(OCI_MODEL):
+            yield _artifact(value[len(OCI_MODEL) :], ref.path, ContainerKind.MODEL)
 
 
 def images_of(view: WorkloadView) -> Iterator[ContainerView]:
@@ -15,6 +39,7 @@ def images_of(view: WorkloadView) -> Iterator[ContainerView]:
         for container in pod.containers:
             if container.image is not None:
                 yield container
+    yield from oci_models(view)
 
 
 def _registry(rules: ImageRules, ref: Reference, c: ContainerView) -> Iterator[Finding]:
@@ -74,10 +99,21 @@ def _unpinnable_tag(
     rules: ImageRules, ref: Reference, c: ContainerView, fact: ImageFact | None
 ) -> Iterator[Finding]:
     """Without digest mutation a verified tag could be moved to another image after admission,
-    so signatures hold only for images already pinned by digest."""
-    if rules.mutate_digest or rules.require_digest or ref.digest is not None:
+    so signatures hold only for images already pinned by digest. `oci://` model references are
+    never rewritten (their approvals name revisions), so they must come pinned."""
+    model = c.kind is ContainerKind.MODEL
+    if (rules.mutate_digest and not model) or rules.require_digest or ref.digest is not None:
         return  # pinned at admission, or already reported by the digest rule
     resolved = f" (it resolves to {fact.digest} now)" if fact and fact.digest else ""
+    if model:
+        yield Finding(
+            Rule.IMAGES_DIGEST,
+            c.image_path,
+            f"OCI model {OCI_MODEL}{c.image} is referenced by tag only, so the tag could be "
+            "moved to an unsigned artifact after admission; reference it by digest as "
+            f"{OCI_MODEL}{ref.repository}@sha256:<digest>{resolved}",
+        )
+        return
     yield Finding(
         Rule.IMAGES_DIGEST,
         c.image_path,

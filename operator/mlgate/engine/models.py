@@ -11,6 +11,7 @@ from enum import Enum
 from mlgate.engine import model_env, servers
 from mlgate.engine.commandline import container_env
 from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.model_provenance import covers, immutability_problem, missing_evidence
 from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.workloads import ContainerView, PodView, WorkloadView, metadata_path
@@ -121,7 +122,7 @@ def _location(ref: ModelRef) -> Source:
 
 def _matches(approval: Approval, wanted: Wanted) -> bool:
     if wanted.uri is not None:
-        return wanted.uri in approval.uris
+        return any(covers(uri, wanted.uri) for uri in approval.uris)
     return approval.model == wanted.name and approval.version == wanted.version
 
 
@@ -135,11 +136,42 @@ def _why_void(approval: Approval, namespace: str, now: datetime) -> str | None:
     return None
 
 
+def _why_insufficient(
+    approval: Approval, rules: ModelRules, namespace: str, now: datetime
+) -> str | None:
+    void = _why_void(approval, namespace, now)
+    if void is not None:
+        return void
+    missing = missing_evidence(approval, rules)
+    if missing:
+        return f"approval {approval.name} lacks {', '.join(missing)}"
+    return None
+
+
+def counting_approvals(
+    uri: str, approvals: tuple[Approval, ...], rules: ModelRules, namespace: str, now: datetime
+) -> list[Approval]:
+    """The approvals that approve the model URI `uri` under `rules` (in force, with the
+    evidence the rules demand)."""
+    wanted = normalise(uri)
+    if wanted is None:
+        return []
+    return [
+        a
+        for a in approvals
+        if _matches(a, wanted) and _why_insufficient(a, rules, namespace, now) is None
+    ]
+
+
 def _approval_problem(
-    wanted: Wanted, approvals: tuple[Approval, ...], namespace: str, now: datetime
+    wanted: Wanted,
+    approvals: tuple[Approval, ...],
+    rules: ModelRules,
+    namespace: str,
+    now: datetime,
 ) -> str | None:
     candidates = [a for a in approvals if _matches(a, wanted)]
-    reasons = [_why_void(a, namespace, now) for a in candidates]
+    reasons = [_why_insufficient(a, rules, namespace, now) for a in candidates]
     if any(r is None for r in reasons):
         return None
     if reasons:
@@ -161,7 +193,13 @@ def _unrecognised(value: str, source: Source) -> str:
 
 
 def _judge(
-    ref: ModelRef, source: Source, approvals: tuple[Approval, ...], namespace: str, now: datetime
+    ref: ModelRef,
+    source: Source,
+    approvals: tuple[Approval, ...],
+    rules: ModelRules,
+    *,
+    namespace: str,
+    now: datetime,
 ) -> Finding | None:
     if source is Source.INDIRECT:
         return None  # model_env reports it, or the policy accepts indirect references
@@ -178,7 +216,7 @@ def _judge(
     )
     if wanted is None:
         return Finding(Rule.MODELS_APPROVAL, ref.path, _unrecognised(ref.value, source))
-    problem = _approval_problem(wanted, approvals, namespace, now)
+    problem = _approval_problem(wanted, approvals, rules, namespace, now)
     if problem is None:
         return None
     return Finding(
@@ -204,10 +242,21 @@ def check(
                 "=<name>@<version> or a model URI",
             )
         )
+    if rules.require_immutable:
+        findings.extend(_mutable(refs))
     if rules.require_approved:
         for ref, source in refs:
-            finding = _judge(ref, source, approvals, view.namespace, now)
+            finding = _judge(ref, source, approvals, rules, namespace=view.namespace, now=now)
             if finding is not None:
                 findings.append(finding)
         findings += model_env.check(rules, view)
     return findings
+
+
+def _mutable(refs: list[tuple[ModelRef, Source]]) -> Iterator[Finding]:
+    """References whose content can change behind them (models.requireImmutable)."""
+    for ref, source in refs:
+        wanted = normalise(ref.value, hf_id=source is Source.HF_LOCATION)
+        problem = immutability_problem(wanted.uri) if wanted and wanted.uri else None
+        if problem is not None:
+            yield Finding(Rule.MODELS_IMMUTABLE, ref.path, problem)

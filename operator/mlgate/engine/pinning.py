@@ -32,7 +32,7 @@ from mlgate.engine.images import images_of, signature_entries, signature_finding
 from mlgate.engine.policy import CompiledPolicy, Facts, ImageRules
 from mlgate.engine.references import InvalidReference, Reference, parse
 from mlgate.engine.scope import governing
-from mlgate.engine.workloads import ContainerView, WorkloadView
+from mlgate.engine.workloads import ContainerKind, ContainerView, WorkloadView
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +57,8 @@ def pinning_rules(policy: CompiledPolicy) -> ImageRules | None:
 
 
 def _tag_only(c: ContainerView) -> Reference | None:
+    if c.kind is ContainerKind.MODEL:
+        return None  # never rewritten: its approval names a revision (engine.images)
     try:
         ref = parse(c.image or "")
     except InvalidReference:

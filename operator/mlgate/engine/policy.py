@@ -83,9 +83,26 @@ class ImageRules:
 
 
 @dataclass(frozen=True, slots=True)
+class SignatureRequirement:
+    """Whose OMS signature an approval must record; both empty: any verified signer."""
+
+    key_ids: frozenset[str] = frozenset()
+    identities: tuple[tuple[str, str | None], ...] = ()  # (identity, OIDC issuer or None)
+
+
+@dataclass(frozen=True, slots=True)
 class ModelRules:
     require_approved: bool = True
     require_reference: bool = False
+    # Provenance (engine.model_provenance): references must pin a revision; approvals must carry
+    # this evidence to count.
+    require_immutable: bool = False
+    require_digest: bool = False
+    require_scan: bool = False
+    require_signature: SignatureRequirement | None = None
+    # None: downloads are not verified in the pod; else the (init container, model path)
+    # downloads the policy names besides KServe's storage-initializer (engine.modelverify).
+    verify_loaded: tuple[tuple[str, str], ...] | None = None
     annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
     env: tuple[str, ...] = ("MODEL_URI", "MODEL_ID", "HF_MODEL_ID", "STORAGE_URI")
     # Accept model env and endpoint variables mlgate cannot read (envFrom, valueFrom).
@@ -138,12 +155,29 @@ class CompiledPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class Signer:
+    """Who signed an approved model, as `mlgate approve-model` verified and recorded it."""
+
+    method: str  # key | certificate | sigstore
+    key_id: str | None = None
+    identity: str | None = None
+    issuer: str | None = None
+
+    def describe(self) -> str:
+        who = self.key_id or self.identity or "unknown"
+        return f"{self.method} {who}" + (f" from {self.issuer}" if self.issuer else "")
+
+
+@dataclass(frozen=True, slots=True)
 class Approval:
     name: str
     model: str
     version: str
     uris: frozenset[str]  # normalised: no trailing slash
     digest: str | None = None
+    scan_result: str | None = None  # clean | suspicious | dangerous | error, as recorded
+    signer: Signer | None = None
+    signature_problem: str | None = None  # why a recorded signature was not accepted
     expires: datetime | None = None
     revoked: bool = False
     namespaces: tuple[re.Pattern[str], ...] = ()  # globs; empty: every namespace

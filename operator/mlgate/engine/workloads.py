@@ -35,6 +35,9 @@ class ContainerKind(StrEnum):
     # An OCI image volume (`volumes[].image.reference`): an image like any other, never run, so
     # it carries no resources or env and is judged only by the image rules.
     IMAGE_VOLUME = "imageVolume"
+    # Not a container, but an image all the same (engine.images.oci_models): an `oci://` model
+    # reference, which KServe runs as a modelcar.
+    MODEL = "ociModel"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from mlgate.engine.images import oci_models
 from mlgate.engine.policy import CompiledPolicy, ImageFact, KeyRef, SignatureRule
 from mlgate.engine.references import InvalidReference, Reference, matches_any, parse
 from mlgate.engine.scope import governing
@@ -231,9 +232,12 @@ class Verifier:
         if not rules:
             return {}
         needs: dict[str, _Need] = {}
-        for pod in workload.pods:
+        # `oci://` models are pulled as modelcars, with the pods' secrets: the first pod's stand
+        # for these workload-level references.
+        models = tuple(oci_models(workload))
+        for n, pod in enumerate(workload.pods):
             secrets = _pull_secret_names(pod.spec)
-            for container in pod.containers:
+            for container in (*pod.containers, *(models if n == 0 else ())):
                 image = container.image
                 if image is None:
                     continue

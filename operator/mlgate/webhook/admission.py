@@ -27,6 +27,7 @@ from mlgate.engine.evaluate import (
     evaluate_unsupported,
     evaluate_view,
 )
+from mlgate.engine.modelverify import unverified
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
 from mlgate.engine.runtimes import RuntimeCatalog
@@ -90,6 +91,8 @@ class Config:
     # Who may edit or delete NetworkPolicy mlgate-egress, and write status.lastGood of policies:
     # mlgate itself (its ServiceAccount, and whatever identity `mlgate run` found it runs as).
     egress_managers: frozenset[str] = frozenset({"system:serviceaccount:mlgate-system:mlgate"})
+    # The image of the init container that verifies downloaded models (engine.modelverify).
+    verifier_image: str | None = None
 
     def manages_egress(self, username: str) -> bool:
         return (
@@ -279,7 +282,8 @@ class Admission:
     def _unpinned(
         self, req: Request, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts
     ) -> list[Violation]:
-        """Verified tags the mutating webhook, which ran just before, should have pinned."""
+        """What the mutating webhook, which ran just before, should have done: pin verified tags
+        and insert model verifiers."""
         if req.sub_resource not in PINNED_SUBRESOURCES:
             return []  # a Scale carries no images; the parent's were judged when they came in
         before = (
@@ -288,7 +292,11 @@ class Admission:
             else None
         )
         old = before if isinstance(before, WorkloadView) else None
-        return unpinned(policies, item, facts, old)
+        image = self.config.verifier_image
+        return [
+            *unpinned(policies, item, facts, old),
+            *unverified(policies, item, facts, image, old),
+        ]
 
     async def _awaiting_egress(
         self, policies: tuple[CompiledPolicy, ...], item: WorkloadView, facts: Facts

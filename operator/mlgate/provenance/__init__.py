@@ -1,0 +1,1 @@
+"""Model provenance adapters: content digests, unsafe-serialisation scans and OMS signatures."""
