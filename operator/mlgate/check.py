@@ -22,12 +22,13 @@ from mlgate.api.compile import (
     compile_policy,
     parse_resource,
 )
-from mlgate.engine import egress
+from mlgate.engine import egress, exposure
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
 from mlgate.engine.workloads import WorkloadView, lookup, view
+from mlgate.engine import related
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -149,6 +150,9 @@ class Resources:
     defined: dict[tuple[str, str, str], _Defined] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     read: set[DocRef] = field(default_factory=set)  # so the second pass can tell what it missed
+    # Objects the llm rules read as facts (guardrails, Services, routes, LLM workloads), as the
+    # webhook gathers them from the cluster.
+    related: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, doc: Document) -> None:
         self.read.add(doc.ref)
@@ -185,7 +189,9 @@ class Resources:
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
-        return Facts(now=now, approvals=tuple(self.approvals.values()))
+        return Facts(
+            now=now, approvals=tuple(self.approvals.values()), related=tuple(self.related)
+        )
 
 
 def _may_be_mlgate(text: str) -> bool:
@@ -202,10 +208,16 @@ def collect_resources(
         for doc in documents(source):
             _collect(found, _only_mlgate(doc), namespace)
     for source in manifest_sources:
-        for doc in documents(source, _may_be_mlgate):
+        for doc in documents(source, _may_be_interesting):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
+            elif related.is_related(doc.obj):
+                found.related.append(_with_namespace(doc.obj, namespace))
     return found
+
+
+def _may_be_interesting(text: str) -> bool:
+    return _may_be_mlgate(text) or related.may_be_related(text)
 
 
 def _only_mlgate(doc: Document | InputError) -> Document | InputError:
@@ -252,7 +264,9 @@ def judge(
         namespace=_meta(obj, "namespace"),
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
-        supported=lookup(api_version, kind) is not None or egress.is_network_policy(obj),
+        supported=lookup(api_version, kind) is not None
+        or egress.is_network_policy(obj)
+        or (exposure.is_exposure(obj) and bool(decision.matched_policies)),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mlgate.engine import egress, gpu, images, models, side_doors
+from mlgate.engine import egress, exposure, gpu, images, llm_policy, models, side_doors
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.policy import CompiledPolicy, Facts
 from mlgate.engine.scope import governing, namespace_in_scope
@@ -157,15 +157,33 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
+def with_llm(
+    decision: Decision, policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
+) -> Decision:
+    """`decision` with the llm rules' verdict on `obj` added (engine.llm_policy)."""
+    if str(_meta(obj).get("namespace") or "") in ALWAYS_EXEMPT:
+        return decision
+    check = llm_policy.exposure_violations if exposure.is_exposure(obj) else (
+        llm_policy.workload_violations
+    )
+    violations, judged = check(policies, obj, facts)
+    if not judged:
+        return decision
+    matched = tuple(dict.fromkeys((*decision.matched_policies, *judged)))
+    return decide([*decision.violations, *violations], matched, decision.notes)
+
+
 def evaluate(
     policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
     """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
+    if exposure.is_exposure(obj):
+        return with_llm(Decision(True), policies, obj, facts)
     item = view(obj)
     if isinstance(item, Unsupported):
         if item.namespace in ALWAYS_EXEMPT:
             return Decision(True)
-        return _unsupported(policies, item, obj, facts)
-    return evaluate_view(policies, item, facts)
+        return with_llm(_unsupported(policies, item, obj, facts), policies, obj, facts)
+    return with_llm(evaluate_view(policies, item, facts), policies, obj, facts)

@@ -115,6 +115,13 @@ def _approval_problem(
     return "no ApprovedModel matches it"
 
 
+def approval_problem(
+    wanted: Wanted, approvals: tuple[Approval, ...], namespace: str, now: datetime
+) -> str | None:
+    """Why no approval covers `wanted` in `namespace` at `now`; None when one does."""
+    return _approval_problem(wanted, approvals, namespace, now)
+
+
 def _unrecognised(value: str, source: Source) -> str:
     if source is Source.ANNOTATION:
         return (

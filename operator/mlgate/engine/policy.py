@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 from mlgate.engine.decisions import Mode
 
@@ -112,6 +113,40 @@ class GpuRules:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardrailContract:
+    """A guardrail kind the policy accepts: objects of `api_version`/`kind` whose labels match
+    `selector` guard the LLM that the string at `target_field` (dotted path) names, by name,
+    Service name, host name or URL."""
+
+    api_version: str
+    kind: str
+    target_field: str
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRules:
+    # Built-in guardrail kinds accepted: GuardrailsOrchestrator, NemoGuardrail,
+    # ClusterGuardrailPolicy (engine.guardrails.BUILT_IN).
+    accept: frozenset[str] = frozenset()
+    contracts: tuple[GuardrailContract, ...] = ()
+    # Workloads with these labels are guardrail detectors (e.g. Llama Guard), not guarded LLMs.
+    detector_selector: LabelSelector | None = None
+    # ApprovedModel names (globs) a guardrail's own model must be approved as; empty: any.
+    guardrail_models: tuple[re.Pattern[str], ...] = ()
+    model_annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRules:
+    # Extra LLM servers: (name, image globs, commands), as engine.llm.LlmServer.
+    servers: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    require_guardrail: GuardrailRules | None = None
+    no_direct_exposure: bool = False
+    require_rate_limit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     name: str  # "ClusterMLPolicy/<name>" or "MLPolicy/<namespace>/<name>"
     mode: Mode
@@ -120,6 +155,7 @@ class CompiledPolicy:
     models: ModelRules | None = None
     egress: EgressRules | None = None
     gpu: GpuRules | None = None
+    llm: LlmRules | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,3 +189,7 @@ class Facts:
     gpu_usage: int | None = None
     # None: signatures were not verified (offline check); rules report them as unverified.
     images: Mapping[str, ImageFact] | None = None
+    # Objects around the workload that guardrail and exposure rules read: guardrails, Services,
+    # routes, gateways, rate-limit policies and LLM workloads of its namespace, and the
+    # cluster-scoped guardrail policies. None: not gathered (no policy has llm rules).
+    related: tuple[Mapping[str, Any], ...] | None = None

@@ -1,0 +1,157 @@
+"""llm.noDirectExposure: nothing outside the cluster reaches an LLM's pods around its guardrail.
+
+Exposure objects are a Service of type LoadBalancer or NodePort (or with externalIPs), an
+Ingress, a Gateway API route and an OpenShift Route. Judged both ways, so creation order cannot
+step around the rule: an exposure object is refused when it reaches an LLM of its namespace, and
+an LLM is refused while an exposure object already reaches it. A Gateway API route through a
+Gateway (or itself) that a gateway guardrail policy targets passes the guardrail, so it is not
+direct; the guardrail's own Services and routes reach the guardrail, not the LLM's pods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from mlgate.engine import reach
+from mlgate.engine.decisions import Finding, Rule
+from mlgate.engine.guardrails import BUILT_IN, GATEWAY_POLICY, target_refs
+from mlgate.engine.llm import LlmTarget, group_of
+
+_EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _list(value: Any) -> Sequence[Any]:
+    return value if isinstance(value, list) else ()
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def is_exposure(obj: Mapping[str, Any]) -> bool:
+    group, kind = group_of(_str(obj.get("apiVersion"))), obj.get("kind")
+    return (
+        (group, kind) in {("", "Service"), ("networking.k8s.io", "Ingress")}
+        or (group == reach.OPENSHIFT_ROUTE_GROUP and kind == "Route")
+        or reach.is_gateway_route(obj)
+    )
+
+
+def _service_paths(service: Mapping[str, Any]) -> Iterator[str]:
+    spec = _map(service.get("spec"))
+    if spec.get("type") in _EXTERNAL_TYPES:
+        yield "spec.type"
+    if _list(spec.get("externalIPs")):
+        yield "spec.externalIPs"
+
+
+def _ingress_backends(ingress: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    """(path, Service name) of every backend of an Ingress, networking/v1 and the older form."""
+    spec = _map(ingress.get("spec"))
+    backends = [("spec.defaultBackend", spec.get("defaultBackend")), ("spec.backend", spec.get("backend"))]
+    for i, rule in enumerate(_list(spec.get("rules"))):
+        for j, path in enumerate(_list(_map(_map(rule).get("http")).get("paths"))):
+            backends.append((f"spec.rules[{i}].http.paths[{j}].backend", _map(path).get("backend")))
+    for path, backend in backends:
+        backend = _map(backend)
+        name = _str(_map(backend.get("service")).get("name")) or _str(backend.get("serviceName"))
+        if name:
+            yield path, name
+
+
+def _route_backends(route: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
+    spec = _map(route.get("spec"))
+    to = _map(spec.get("to"))
+    if (_str(to.get("kind")) or "Service") == "Service" and _str(to.get("name")):
+        yield "spec.to", _str(to.get("name"))
+    for i, alt in enumerate(_list(spec.get("alternateBackends"))):
+        if (_str(_map(alt).get("kind")) or "Service") == "Service":
+            yield f"spec.alternateBackends[{i}]", _str(_map(alt).get("name"))
+
+
+def gateway_guarded(route: Mapping[str, Any], related: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether every Gateway the route attaches to (or the route itself) is targeted by a gateway
+    guardrail policy: then its traffic passes the guardrail."""
+    policies = [
+        o for o in related
+        if (group_of(_str(o.get("apiVersion"))), o.get("kind")) in BUILT_IN[GATEWAY_POLICY]
+    ]  # fmt: skip
+    refs = {ref for p in policies for ref in target_refs(p)}
+    own = (route.get("kind"), reach.namespace_of(route), reach.name_of(route))
+    if own in refs:
+        return True
+    parents = list(reach.route_parents(route))
+    return bool(parents) and all(p in refs for p in parents)
+
+
+def reaches(
+    obj: Mapping[str, Any], target: LlmTarget, related: Sequence[Mapping[str, Any]]
+) -> Iterator[str]:
+    """Field paths at which the exposure object `obj` reaches the LLM's pods directly."""
+    namespace = reach.namespace_of(obj)
+    kind = obj.get("kind")
+    if kind == "Service" and group_of(_str(obj.get("apiVersion"))) == "":
+        if reach.service_reaches(obj, target):
+            yield from _service_paths(obj)
+    elif kind == "Ingress":
+        for path, name in _ingress_backends(obj):
+            if reach.named_service_reaches(name, namespace, target, related):
+                yield path
+    elif reach.is_gateway_route(obj):
+        if gateway_guarded(obj, related):
+            return
+        for path, ref in reach.route_backends(obj):
+            if reach.backend_reaches(ref, namespace, target, related):
+                yield path
+    elif kind == "Route":
+        for path, name in _route_backends(obj):
+            if reach.named_service_reaches(name, namespace, target, related):
+                yield path
+
+
+def _describe(obj: Mapping[str, Any]) -> str:
+    return f"{obj.get('kind')} {reach.namespace_of(obj)}/{reach.name_of(obj)}"
+
+
+_FIX = (
+    "expose the guardrail instead (its Service or route), or route through a Gateway a "
+    "guardrail policy targets; keep the LLM's own Service ClusterIP"
+)
+
+
+def exposure_findings(
+    obj: Mapping[str, Any], target: LlmTarget, related: Sequence[Mapping[str, Any]]
+) -> list[Finding]:
+    """An exposure object being admitted, against one LLM of its namespace."""
+    return [
+        Finding(
+            Rule.LLM_DIRECT_EXPOSURE,
+            path,
+            f"{_describe(obj)} reaches LLM {target.describe()} directly, around its guardrail; "
+            + _FIX,
+        )
+        for path in dict.fromkeys(reaches(obj, target, related))
+    ]
+
+
+def exposed_findings(target: LlmTarget, related: Sequence[Mapping[str, Any]]) -> list[Finding]:
+    """An LLM being admitted, against the exposure objects already in its namespace."""
+    found = []
+    for obj in related:
+        if is_exposure(obj) and reach.namespace_of(obj) == target.namespace:
+            paths = list(dict.fromkeys(reaches(obj, target, related)))
+            if paths:
+                found.append(
+                    Finding(
+                        Rule.LLM_DIRECT_EXPOSURE,
+                        "metadata.name",
+                        f"{_describe(obj)} ({', '.join(paths)}) already reaches this LLM's pods "
+                        f"directly, around its guardrail; remove it or {_FIX}",
+                    )
+                )
+    return found
