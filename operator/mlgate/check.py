@@ -22,13 +22,12 @@ from mlgate.api.compile import (
     compile_policy,
     parse_resource,
 )
-from mlgate.engine import egress, exposure
+from mlgate.engine import egress, exposure, related
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
 from mlgate.engine.workloads import WorkloadView, lookup, view
-from mlgate.engine import related
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -189,9 +188,7 @@ class Resources:
     def facts(self, now: datetime) -> Facts:
         # Offline: namespace labels, GPU usage and image signatures are unknown. The engine
         # then treats namespaces as governed and reports signature rules as unverified notes.
-        return Facts(
-            now=now, approvals=tuple(self.approvals.values()), related=tuple(self.related)
-        )
+        return Facts(now=now, approvals=tuple(self.approvals.values()), related=tuple(self.related))
 
 
 def _may_be_mlgate(text: str) -> bool:
@@ -350,7 +347,8 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         elif not problems:
             results.append(item)
     if problems:
-        return Outcome(errors=tuple(problems))
+        # A document both passes read (an mlgate resource, an llm fact) fails in both alike.
+        return Outcome(errors=tuple(dict.fromkeys(problems)))
     return Outcome(
         results=tuple(results),
         policies=tuple(p.name for p in found.policies.values()),

@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from mlgate import __version__
 from mlgate.check import Outcome, Result, Status
-from mlgate.engine.decisions import ATLAS, Mode, Rule, Violation
+from mlgate.engine.decisions import ATLAS, OWASP, Mode, Rule, Violation
 from mlgate.manifests import STDIN_NAME
 
 PROJECT_URL = "https://github.com/mlgate/mlgate"
@@ -47,6 +47,9 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.EGRESS_SECONDARY_NETWORK: "Pods must not attach Multus secondary networks.",
     Rule.EGRESS_NETWORK_POLICY: "NetworkPolicies must not widen the managed egress limits.",
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
+    Rule.LLM_GUARDRAIL: "An LLM must be served behind a guardrail the policy accepts.",
+    Rule.LLM_DIRECT_EXPOSURE: "Nothing outside the cluster may reach an LLM around its guardrail.",
+    Rule.LLM_RATE_LIMIT: "An LLM's route must carry a (token) rate limit.",
 }
 
 
@@ -62,7 +65,8 @@ def _subject(result: Result) -> str:
 
 
 def _violation_line(v: Violation) -> str:
-    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()} (ATLAS {', '.join(v.atlas)})"
+    owasp = f"; OWASP {', '.join(v.owasp)}" if v.owasp else ""
+    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()} (ATLAS {', '.join(v.atlas)}{owasp})"
 
 
 def _text_entry(result: Result) -> Iterator[str]:
@@ -123,6 +127,7 @@ def _violation_json(v: Violation) -> dict[str, Any]:
         "path": v.path,
         "message": v.message,
         "atlas": list(v.atlas),
+        "owasp": list(v.owasp),
     }
 
 
@@ -183,7 +188,7 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
         "name": "".join(part.capitalize() for part in rule.value.replace(".", " ").split()),
         "shortDescription": {"text": RULE_DESCRIPTIONS.get(rule, rule.value)},
         "helpUri": f"{RULES_URL}#{rule.value.replace('.', '').lower()}",
-        "properties": {"tags": ["security", *ATLAS[rule]]},
+        "properties": {"tags": ["security", *ATLAS[rule], *OWASP[rule]]},
     }
 
 
@@ -214,6 +219,7 @@ def _sarif_result(result: Result, v: Violation, index: dict[Rule, int], uri: str
             "path": v.path,
             "document": result.ref.document,
             "atlas": list(v.atlas),
+            "owasp": list(v.owasp),
         },
     }
 

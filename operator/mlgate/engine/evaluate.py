@@ -161,10 +161,12 @@ def with_llm(
     decision: Decision, policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
     """`decision` with the llm rules' verdict on `obj` added (engine.llm_policy)."""
-    if str(_meta(obj).get("namespace") or "") in ALWAYS_EXEMPT:
+    if not isinstance(obj, Mapping) or str(_meta(obj).get("namespace") or "") in ALWAYS_EXEMPT:
         return decision
-    check = llm_policy.exposure_violations if exposure.is_exposure(obj) else (
-        llm_policy.workload_violations
+    check = (
+        llm_policy.exposure_violations
+        if exposure.is_exposure(obj)
+        else (llm_policy.workload_violations)
     )
     violations, judged = check(policies, obj, facts)
     if not judged:
@@ -179,8 +181,6 @@ def evaluate(
     """Judge one Kubernetes object against every policy; plain data in, a Decision out."""
     if egress.is_network_policy(obj):
         return evaluate_network_policy(policies, obj, facts)
-    if exposure.is_exposure(obj):
-        return with_llm(Decision(True), policies, obj, facts)
     item = view(obj)
     if isinstance(item, Unsupported):
         if item.namespace in ALWAYS_EXEMPT:

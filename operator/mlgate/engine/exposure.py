@@ -53,12 +53,15 @@ def _service_paths(service: Mapping[str, Any]) -> Iterator[str]:
 def _ingress_backends(ingress: Mapping[str, Any]) -> Iterator[tuple[str, str]]:
     """(path, Service name) of every backend of an Ingress, networking/v1 and the older form."""
     spec = _map(ingress.get("spec"))
-    backends = [("spec.defaultBackend", spec.get("defaultBackend")), ("spec.backend", spec.get("backend"))]
+    backends = [
+        ("spec.defaultBackend", spec.get("defaultBackend")),
+        ("spec.backend", spec.get("backend")),
+    ]
     for i, rule in enumerate(_list(spec.get("rules"))):
         for j, path in enumerate(_list(_map(_map(rule).get("http")).get("paths"))):
             backends.append((f"spec.rules[{i}].http.paths[{j}].backend", _map(path).get("backend")))
-    for path, backend in backends:
-        backend = _map(backend)
+    for path, raw in backends:
+        backend = _map(raw)
         name = _str(_map(backend.get("service")).get("name")) or _str(backend.get("serviceName"))
         if name:
             yield path, name

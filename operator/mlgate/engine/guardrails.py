@@ -82,8 +82,10 @@ def _orchestrator_targets(
         return True
     config = _str(spec.get("orchestratorConfig"))
     for obj in related:
-        if reach.is_kind(obj, "", "ConfigMap") and reach.name_of(obj) == config and (
-            reach.namespace_of(obj) == namespace
+        if (
+            reach.is_kind(obj, "", "ConfigMap")
+            and reach.name_of(obj) == config
+            and (reach.namespace_of(obj) == namespace)
         ):
             for text in _map(obj.get("data")).values():
                 for host in _generation_hosts(_str(text)):
@@ -195,7 +197,7 @@ def _guards(
     target: LlmTarget,
     related: Sequence[Mapping[str, Any]],
 ) -> bool:
-    accepted = {name for name in rules.accept}
+    accepted = rules.accept
     if ORCHESTRATOR in accepted and _of(obj, BUILT_IN[ORCHESTRATOR]):
         return _orchestrator_targets(obj, target, related)
     if NEMO in accepted and _of(obj, BUILT_IN[NEMO]):
@@ -220,12 +222,16 @@ def _model_problem(
     if wanted is None:
         return f"{value!r} names no model URI or name@version"
     allowed = tuple(
-        a for a in approvals if not rules.guardrail_models or any(
-            g.fullmatch(a.model) for g in rules.guardrail_models
-        )
+        a
+        for a in approvals
+        if not rules.guardrail_models or any(g.fullmatch(a.model) for g in rules.guardrail_models)
     )
     problem = approval_problem(wanted, allowed, namespace, now)
-    return None if problem is None else f"model {value!r} is not an approved guardrail model: {problem}"
+    return (
+        None
+        if problem is None
+        else f"model {value!r} is not an approved guardrail model: {problem}"
+    )
 
 
 def guardrail_model_problems(
@@ -236,7 +242,9 @@ def guardrail_model_problems(
     now: datetime,
 ) -> list[str]:
     return [
-        p for v in declared if (p := _model_problem(rules, v, approvals, namespace, now)) is not None
+        p
+        for v in declared
+        if (p := _model_problem(rules, v, approvals, namespace, now)) is not None
     ]
 
 
@@ -291,8 +299,9 @@ def require_guardrail(
     else:
         message = (
             f"LLM {target.describe()} is served without a guardrail in front of it: no guardrail "
-            f"the policy accepts ({_accepted_names(rules)}) targets it. Create {_how_to(target, rules)}"
-            " first, then apply this again (the denial is retryable: it names what is missing)"
+            f"the policy accepts ({_accepted_names(rules)}) targets it. Create "
+            f"{_how_to(target, rules)} first, then apply this again (the denial is retryable: "
+            "it names what is missing)"
         )
     return [Finding(Rule.LLM_GUARDRAIL, "metadata.name", message)]
 

@@ -176,9 +176,12 @@ def _command_matches(tokens: list[str], command: str) -> bool:
 
 def _container_tokens(container: Mapping[str, Any]) -> list[str]:
     command, args = container.get("command"), container.get("args")
-    return _tokens([*(command if isinstance(command, list) else [command])] + [
-        *(args if isinstance(args, list) else [args])
-    ])
+    return _tokens(
+        [
+            *(command if isinstance(command, list) else [command]),
+            *(args if isinstance(args, list) else [args]),
+        ]
+    )
 
 
 def _server_of(
@@ -223,7 +226,9 @@ def _pod_labels(obj: Mapping[str, Any], kind: str, name: str) -> tuple[Mapping[s
             if isinstance(spec.get(c), Mapping)
         )  # fmt: skip
     if kind == "LLMInferenceService":
-        return ({"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llminferenceservice"},)
+        return (
+            {"app.kubernetes.io/name": name, "app.kubernetes.io/part-of": "llminferenceservice"},
+        )
     if kind == "LeaderWorkerSet":
         lwt = _map(spec.get("leaderWorkerTemplate"))
         own = {"leaderworkerset.sigs.k8s.io/name": name}

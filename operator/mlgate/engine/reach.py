@@ -94,11 +94,7 @@ def service_reaches(service: Mapping[str, Any], target: LlmTarget) -> bool:
 
 def _services(related: Sequence[Mapping[str, Any]], namespace: str, name: str) -> Iterator[Any]:
     for obj in related:
-        if (
-            is_kind(obj, "", "Service")
-            and namespace_of(obj) == namespace
-            and name_of(obj) == name
-        ):
+        if is_kind(obj, "", "Service") and namespace_of(obj) == namespace and name_of(obj) == name:
             yield obj
 
 
@@ -157,8 +153,10 @@ def _pool_reaches(
             if selector_may_pick(selector, target):
                 return True
     # An LLMInferenceService's own pool is named after it.
-    return target.kind == "LLMInferenceService" and namespace == target.namespace and (
-        name.startswith(target.name)
+    return (
+        target.kind == "LLMInferenceService"
+        and namespace == target.namespace
+        and (name.startswith(target.name))
     )
 
 
@@ -198,8 +196,8 @@ def is_gateway_route(obj: Mapping[str, Any]) -> bool:
 
 def route_parents(route: Mapping[str, Any]) -> Iterator[tuple[str, str, str]]:
     """(kind, namespace, name) of a route's parents (Gateways, by default)."""
-    for ref in _list(_map(route.get("spec")).get("parentRefs")):
-        ref = _map(ref)
+    for raw in _list(_map(route.get("spec")).get("parentRefs")):
+        ref = _map(raw)
         kind = _str(ref.get("kind")) or "Gateway"
         yield kind, _str(ref.get("namespace")) or namespace_of(route), _str(ref.get("name"))
 

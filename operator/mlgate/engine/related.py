@@ -49,12 +49,16 @@ RELATED: tuple[RelatedKind, ...] = (
     RelatedKind("apps", ("v1",), "Deployment", "deployments", workload=True),
     RelatedKind("apps", ("v1",), "StatefulSet", "statefulsets", workload=True),
     RelatedKind("", ("v1",), "Pod", "pods", workload=True),
-    RelatedKind("serving.kserve.io", ("v1beta1",), "InferenceService", "inferenceservices", workload=True),
+    RelatedKind(
+        "serving.kserve.io", ("v1beta1",), "InferenceService", "inferenceservices", workload=True
+    ),
     RelatedKind(
         "serving.kserve.io", ("v1alpha2", "v1alpha1"), "LLMInferenceService",
         "llminferenceservices", workload=True,
     ),
-    RelatedKind("leaderworkerset.x-k8s.io", ("v1",), "LeaderWorkerSet", "leaderworkersets", workload=True),
+    RelatedKind(
+        "leaderworkerset.x-k8s.io", ("v1",), "LeaderWorkerSet", "leaderworkersets", workload=True
+    ),
     RelatedKind("ray.io", ("v1",), "RayService", "rayservices", workload=True),
     RelatedKind("apps.nvidia.com", ("v1alpha1",), "NIMService", "nimservices", workload=True),
     RelatedKind("kaito.sh", ("v1beta1", "v1alpha1"), "Workspace", "workspaces", workload=True),

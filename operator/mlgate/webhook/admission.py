@@ -15,7 +15,7 @@ from typing import Any
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress, widened
-from mlgate.engine.decisions import Decision, Violation, attribute
+from mlgate.engine.decisions import Decision, Violation, attribute, framework_ids
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
@@ -104,7 +104,7 @@ def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violat
         f"mlgate denied {kind} {namespace}/{name or '(generated)'}: {len(violations)} violation(s)"
     ]
     lines += [
-        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message} (MITRE ATLAS {', '.join(v.atlas)})"
+        f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message} ({framework_ids(v)})"
         for i, v in enumerate(violations, 1)
     ]
     return "\n".join(lines)
