@@ -25,6 +25,7 @@ from mlgate import logs
 from mlgate.api.compile import QUOTA_GPU_RULES
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
+from mlgate.cluster.related import related_objects
 from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_ledger import GpuLedger
@@ -224,6 +225,7 @@ def _admission(
         object_lookup=partial(_object, client),
         egress_present=egress.has_managed_policy,
         network_policies=egress.network_policies,
+        related=partial(related_objects, client),
         verify_images=verify_images,
     )
 

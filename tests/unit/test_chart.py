@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from mlgate import cli
+from mlgate.engine.related import RELATED
 from mlgate.run import options
 from mlgate.webhook.config import (
     IMAGES_MUTATING_WEBHOOK,
@@ -350,6 +351,16 @@ def workload_read_rules() -> list[tuple[Any, ...]]:
     return [rule(g or "-", " ".join(rs), "get list watch") for g, rs in by_group.items()]
 
 
+def llm_fact_rules() -> list[tuple[Any, ...]]:
+    """list on every kind the llm rules read (mlgate.engine.related.RELATED)."""
+    by_group: dict[str, list[str]] = {}
+    for kind in RELATED:
+        resources = by_group.setdefault(kind.group, [])
+        if kind.plural not in resources:
+            resources.append(kind.plural)
+    return [rule(g or "-", " ".join(rs), "list") for g, rs in by_group.items()]
+
+
 TLS_RULES = [
     rule("-", "secrets", "create"),
     rule("-", "secrets", "get update", "mlgate-tls"),
@@ -366,7 +377,9 @@ def lease_rules(name: str = "mlgate") -> list[tuple[Any, ...]]:
 
 def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
     docs = render()
-    assert _rules(docs, "ClusterRole", "mlgate") == sorted(CLUSTER_RULES + workload_read_rules())
+    assert _rules(docs, "ClusterRole", "mlgate") == sorted(
+        CLUSTER_RULES + workload_read_rules() + llm_fact_rules()
+    )
     assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     assert sorted(d["metadata"]["name"] for d in docs if d["kind"] in {"Role", "ClusterRole"}) == [

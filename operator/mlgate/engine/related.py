@@ -19,17 +19,19 @@ class RelatedKind:
     plural: str
     namespaced: bool = True
     workload: bool = False  # a fact only when it serves an LLM
+    exposure: bool = False  # may expose an LLM: judged by llm.noDirectExposure
 
 
+_GATEWAY = "gateway.networking.k8s.io"
 RELATED: tuple[RelatedKind, ...] = (
-    RelatedKind("", ("v1",), "Service", "services"),
+    RelatedKind("", ("v1",), "Service", "services", exposure=True),
     RelatedKind("", ("v1",), "ConfigMap", "configmaps"),
-    RelatedKind("networking.k8s.io", ("v1",), "Ingress", "ingresses"),
-    RelatedKind("gateway.networking.k8s.io", ("v1", "v1beta1"), "HTTPRoute", "httproutes"),
-    RelatedKind("gateway.networking.k8s.io", ("v1", "v1alpha2"), "GRPCRoute", "grpcroutes"),
-    RelatedKind("gateway.networking.k8s.io", ("v1alpha2",), "TCPRoute", "tcproutes"),
-    RelatedKind("gateway.networking.k8s.io", ("v1alpha2",), "TLSRoute", "tlsroutes"),
-    RelatedKind("route.openshift.io", ("v1",), "Route", "routes"),
+    RelatedKind("networking.k8s.io", ("v1",), "Ingress", "ingresses", exposure=True),
+    RelatedKind(_GATEWAY, ("v1", "v1beta1"), "HTTPRoute", "httproutes", exposure=True),
+    RelatedKind(_GATEWAY, ("v1", "v1alpha2"), "GRPCRoute", "grpcroutes", exposure=True),
+    RelatedKind(_GATEWAY, ("v1alpha2",), "TCPRoute", "tcproutes", exposure=True),
+    RelatedKind(_GATEWAY, ("v1alpha2",), "TLSRoute", "tlsroutes", exposure=True),
+    RelatedKind("route.openshift.io", ("v1",), "Route", "routes", exposure=True),
     RelatedKind("inference.networking.k8s.io", ("v1",), "InferencePool", "inferencepools"),
     RelatedKind(
         "inference.networking.x-k8s.io", ("v1alpha2",), "InferencePool", "inferencepools"

@@ -14,15 +14,17 @@ from typing import Any
 
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
-from mlgate.engine import egress, widened
+from mlgate.engine import egress, exposure, widened
 from mlgate.engine.decisions import Decision, Violation, attribute, framework_ids
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
     decide,
     evaluate_network_policy,
     evaluate_view,
+    with_llm,
 )
 from mlgate.engine.gpu import workload_demand
+from mlgate.engine.llm import recognise
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
 from mlgate.engine.scope import namespace_in_scope
@@ -40,6 +42,8 @@ ImageVerifier = Callable[
 EgressLookup = Callable[[str], Awaitable[bool]]
 # namespace -> the NetworkPolicies there (as last seen by a watch)
 NetworkPolicyLookup = Callable[[str], Sequence[Mapping[str, Any]]]
+# namespace -> the objects the llm rules read there (engine.related), and cluster-scoped ones
+RelatedLookup = Callable[[str], Awaitable[tuple[Mapping[str, Any], ...]]]
 
 # Cluster components that delete a namespace's objects with it (namespace controller) or an
 # owned object with its owners (garbage collector); whoever can act as them owns the cluster.
@@ -61,6 +65,11 @@ async def no_egress_lookup(_: str) -> bool:
 
 
 def no_network_policies(_: str) -> Sequence[Mapping[str, Any]]:
+    return ()
+
+
+async def no_related(_: str) -> tuple[Mapping[str, Any], ...]:
+    """Without a cluster there are no guardrails: LLMs under requireGuardrail wait for one."""
     return ()
 
 
@@ -124,6 +133,7 @@ class Admission:
     object_lookup: ObjectLookup = no_object_lookup
     egress_present: EgressLookup = no_egress_lookup
     network_policies: NetworkPolicyLookup = no_network_policies
+    related: RelatedLookup = no_related
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     monotonic: Callable[[], float] = time.monotonic
 
@@ -150,8 +160,10 @@ class Admission:
                 return Outcome(True, route="benign-update", message=reason)
         item = view(obj)
         if isinstance(item, Unsupported):
+            if exposure.is_exposure(obj) or recognise(obj) is not None:
+                return await self._judge_llm_only(obj)
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, obj)
 
     async def _judge_scale(self, req: Request) -> Outcome:
         """A scale-up through /scale is judged as the parent workload with the new replicas."""
@@ -170,10 +182,11 @@ class Admission:
             **parent,
             "spec": {**(spec if isinstance(spec, Mapping) else {}), "replicas": wanted},
         }
-        item = view(with_namespace(scaled, req.namespace))
+        obj = with_namespace(scaled, req.namespace)
+        item = view(obj)
         if isinstance(item, Unsupported):
             return Outcome(False, f"mlgate cannot judge {item.kind}: {item.reason}", route="error")
-        return await self._judge(req, item)
+        return await self._judge(req, item, obj)
 
     def watched_annotations(self) -> set[str]:
         return {
@@ -199,9 +212,40 @@ class Admission:
             images=images,
         )
 
-    async def _judge(self, req: Request, item: WorkloadView) -> Outcome:
+    async def _related(
+        self, policies: tuple[CompiledPolicy, ...], namespace: str, labels: Mapping[str, str]
+    ) -> tuple[Mapping[str, Any], ...] | None:
+        """The llm rules' facts, read only when a policy with llm rules covers the namespace."""
+        if not any(
+            p.llm is not None and namespace_in_scope(p.match, namespace, labels) for p in policies
+        ):
+            return None
+        return await self.related(namespace)
+
+    async def _judge_llm_only(self, obj: Mapping[str, Any]) -> Outcome:
+        """A Service, Ingress or route (llm.noDirectExposure), or an LLM-serving kind mlgate
+        judges only by its llm rules (NIMService, a Kaito Workspace)."""
+        snapshot = self.state.snapshot()
+        namespace, name = str(_meta(obj).get("namespace") or ""), str(_meta(obj).get("name") or "")
+        labels = await self.namespace_labels(namespace)
+        facts = Facts(
+            now=self.now(),
+            namespace_labels=labels,
+            approvals=snapshot.approvals,
+            related=await self._related(snapshot.policies, namespace, labels),
+        )
+        decision = with_llm(Decision(True), snapshot.policies, obj, facts)
+        return _verdict(str(obj.get("kind") or ""), namespace, name, decision)
+
+    async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, snapshot.policies)
+        facts = replace(
+            facts,
+            related=await self._related(
+                snapshot.policies, item.namespace, facts.namespace_labels or {}
+            ),
+        )
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         # Usage is read after the last await, so the check and the reservation below happen
         # atomically on the event loop: two concurrent admissions cannot both fit the quota.
@@ -211,7 +255,9 @@ class Admission:
                 item.namespace, self.monotonic(), exclude=_ledger_key(item)
             ),
         )
-        decision = evaluate_view(snapshot.policies, item, facts)
+        decision = with_llm(
+            evaluate_view(snapshot.policies, item, facts), snapshot.policies, obj, facts
+        )
         late = self._unpinned(req, snapshot.policies, item, facts)
         if waiting or late:
             decision = decide(
