@@ -210,6 +210,12 @@ def collect_resources(
                 _collect(found, doc, namespace)
             elif related.is_related(doc.obj):
                 found.related.append(_with_namespace(doc.obj, namespace))
+    contracts = related.contract_kinds(tuple(found.policies.values()))
+    if contracts:  # kinds known only now that the policies are: read once more for them
+        for source in manifest_sources:
+            for doc in documents(source):
+                if isinstance(doc, Document) and related.of_kinds(doc.obj, contracts):
+                    found.related.append(_with_namespace(doc.obj, namespace))
     return found
 
 

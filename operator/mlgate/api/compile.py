@@ -175,7 +175,9 @@ def _guardrail(rules: api.RequireGuardrail | None) -> engine.GuardrailRules | No
     return engine.GuardrailRules(
         accept=frozenset(k.value for k in rules.accept),
         contracts=tuple(
-            engine.GuardrailContract(c.api_version, c.kind, c.target_field, _selector(c.selector))
+            engine.GuardrailContract(
+                c.api_version, c.kind, c.resource, c.target_field, _selector(c.selector)
+            )
             for c in rules.contracts
         ),
         detector_selector=_selector(rules.detector_selector),

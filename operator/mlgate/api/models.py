@@ -272,6 +272,9 @@ class GuardrailContract(Spec):
 
     api_version: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9]+$", max_length=253)]
     kind: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=63)]
+    resource: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = (
+        Field(description="The kind's plural resource name, which the webhook lists.")
+    )
     selector: LabelSelector | None = Field(
         None, description="Label selector on the guardrail objects; none: every object of kind."
     )

@@ -30,6 +30,9 @@ async def _list_kind(client: KubeClient, kind: RelatedKind, namespace: str) -> l
     return []
 
 
-async def related_objects(client: KubeClient, namespace: str) -> tuple[Mapping[str, Any], ...]:
-    found = await asyncio.gather(*(_list_kind(client, k, namespace) for k in RELATED))
+async def related_objects(
+    client: KubeClient, namespace: str, extra: tuple[RelatedKind, ...] = ()
+) -> tuple[Mapping[str, Any], ...]:
+    kinds = (*RELATED, *extra)
+    found = await asyncio.gather(*(_list_kind(client, k, namespace) for k in kinds))
     return tuple(obj for items in found for obj in items)

@@ -120,6 +120,7 @@ class GuardrailContract:
 
     api_version: str
     kind: str
+    resource: str  # plural, for listing
     target_field: str
     selector: LabelSelector | None = None
 

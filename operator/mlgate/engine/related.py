@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.llm import SERVERS, recognise
+from mlgate.engine.policy import CompiledPolicy
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,12 +77,30 @@ _TEXT = re.compile(
 )
 
 
+def contract_kinds(policies: tuple[CompiledPolicy, ...]) -> tuple[RelatedKind, ...]:
+    """The guardrail kinds policies declare (llm.requireGuardrail.contracts), to read too."""
+    return tuple(
+        RelatedKind(c.api_version.rpartition("/")[0], (c.api_version.rpartition("/")[2],),
+                    c.kind, c.resource)
+        for p in policies
+        if p.llm is not None and p.llm.require_guardrail is not None
+        for c in p.llm.require_guardrail.contracts
+    )  # fmt: skip
+
+
 def may_be_related(text: str) -> bool:
     return _TEXT.search(text) is not None
 
 
+def _group_kind(obj: Mapping[str, Any]) -> tuple[str, Any]:
+    api_version = obj.get("apiVersion")
+    return (api_version.rpartition("/")[0] if isinstance(api_version, str) else "", obj.get("kind"))
+
+
+def of_kinds(obj: Mapping[str, Any], kinds: tuple[RelatedKind, ...]) -> bool:
+    return _group_kind(obj) in {(k.group, k.kind) for k in kinds}
+
+
 def is_related(obj: Mapping[str, Any]) -> bool:
-    """Whether `obj` is a fact for the llm rules: a related kind, or an LLM-serving workload."""
-    api_version, kind = obj.get("apiVersion"), obj.get("kind")
-    group = api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
-    return (group, kind) in _FACT_KINDS or recognise(obj, SERVERS) is not None
+    """Whether `obj` is a fact for the llm rules: a related kind or an LLM-serving workload."""
+    return _group_kind(obj) in _FACT_KINDS or recognise(obj, SERVERS) is not None

@@ -27,6 +27,7 @@ from mlgate.engine.gpu import workload_demand
 from mlgate.engine.llm import recognise
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
+from mlgate.engine.related import RelatedKind, contract_kinds
 from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
@@ -42,8 +43,9 @@ ImageVerifier = Callable[
 EgressLookup = Callable[[str], Awaitable[bool]]
 # namespace -> the NetworkPolicies there (as last seen by a watch)
 NetworkPolicyLookup = Callable[[str], Sequence[Mapping[str, Any]]]
-# namespace -> the objects the llm rules read there (engine.related), and cluster-scoped ones
-RelatedLookup = Callable[[str], Awaitable[tuple[Mapping[str, Any], ...]]]
+# (namespace, further kinds) -> the objects the llm rules read there (engine.related), and
+# cluster-scoped ones
+RelatedLookup = Callable[[str, tuple[RelatedKind, ...]], Awaitable[tuple[Mapping[str, Any], ...]]]
 
 # Cluster components that delete a namespace's objects with it (namespace controller) or an
 # owned object with its owners (garbage collector); whoever can act as them owns the cluster.
@@ -68,7 +70,7 @@ def no_network_policies(_: str) -> Sequence[Mapping[str, Any]]:
     return ()
 
 
-async def no_related(_: str) -> tuple[Mapping[str, Any], ...]:
+async def no_related(_: str, __: tuple[RelatedKind, ...]) -> tuple[Mapping[str, Any], ...]:
     """Without a cluster there are no guardrails: LLMs under requireGuardrail wait for one."""
     return ()
 
@@ -220,7 +222,7 @@ class Admission:
             p.llm is not None and namespace_in_scope(p.match, namespace, labels) for p in policies
         ):
             return None
-        return await self.related(namespace)
+        return await self.related(namespace, contract_kinds(policies))
 
     async def _judge_llm_only(self, obj: Mapping[str, Any]) -> Outcome:
         """A Service, Ingress or route (llm.noDirectExposure), or an LLM-serving kind mlgate

@@ -1,0 +1,429 @@
+"""The llm rules through `mlgate check`: LLM servers as their projects publish them, with and
+without guardrails and direct exposure; non-LLM workloads untouched."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from mlgate import cli
+from mlgate.engine.llm import recognise
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "llm"
+REALWORLD = Path("/work/shared/realworld")
+NS = "default"
+
+POLICY = {
+    "apiVersion": "mlgate.io/v1alpha1",
+    "kind": "ClusterMLPolicy",
+    "metadata": {"name": "llm"},
+    "spec": {"llm": {"requireGuardrail": {}, "noDirectExposure": True}},
+}
+
+
+def docs(name: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((DATA / name).read_text()) if d]
+
+
+def verdicts(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    objects: list[dict[str, Any]],
+    policy: dict[str, Any] | None = None,
+) -> dict[tuple[str, str], list[str]]:
+    """(kind, name) -> rules violated, per judged document, from `mlgate check -o json`."""
+    manifests = tmp_path / "manifests.yaml"
+    manifests.write_text(yaml.safe_dump_all(objects))
+    policies = tmp_path / "policy.yaml"
+    policies.write_text(yaml.safe_dump(policy or POLICY))
+    code = cli.main(["check", "-p", str(policies), "-n", NS, "-o", "json", str(manifests)])
+    report = json.loads(capsys.readouterr().out)
+    found = {
+        (r["kind"], r["name"]): [v["rule"] for v in r["violations"]] for r in report["results"]
+    }
+    assert code == (1 if any(found.values()) else 0)
+    return found
+
+
+def gorch(target: str) -> dict[str, Any]:
+    """TrustyAI's GuardrailsOrchestrator with auto-configuration, as its tutorial creates it."""
+    return {
+        "apiVersion": "trustyai.opendatahub.io/v1alpha1",
+        "kind": "GuardrailsOrchestrator",
+        "metadata": {"name": "guardrails", "namespace": NS},
+        "spec": {
+            "autoConfig": {"inferenceServiceToGuardrail": target},
+            "enableBuiltInDetectors": True,
+            "enableGuardrailsGateway": True,
+            "replicas": 1,
+        },
+    }
+
+
+def nemo(base_url: str, **annotations: str) -> dict[str, Any]:
+    """NVIDIA's NemoGuardrail sample, pointed at an in-cluster LLM."""
+    return {
+        "apiVersion": "apps.nvidia.com/v1alpha1",
+        "kind": "NemoGuardrail",
+        "metadata": {"name": "guardrail", "namespace": NS, "annotations": annotations},
+        "spec": {
+            "configStore": {"configMap": {"name": "gr-config"}},
+            "nimEndpoint": {"baseURL": base_url},
+            "expose": {"service": {"type": "ClusterIP", "port": 8000}},
+            "image": {"repository": "nvcr.io/nvidia/nemo-microservices/guardrails", "tag": "25.06"},
+            "replicas": 1,
+        },
+    }
+
+
+def service(name: str, selector: dict[str, str], type_: str = "LoadBalancer") -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {"type": type_, "selector": selector, "ports": [{"port": 80}]},
+    }
+
+
+def isvc(name: str = "llama") -> dict[str, Any]:
+    """KServe's Hugging Face LLM InferenceService (docs: vLLM backend)."""
+    return {
+        "apiVersion": "serving.kserve.io/v1beta1",
+        "kind": "InferenceService",
+        "metadata": {"name": name, "namespace": NS},
+        "spec": {
+            "predictor": {
+                "model": {
+                    "modelFormat": {"name": "huggingface"},
+                    "args": [
+                        "--model_name=llama3",
+                        "--model_id=meta-llama/meta-llama-3-8b-instruct",
+                    ],
+                    "resources": {"limits": {"nvidia.com/gpu": "1"}},
+                }
+            }
+        },
+    }
+
+
+# --- recognition -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sample", "server"),
+    [
+        ("vllm-deployment.yaml", "vllm"),
+        ("tgi-deployment.yaml", "text-generation-inference"),
+        ("sglang-deployment.yaml", "sglang"),
+        ("nimservice.yaml", "NIMService"),
+        ("kaito-workspace.yaml", "kaito-inference"),
+    ],
+)
+def test_llm_servers_are_recognised_from_their_published_manifests(
+    sample: str, server: str
+) -> None:
+    target = recognise(docs(sample)[0])
+    assert target is not None
+    assert target.server == server
+
+
+def test_non_llm_workloads_and_batch_jobs_in_llm_images_are_not_llms() -> None:
+    assert [recognise(d) for d in docs("not-llm.yaml")] == [None, None, None]
+
+
+def test_a_job_that_starts_a_server_is_an_llm() -> None:
+    job = docs("not-llm.yaml")[2]
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["vllm", "serve", "m/x"]
+    target = recognise(job)
+    assert target is not None and target.server == "vllm"
+
+
+def test_policy_declared_servers_extend_the_table(tmp_path: Path, capsys: Any) -> None:
+    web = docs("not-llm.yaml")[0]
+    web["spec"]["template"]["spec"]["containers"][0]["image"] = "registry.example.com/acme/chat:1"
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["llm"]["servers"] = [{"name": "acme-chat", "images": ["*/acme/chat:*"]}]
+    assert verdicts(tmp_path, capsys, [web], policy)[("Deployment", "web")] == [
+        "llm.requireGuardrail"
+    ]
+
+
+@pytest.mark.skipif(not REALWORLD.is_dir(), reason="upstream samples not on this machine")
+@pytest.mark.parametrize(
+    "path",
+    [
+        "kubernetes-sigs+lws/docs/examples/vllm/GPU/lws.yaml",
+        "kubernetes-sigs+lws/docs/examples/sglang/lws.yaml",
+        "ray-project+kuberay/ray-operator/config/samples/ray-service.deepseek.yaml",
+        "kserve+kserve/docs/samples/fluid/fluid-isvc.yaml",
+        "kserve+kserve/docs/samples/llmisvc/opt-125m-cpu/llm-inference-service-facebook-opt-125m-cpu.yaml",
+    ],
+)
+def test_upstream_samples_are_llms(path: str) -> None:
+    objects = [d for d in yaml.safe_load_all((REALWORLD / path).read_text()) if d]
+    assert any(recognise(d) is not None for d in objects)
+
+
+# --- llm.requireGuardrail ----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "sample", ["vllm-deployment.yaml", "tgi-deployment.yaml", "sglang-deployment.yaml"]
+)
+def test_an_unguarded_llm_is_denied(tmp_path: Path, capsys: Any, sample: str) -> None:
+    llm = docs(sample)[0]
+    found = verdicts(tmp_path, capsys, [llm])
+    assert found[("Deployment", llm["metadata"]["name"])] == ["llm.requireGuardrail"]
+
+
+def test_guardrails_orchestrator_auto_config_guards_its_inference_service(
+    tmp_path: Path, capsys: Any
+) -> None:
+    found = verdicts(tmp_path, capsys, [gorch("llama"), isvc("llama"), isvc("other")])
+    assert found[("InferenceService", "llama")] == []
+    assert found[("InferenceService", "other")] == ["llm.requireGuardrail"]
+
+
+def test_orchestrator_config_generation_service_guards_a_deployment(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """A hand-written fms-guardrails-orchestrator config naming the vLLM Service."""
+    orchestrator = gorch("unused")
+    orchestrator["spec"] = {"orchestratorConfig": "fms-orchestr8-config-nlp", "replicas": 1}
+    config = {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "fms-orchestr8-config-nlp", "namespace": NS},
+        "data": {
+            "config.yaml": "chat_generation:\n  service:\n"
+            f"    hostname: mistral-7b.{NS}.svc.cluster.local\n    port: 80\n"
+            "detectors:\n  regex:\n    type: text_contents\n    service:\n"
+            "      hostname: 127.0.0.1\n      port: 8080\n"
+        },
+    }
+    found = verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml"), orchestrator, config])
+    assert found[("Deployment", "mistral-7b")] == []
+
+
+def test_nemo_guardrail_guards_the_llm_its_base_url_names(tmp_path: Path, capsys: Any) -> None:
+    guard = nemo(f"http://mistral-7b.{NS}.svc.cluster.local:80/v1")
+    found = verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml"), guard])
+    assert found[("Deployment", "mistral-7b")] == []
+
+
+def test_nemo_guardrail_pointing_elsewhere_guards_nothing(tmp_path: Path, capsys: Any) -> None:
+    guard = nemo("https://integrate.api.nvidia.com/v1")
+    found = verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml"), guard])
+    assert found[("Deployment", "mistral-7b")] == ["llm.requireGuardrail"]
+
+
+def test_a_guardrail_whose_own_model_is_not_approved_does_not_count(
+    tmp_path: Path, capsys: Any
+) -> None:
+    url = f"http://mistral-7b.{NS}.svc/v1"
+    guard = nemo(url, **{"mlgate.io/model-uri": "hf://meta-llama/Llama-Guard-3-8B"})
+    llm = docs("vllm-deployment.yaml")
+    assert verdicts(tmp_path, capsys, [*llm, guard])[("Deployment", "mistral-7b")] == [
+        "llm.requireGuardrail"
+    ]
+    approval = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": "llama-guard-3"},
+        "spec": {
+            "model": "llama-guard",
+            "version": "3",
+            "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
+        },
+    }
+    assert verdicts(tmp_path, capsys, [*llm, guard, approval])[("Deployment", "mistral-7b")] == []
+
+
+def test_gateway_guardrail_policy_guards_llms_routed_through_its_gateway(
+    tmp_path: Path, capsys: Any
+) -> None:
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "ai-gateway", "namespace": "gateways"}],
+            "rules": [{"backendRefs": [{"name": "mistral-7b", "port": 80}]}],
+        },
+    }
+    policy = {
+        "apiVersion": "trustyai.opendatahub.io/v1alpha1",
+        "kind": "ClusterGuardrailPolicy",
+        "metadata": {"name": "pii-and-jailbreak"},
+        "spec": {
+            "targetRefs": [
+                {"group": "gateway.networking.k8s.io", "kind": "Gateway", "name": "ai-gateway",
+                 "namespace": "gateways"}
+            ]
+        },
+    }  # fmt: skip
+    llm = docs("vllm-deployment.yaml")
+    assert verdicts(tmp_path, capsys, [*llm, route])[("Deployment", "mistral-7b")] == [
+        "llm.requireGuardrail",
+        "llm.noDirectExposure",  # the route reaches it around any guardrail
+    ]
+    found = verdicts(tmp_path, capsys, [*llm, route, policy])
+    assert found[("Deployment", "mistral-7b")] == []
+    assert found[("HTTPRoute", "chat")] == []  # through the guardrail: not direct
+
+
+def test_policy_declared_guardrail_contract(tmp_path: Path, capsys: Any) -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["llm"]["requireGuardrail"] = {
+        "accept": [],
+        "contracts": [
+            {"apiVersion": "guard.example.com/v1", "kind": "Shield", "resource": "shields",
+             "selector": {"matchLabels": {"security.example.com/approved": "true"}},
+             "targetField": "spec.upstream"}
+        ],
+    }  # fmt: skip
+    shield = {
+        "apiVersion": "guard.example.com/v1",
+        "kind": "Shield",
+        "metadata": {
+            "name": "s",
+            "namespace": NS,
+            "labels": {"security.example.com/approved": "true"},
+        },
+        "spec": {"upstream": "http://mistral-7b:80"},
+    }
+    llm = docs("vllm-deployment.yaml")
+    assert verdicts(tmp_path, capsys, [*llm, shield], policy)[("Deployment", "mistral-7b")] == []
+    shield["metadata"]["labels"] = {}
+    assert verdicts(tmp_path, capsys, [*llm, shield], policy)[("Deployment", "mistral-7b")] == [
+        "llm.requireGuardrail"
+    ]
+
+
+def test_a_detector_needs_an_approved_model_not_a_guardrail(tmp_path: Path, capsys: Any) -> None:
+    detector = isvc("llama-guard")
+    detector["metadata"]["labels"] = {"trustyai/guardrails": "true"}
+    detector["metadata"]["annotations"] = {
+        "mlgate.io/model-uri": "hf://meta-llama/Llama-Guard-3-8B"
+    }
+    assert verdicts(tmp_path, capsys, [detector])[("InferenceService", "llama-guard")] == [
+        "llm.requireGuardrail"
+    ]
+    approval = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": "llama-guard-3"},
+        "spec": {
+            "model": "llama-guard",
+            "version": "3",
+            "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
+        },
+    }
+    found = verdicts(tmp_path, capsys, [detector, approval])
+    assert found[("InferenceService", "llama-guard")] == []
+
+
+def test_kinds_only_llm_rules_judge_are_guarded_too(tmp_path: Path, capsys: Any) -> None:
+    found = verdicts(tmp_path, capsys, docs("kaito-workspace.yaml"))
+    assert found[("Workspace", "workspace-phi-3-5-mini")] == ["llm.requireGuardrail"]
+    guard = nemo("http://workspace-phi-3-5-mini/v1")
+    found = verdicts(tmp_path, capsys, [*docs("kaito-workspace.yaml"), guard])
+    assert found[("Workspace", "workspace-phi-3-5-mini")] == []
+
+
+# --- llm.noDirectExposure ----------------------------------------------------------------------
+
+
+def test_load_balancer_to_llm_pods_is_denied_both_ways(tmp_path: Path, capsys: Any) -> None:
+    guarded = [*docs("vllm-deployment.yaml"), nemo("http://mistral-7b/v1")]
+    found = verdicts(tmp_path, capsys, [*guarded, service("public", {"app": "mistral-7b"})])
+    assert found[("Service", "public")] == ["llm.noDirectExposure"]
+    assert found[("Deployment", "mistral-7b")] == ["llm.noDirectExposure"]
+    assert found[("Service", "mistral-7b")] == []  # ClusterIP
+
+
+@pytest.mark.parametrize("selector", [{"pod-template-hash": "abc"}, {"app": "mistral-7b"}])
+def test_node_port_and_operator_labels_count(
+    tmp_path: Path, capsys: Any, selector: dict[str, str]
+) -> None:
+    found = verdicts(
+        tmp_path, capsys, [*docs("vllm-deployment.yaml"), service("np", selector, "NodePort")]
+    )
+    assert found[("Service", "np")] == ["llm.noDirectExposure"]
+
+
+def test_ingress_and_openshift_route_to_the_llm_service_are_denied(
+    tmp_path: Path, capsys: Any
+) -> None:
+    ingress = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "Ingress",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix", "backend": {
+            "service": {"name": "mistral-7b", "port": {"number": 80}}}}]}}]},
+    }  # fmt: skip
+    route = {
+        "apiVersion": "route.openshift.io/v1",
+        "kind": "Route",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"to": {"kind": "Service", "name": "llama-predictor"}},
+    }
+    found = verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml"), isvc(), ingress, route])
+    assert found[("Ingress", "chat")] == ["llm.noDirectExposure"]
+    assert found[("Route", "chat")] == ["llm.noDirectExposure"]
+
+
+def test_the_guardrails_own_exposure_is_allowed(tmp_path: Path, capsys: Any) -> None:
+    guard_lb = service("guardrail-public", {"app": "guardrail"})
+    found = verdicts(
+        tmp_path, capsys, [*docs("vllm-deployment.yaml"), nemo("http://mistral-7b/v1"), guard_lb]
+    )
+    assert found[("Service", "guardrail-public")] == []
+    assert found[("Deployment", "mistral-7b")] == []
+
+
+def test_non_llm_workloads_and_their_load_balancers_are_untouched(
+    tmp_path: Path, capsys: Any
+) -> None:
+    found = verdicts(tmp_path, capsys, docs("not-llm.yaml"))
+    assert found == {("Deployment", "web"): [], ("Service", "web"): [], ("Job", "eval"): []}
+
+
+# --- llm.requireRateLimit ----------------------------------------------------------------------
+
+
+def test_rate_limit_policy_on_the_llm_route(tmp_path: Path, capsys: Any) -> None:
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["llm"] = {"requireRateLimit": True, "noDirectExposure": False}
+    route = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {
+            "parentRefs": [{"name": "gw"}],
+            "rules": [{"backendRefs": [{"name": "mistral-7b"}]}],
+        },
+    }
+    limit = {
+        "apiVersion": "kuadrant.io/v1alpha1",
+        "kind": "TokenRateLimitPolicy",
+        "metadata": {"name": "tokens", "namespace": NS},
+        "spec": {
+            "targetRef": {
+                "group": "gateway.networking.k8s.io",
+                "kind": "HTTPRoute",
+                "name": "chat",
+            },
+            "limits": {"free": {"rates": [{"limit": 10000, "window": "1h"}]}},
+        },
+    }
+    llm = docs("vllm-deployment.yaml")
+    assert verdicts(tmp_path, capsys, [*llm, route], policy)[("Deployment", "mistral-7b")] == [
+        "llm.requireRateLimit"
+    ]
+    found = verdicts(tmp_path, capsys, [*llm, route, limit], policy)
+    assert found[("Deployment", "mistral-7b")] == []
