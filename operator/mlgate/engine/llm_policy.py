@@ -16,12 +16,21 @@ from mlgate.engine.scope import governing, namespace_in_scope, workload_in_scope
 from mlgate.engine.workloads import WorkloadView, view
 
 
-def _servers(rules: LlmRules) -> tuple[LlmServer, ...]:
+def servers(rules: LlmRules) -> tuple[LlmServer, ...]:
     return tuple(LlmServer(name, images, commands) for name, images, commands in rules.servers)
 
 
 def _identity(obj: Mapping[str, Any]) -> tuple[Any, ...]:
     return (obj.get("apiVersion"), obj.get("kind"), reach.namespace_of(obj), reach.name_of(obj))
+
+
+def may_concern(policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any]) -> bool:
+    """Whether any policy's llm rules could judge `obj`: it is an exposure object, or serves an
+    LLM by the table or a policy's own servers. Others need no facts gathered."""
+    rules = [p.llm for p in policies if p.llm is not None]
+    return bool(rules) and (
+        exposure.is_exposure(obj) or any(recognise(obj, servers(r)) is not None for r in rules)
+    )
 
 
 def in_context(obj: Mapping[str, Any], facts: Facts) -> tuple[Mapping[str, Any], ...]:
@@ -77,7 +86,7 @@ def workload_violations(
     for policy in governing(policies, namespace, facts.namespace_labels, kind, labels):
         if policy.llm is None:
             continue
-        target = recognise(obj, _servers(policy.llm))
+        target = recognise(obj, servers(policy.llm))
         if target is None:
             continue
         judged.append(policy.name)
@@ -114,7 +123,7 @@ def exposure_violations(
         if not namespace_in_scope(policy.match, namespace, facts.namespace_labels):
             continue
         judged.append(policy.name)
-        for target in _targets(related, namespace, _servers(rules)):
+        for target in _targets(related, namespace, servers(rules)):
             if workload_in_scope(policy.match, target.kind, target.labels):
                 findings = exposure.exposure_findings(obj, target, related)
                 violations += attribute(policy.name, policy.mode, findings)

@@ -25,6 +25,7 @@ from mlgate.engine.evaluate import (
 )
 from mlgate.engine.gpu import workload_demand
 from mlgate.engine.llm import recognise
+from mlgate.engine.llm_policy import may_concern
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, ImageFact
 from mlgate.engine.related import RelatedKind, contract_kinds
@@ -215,14 +216,18 @@ class Admission:
         )
 
     async def _related(
-        self, policies: tuple[CompiledPolicy, ...], namespace: str, labels: Mapping[str, str]
+        self,
+        policies: tuple[CompiledPolicy, ...],
+        obj: Mapping[str, Any],
+        labels: Mapping[str, str],
     ) -> tuple[Mapping[str, Any], ...] | None:
-        """The llm rules' facts, read only when a policy with llm rules covers the namespace."""
-        if not any(
-            p.llm is not None and namespace_in_scope(p.match, namespace, labels) for p in policies
-        ):
+        """The llm rules' facts, read only for an object they may judge (an LLM, a Service or
+        route) in a namespace that a policy with llm rules covers."""
+        namespace = str(_meta(obj).get("namespace") or "")
+        covering = tuple(p for p in policies if namespace_in_scope(p.match, namespace, labels))
+        if not may_concern(covering, obj):
             return None
-        return await self.related(namespace, contract_kinds(policies))
+        return await self.related(namespace, contract_kinds(covering))
 
     async def _judge_llm_only(self, obj: Mapping[str, Any]) -> Outcome:
         """A Service, Ingress or route (llm.noDirectExposure), or an LLM-serving kind mlgate
@@ -234,7 +239,7 @@ class Admission:
             now=self.now(),
             namespace_labels=labels,
             approvals=snapshot.approvals,
-            related=await self._related(snapshot.policies, namespace, labels),
+            related=await self._related(snapshot.policies, obj, labels),
         )
         decision = with_llm(Decision(True), snapshot.policies, obj, facts)
         return _verdict(str(obj.get("kind") or ""), namespace, name, decision)
@@ -244,9 +249,7 @@ class Admission:
         facts = await self._facts(item, snapshot.policies)
         facts = replace(
             facts,
-            related=await self._related(
-                snapshot.policies, item.namespace, facts.namespace_labels or {}
-            ),
+            related=await self._related(snapshot.policies, obj, facts.namespace_labels or {}),
         )
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         # Usage is read after the last await, so the check and the reservation below happen
