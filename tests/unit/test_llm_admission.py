@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any
 
+from mlgate.controller.audit import Related, count_violations
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
+from mlgate.engine.policy import Facts as EngineFacts
 from mlgate.engine.related import RelatedKind
 from mlgate.webhook.admission import Admission, Config, Outcome
 from mlgate.webhook.review import parse_review
@@ -99,3 +102,22 @@ def test_facts_are_read_only_for_llms_and_exposure_where_llm_rules_govern() -> N
     assert facts.asked == []
     judge(facts, vllm(), "deployments")
     assert facts.asked == ["ml-prod"]
+
+
+def test_audit_reports_an_llm_whose_guardrail_is_gone() -> None:
+    """Admitted behind its guardrail, then the guardrail was deleted: the audit counts it."""
+    state = PolicyState()
+    assert state.upsert(policy(llm=LLM_RULES)).ok
+    policies = state.snapshot().policies
+    llm = vllm()
+
+    def count(*objects: Mapping[str, Any]) -> int:
+        related = Related.of_objects(objects)
+
+        def facts_for(namespace: str) -> EngineFacts:
+            return EngineFacts(now=datetime.now(UTC), related=related.of(namespace))
+
+        return count_violations(policies, iter([llm]), facts_for, frozenset())["production-ml"]
+
+    assert count(CHAT_SVC, GUARD, llm) == 0
+    assert count(CHAT_SVC, llm) == 1

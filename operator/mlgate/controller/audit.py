@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,10 +20,12 @@ from typing import Any
 
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
+from mlgate.cluster.related import related_objects
 from mlgate.controller.state import PolicyState
 from mlgate.engine.egress import NETWORKING_API_VERSION
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.related import contract_kinds
 from mlgate.engine.workloads import SUPPORTED, KindSpec
 
 log = logging.getLogger("mlgate.audit")
@@ -50,6 +52,25 @@ def count_violations(
         for violation in evaluate(policies, item, facts_for(namespace)).violations:
             counts[violation.policy] += 1
     return counts
+
+
+@dataclass(frozen=True)
+class Related:
+    """The llm rules' facts of the whole cluster, by namespace; cluster-scoped ones go to all."""
+
+    by_namespace: Mapping[str, tuple[Mapping[str, Any], ...]]
+    cluster: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def of_objects(cls, objects: tuple[Mapping[str, Any], ...]) -> Related:
+        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for obj in objects:
+            grouped[str((obj.get("metadata") or {}).get("namespace") or "")].append(obj)
+        cluster = tuple(grouped.pop("", ()))
+        return cls({ns: tuple(objs) for ns, objs in grouped.items()}, cluster)
+
+    def of(self, namespace: str) -> tuple[Mapping[str, Any], ...]:
+        return (*self.by_namespace.get(namespace, ()), *self.cluster)
 
 
 def _policy_path(name: str) -> str:
@@ -82,20 +103,31 @@ class Auditor:
             item.setdefault("kind", kind)
         return items
 
-    def _facts(self, namespace: str) -> Facts:
+    def _facts(self, namespace: str, related: Related | None = None) -> Facts:
         return Facts(
             now=datetime.now(UTC),
             namespace_labels=self.state.namespace_labels(namespace) or {},
             approvals=self.state.snapshot().approvals,
+            related=None if related is None else related.of(namespace),
         )
+
+    async def _related(self, policies: tuple[CompiledPolicy, ...]) -> Related | None:
+        """Every namespace's llm facts at once, when a policy has llm rules: an LLM whose
+        guardrail was deleted after admission is reported here."""
+        if not any(p.llm is not None for p in policies):
+            return None
+        return Related.of_objects(await related_objects(self.client, "", contract_kinds(policies)))
 
     async def audit_once(self) -> Counter[str]:
         policies = self.state.snapshot().policies
+        related = await self._related(policies)
         workloads = [item for spec in SUPPORTED for item in await self._items(spec)]
         # NetworkPolicies admitted while their namespace was out of scope may widen egress now.
         workloads += await self._list(NETWORKING_API_VERSION, "networkpolicies", "NetworkPolicy")
         exempt = frozenset({"kube-system", self.own_namespace})
-        counts = count_violations(policies, iter(workloads), self._facts, exempt)
+        counts = count_violations(
+            policies, iter(workloads), lambda ns: self._facts(ns, related), exempt
+        )
         for name, count in counts.items():
             try:
                 await self.client.patch(_policy_path(name), {"status": {"violations": count}})
