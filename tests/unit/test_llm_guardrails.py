@@ -427,3 +427,18 @@ def test_rate_limit_policy_on_the_llm_route(tmp_path: Path, capsys: Any) -> None
     ]
     found = verdicts(tmp_path, capsys, [*llm, route, limit], policy)
     assert found[("Deployment", "mistral-7b")] == []
+
+
+def test_the_llm_example_is_guarded_and_its_bypass_denied(capsys: Any) -> None:
+    example = DATA.parents[1].parent / "examples" / "llm"
+    args = ["check", "-p", str(example / "policy.yaml"), "--models", str(example / "models.yaml")]
+    code = cli.main(
+        [*args, "-o", "json", str(example / "llm.yaml"), str(example / "guardrail.yaml")]
+    )
+    assert code == 0, capsys.readouterr().out
+    capsys.readouterr()
+    assert cli.main([*args, str(example / "llm.yaml")]) == 1
+    assert "llm.requireGuardrail" in capsys.readouterr().out
+    assert cli.main([*args, str(example)]) == 1
+    out = capsys.readouterr().out
+    assert "Service llm-demo/mistral-7b-public" in out and "llm.requireGuardrail" not in out

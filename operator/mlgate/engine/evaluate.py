@@ -172,7 +172,9 @@ def with_llm(
     if not judged:
         return decision
     matched = tuple(dict.fromkeys((*decision.matched_policies, *judged)))
-    return decide([*decision.violations, *violations], matched, decision.notes)
+    # A decision no policy made carries only "not judged" notes, which the llm rules belie.
+    notes = decision.notes if decision.matched_policies else ()
+    return decide([*decision.violations, *violations], matched, notes)
 
 
 def evaluate(
