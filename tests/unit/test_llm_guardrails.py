@@ -442,3 +442,45 @@ def test_the_llm_example_is_guarded_and_its_bypass_denied(capsys: Any) -> None:
     assert cli.main([*args, str(example)]) == 1
     out = capsys.readouterr().out
     assert "Service llm-demo/mistral-7b-public" in out and "llm.requireGuardrail" not in out
+
+
+def test_an_inference_service_on_a_vllm_serving_runtime_is_an_llm(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """A custom runtime, chosen by name or auto-selected for the model format: the runtime is
+    judged as configuration, the InferenceService running on it as the LLM."""
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": "vllm-runtime", "namespace": NS},
+        "spec": {
+            "supportedModelFormats": [{"name": "mistral", "autoSelect": True}],
+            "containers": [{"name": "kserve-container", "image": "vllm/vllm-openai:v0.8.5",
+                            "args": ["--model", "/mnt/models"]}],
+        },
+    }  # fmt: skip
+    by_name, by_format = isvc("named"), isvc("auto")
+    by_name["spec"]["predictor"]["model"] |= {
+        "modelFormat": {"name": "x"},
+        "runtime": "vllm-runtime",
+    }
+    by_format["spec"]["predictor"]["model"]["modelFormat"] = {"name": "mistral"}
+    other = isvc("sklearn")
+    other["spec"]["predictor"]["model"]["modelFormat"] = {"name": "sklearn"}
+    found = verdicts(tmp_path, capsys, [runtime, by_name, by_format, other])
+    assert "llm.requireGuardrail" not in found[("ServingRuntime", "vllm-runtime")]
+    assert found[("InferenceService", "named")] == ["llm.requireGuardrail"]
+    assert found[("InferenceService", "auto")] == ["llm.requireGuardrail"]
+    assert found[("InferenceService", "sklearn")] == []
+
+
+def test_ray_serve_applications_of_vllm_are_llms() -> None:
+    service = {
+        "apiVersion": "ray.io/v1",
+        "kind": "RayService",
+        "metadata": {"name": "vllm-tpu"},
+        "spec": {"serveConfigV2": "applications:\n- name: llm\n"
+                 "  import_path: ray-operator.config.samples.vllm.serve_tpu:model\n"},
+    }  # fmt: skip
+    target = recognise(service)
+    assert target is not None and "vllm-tpu-serve-svc" in target.services

@@ -75,6 +75,13 @@ _ALWAYS_LLM = frozenset(
     {("serving.kserve.io", "LLMInferenceService"), ("apps.nvidia.com", "NIMService")}
 )
 KAITO_GROUP = "kaito.sh"
+# Kinds that configure servers without running them: judged through the workloads naming them.
+CONFIG_KINDS = frozenset(
+    {"ServingRuntime", "ClusterServingRuntime", "LLMInferenceServiceConfig", "PodTemplate"}
+    | {"TrainingRuntime", "ClusterTrainingRuntime", "ClusterStorageContainer"}
+)
+# A Ray Serve application importing an LLM server's module (or vLLM's examples).
+_SERVE_LLM = re.compile(r"\b(?:vllm|sglang|ray\.serve\.llm)\b", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +198,9 @@ def _server_of(
     spec_like = {k: v for k, v in obj.items() if k not in ("metadata", "status")}
     for node in _walk(spec_like):
         tokens = _container_tokens(node)
-        # Ray Serve and KServe configs carry the server in a string field.
-        for key in ("serveConfigV2", "serveConfig"):
-            tokens += _tokens([node.get(key)])
+        # Ray Serve configs carry the server in a string field.
+        if any(_SERVE_LLM.search(_str(node.get(k))) for k in ("serveConfigV2", "serveConfig")):
+            return "ray-serve-llm"
         image = _image_text(node.get("image")) if images_count else ""
         for server in servers:
             if image and any(fnmatch.fnmatchcase(image, g) for g in server.images):
@@ -280,17 +287,53 @@ def _kind_server(obj: Mapping[str, Any], group: str, kind: str) -> str | None:
     return None
 
 
-def recognise(obj: Mapping[str, Any], extra: Sequence[LlmServer] = ()) -> LlmTarget | None:
-    """The LLM `obj` serves, or None when it is not LLM-serving."""
+def _runtime_server(
+    obj: Mapping[str, Any],
+    runtimes: Sequence[Mapping[str, Any]],
+    servers: Sequence[LlmServer],
+) -> str | None:
+    """An InferenceService whose KServe runtime (named, or auto-selected for its model format
+    from the given ServingRuntimes and ClusterServingRuntimes) runs an LLM server."""
+    model = _map(_map(_map(obj.get("spec")).get("predictor")).get("model"))
+    wanted, fmt = _str(model.get("runtime")), _str(_map(model.get("modelFormat")).get("name"))
+    namespace = _str(_map(obj.get("metadata")).get("namespace"))
+    for runtime in runtimes:
+        meta, spec = _map(runtime.get("metadata")), _map(runtime.get("spec"))
+        if runtime.get("kind") == "ServingRuntime" and _str(meta.get("namespace")) != namespace:
+            continue
+        formats = [_map(f) for f in spec.get("supportedModelFormats") or ()]
+        chosen = (
+            _str(meta.get("name")) == wanted
+            if wanted
+            else any(_str(f.get("name")) == fmt and f.get("autoSelect") is True for f in formats)
+        )
+        server = _server_of(runtime, servers, True) if chosen else None
+        if server is not None:
+            return f"runtime {meta.get('name')} ({server})"
+    return None
+
+
+def recognise(
+    obj: Mapping[str, Any],
+    extra: Sequence[LlmServer] = (),
+    runtimes: Sequence[Mapping[str, Any]] = (),
+) -> LlmTarget | None:
+    """The LLM `obj` serves, or None when it is not LLM-serving. `runtimes` are the KServe
+    serving runtimes an InferenceService may run on."""
     if not isinstance(obj, Mapping):
         return None
     api_version, kind = _str(obj.get("apiVersion")), _str(obj.get("kind"))
+    if not kind or kind in CONFIG_KINDS:
+        return None
     meta = _map(obj.get("metadata"))
     name = _str(meta.get("name")) or _str(meta.get("generateName"))
-    server = _kind_server(obj, group_of(api_version), kind) or _server_of(
-        obj, (*SERVERS, *extra), kind in SERVING_KINDS
+    servers = (*SERVERS, *extra)
+    server = (
+        _kind_server(obj, group_of(api_version), kind)
+        or _server_of(obj, servers, kind in SERVING_KINDS)
+        or (_runtime_server(obj, runtimes, servers) if kind == "InferenceService" else None)
     )
-    if server is None or not kind:
+    if server is None:
         return None
     return LlmTarget(
         api_version=api_version,

@@ -12,6 +12,7 @@ from mlgate.engine.decisions import Finding, Violation, attribute
 from mlgate.engine.llm import LlmServer, LlmTarget, recognise
 from mlgate.engine.models import references
 from mlgate.engine.policy import CompiledPolicy, Facts, LlmRules, ModelRules
+from mlgate.engine.related import runtimes
 from mlgate.engine.scope import governing, namespace_in_scope, workload_in_scope
 from mlgate.engine.workloads import WorkloadView, view
 
@@ -29,7 +30,9 @@ def may_concern(policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any]) ->
     LLM by the table or a policy's own servers. Others need no facts gathered."""
     rules = [p.llm for p in policies if p.llm is not None]
     return bool(rules) and (
-        exposure.is_exposure(obj) or any(recognise(obj, servers(r)) is not None for r in rules)
+        exposure.is_exposure(obj)
+        or obj.get("kind") == "InferenceService"  # its runtime may make it one
+        or any(recognise(obj, servers(r)) is not None for r in rules)
     )
 
 
@@ -86,7 +89,7 @@ def workload_violations(
     for policy in governing(policies, namespace, facts.namespace_labels, kind, labels):
         if policy.llm is None:
             continue
-        target = recognise(obj, servers(policy.llm))
+        target = recognise(obj, servers(policy.llm), runtimes(related))
         if target is None:
             continue
         judged.append(policy.name)
@@ -101,7 +104,7 @@ def _targets(
     found = []
     for obj in related:
         if reach.namespace_of(obj) == namespace and not exposure.is_exposure(obj):
-            target = recognise(obj, servers)
+            target = recognise(obj, servers, runtimes(tuple(related)))
             if target is not None:
                 found.append(target)
     return found

@@ -46,6 +46,12 @@ RELATED: tuple[RelatedKind, ...] = (
         "clusterguardrailpolicies", namespaced=False,
     ),
     RelatedKind("apps.nvidia.com", ("v1alpha1",), "NemoGuardrail", "nemoguardrails"),
+    # What an InferenceService may run on: a runtime running an LLM server makes it an LLM.
+    RelatedKind("serving.kserve.io", ("v1alpha1",), "ServingRuntime", "servingruntimes"),
+    RelatedKind(
+        "serving.kserve.io", ("v1alpha1",), "ClusterServingRuntime", "clusterservingruntimes",
+        namespaced=False,
+    ),
     RelatedKind("kuadrant.io", ("v1alpha1",), "TokenRateLimitPolicy", "tokenratelimitpolicies"),
     RelatedKind("kuadrant.io", ("v1", "v1beta3"), "RateLimitPolicy", "ratelimitpolicies"),
     # LLM-serving workloads, for the exposure rule's view of what a Service reaches.
@@ -102,5 +108,16 @@ def of_kinds(obj: Mapping[str, Any], kinds: tuple[RelatedKind, ...]) -> bool:
 
 
 def is_related(obj: Mapping[str, Any]) -> bool:
-    """Whether `obj` is a fact for the llm rules: a related kind or an LLM-serving workload."""
-    return _group_kind(obj) in _FACT_KINDS or recognise(obj, SERVERS) is not None
+    """Whether `obj` is a fact for the llm rules: a related kind or an LLM-serving workload
+    (any InferenceService: whether it is one may depend on its runtime)."""
+    group_kind = _group_kind(obj)
+    return (
+        group_kind in _FACT_KINDS
+        or group_kind == ("serving.kserve.io", "InferenceService")
+        or recognise(obj, SERVERS) is not None
+    )
+
+
+def runtimes(related: tuple[Mapping[str, Any], ...]) -> tuple[Mapping[str, Any], ...]:
+    """The KServe serving runtimes among the facts."""
+    return tuple(o for o in related if o.get("kind") in ("ServingRuntime", "ClusterServingRuntime"))
