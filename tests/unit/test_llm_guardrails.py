@@ -323,8 +323,16 @@ def test_a_detector_needs_an_approved_model_not_a_guardrail(tmp_path: Path, caps
             "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
         },
     }
+    # Any approved model is not enough: only the models the policy names as guardrail models.
     found = verdicts(tmp_path, capsys, [detector, approval])
+    assert found[("InferenceService", "llama-guard")] == ["llm.requireGuardrail"]
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["llm"]["requireGuardrail"] = {"guardrailModels": ["llama-guard"]}
+    found = verdicts(tmp_path, capsys, [detector, approval], policy)
     assert found[("InferenceService", "llama-guard")] == []
+    policy["spec"]["llm"]["requireGuardrail"] = {"guardrailModels": ["granite-guardian"]}
+    found = verdicts(tmp_path, capsys, [detector, approval], policy)
+    assert found[("InferenceService", "llama-guard")] == ["llm.requireGuardrail"]
 
 
 def test_kinds_only_llm_rules_judge_are_guarded_too(tmp_path: Path, capsys: Any) -> None:
@@ -354,6 +362,17 @@ def test_node_port_and_operator_labels_count(
         tmp_path, capsys, [*docs("vllm-deployment.yaml"), service("np", selector, "NodePort")]
     )
     assert found[("Service", "np")] == ["llm.noDirectExposure"]
+
+
+def test_host_ports_and_host_network_expose_the_llm_without_a_service(
+    tmp_path: Path, capsys: Any
+) -> None:
+    llm, svc = docs("vllm-deployment.yaml")
+    pod = llm["spec"]["template"]["spec"]
+    pod["containers"][0]["ports"][0]["hostPort"] = 8000
+    pod["hostNetwork"] = True
+    found = verdicts(tmp_path, capsys, [llm, svc, nemo("http://mistral-7b/v1")])
+    assert found[("Deployment", "mistral-7b")] == ["llm.noDirectExposure"] * 2
 
 
 def test_ingress_and_openshift_route_to_the_llm_service_are_denied(

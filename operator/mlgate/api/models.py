@@ -295,7 +295,8 @@ class RequireGuardrail(Spec):
     detector_selector: LabelSelector | None = Field(
         default_factory=lambda: LabelSelector(match_labels={"trustyai/guardrails": "true"}),
         description="LLM workloads with these labels are guardrail detectors (Llama Guard, ...): "
-        "instead of a guardrail of their own, their model must be an approved guardrail model.",
+        "instead of a guardrail of their own, their model must be an approved guardrail model "
+        "(one of guardrailModels; with none named, detectors need a guardrail too).",
     )
     guardrail_models: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
         [],

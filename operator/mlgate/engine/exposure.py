@@ -142,18 +142,49 @@ def exposure_findings(
     ]
 
 
-def exposed_findings(target: LlmTarget, related: Sequence[Mapping[str, Any]]) -> list[Finding]:
-    """An LLM being admitted, against the exposure objects already in its namespace."""
-    found = []
-    for obj in related:
-        if is_exposure(obj) and reach.namespace_of(obj) == target.namespace:
-            paths = list(dict.fromkeys(reaches(obj, target, related)))
+def _on_node_paths(obj: Mapping[str, Any]) -> Iterator[str]:
+    """Where the object puts its pods on the node's network (hostNetwork) or opens a node port
+    (hostPort): reachable from outside the cluster with no Service at all."""
+    stack: list[tuple[Any, str]] = [(obj.get("spec"), "spec")]
+    seen: set[int] = set()
+    while stack:
+        node, path = stack.pop()
+        if not isinstance(node, Mapping | list) or id(node) in seen:
+            continue
+        seen.add(id(node))
+        if isinstance(node, list):
+            stack.extend((item, f"{path}[{i}]") for i, item in enumerate(node))
+            continue
+        if node.get("hostNetwork") is True:
+            yield f"{path}.hostNetwork"
+        if "hostPort" in node and node.get("hostPort") not in (None, 0):
+            yield f"{path}.hostPort"
+        stack.extend((value, f"{path}.{key}") for key, value in node.items())
+
+
+def exposed_findings(
+    obj: Mapping[str, Any], target: LlmTarget, related: Sequence[Mapping[str, Any]]
+) -> list[Finding]:
+    """An LLM being admitted: its own host ports and host network, and the exposure objects
+    already in its namespace."""
+    found = [
+        Finding(
+            Rule.LLM_DIRECT_EXPOSURE,
+            path,
+            f"{path.rsplit('.', 1)[-1]} exposes LLM {target.describe()} on its node, around its "
+            "guardrail; remove it and reach the LLM through its guardrail",
+        )
+        for path in dict.fromkeys(_on_node_paths(obj))
+    ]
+    for other in related:
+        if is_exposure(other) and reach.namespace_of(other) == target.namespace:
+            paths = list(dict.fromkeys(reaches(other, target, related)))
             if paths:
                 found.append(
                     Finding(
                         Rule.LLM_DIRECT_EXPOSURE,
                         "metadata.name",
-                        f"{_describe(obj)} ({', '.join(paths)}) already reaches this LLM's pods "
+                        f"{_describe(other)} ({', '.join(paths)}) already reaches this LLM's pods "
                         f"directly, around its guardrail; remove it or {_FIX}",
                     )
                 )

@@ -314,11 +314,22 @@ def detector_problems(
     now: datetime,
 ) -> list[Finding] | None:
     """For a guardrail detector (labelled as one): the findings on its own model; None when the
-    LLM is not a detector and must be guarded itself."""
+    LLM is not a detector and must be guarded itself.
+
+    A label is the tenant's to set, so it exempts nothing by itself: the detector's models must
+    be approved as guardrail models, which needs the policy to name them (guardrailModels);
+    otherwise any approved chat model could be relabelled out of its guardrail."""
     if rules.detector_selector is None or not selector_matches(
         rules.detector_selector, target.labels
     ):
         return None
+    if not rules.guardrail_models:
+        message = (
+            f"{target.describe()} is labelled as a guardrail detector, but the policy names no "
+            "guardrail models (llm.requireGuardrail.guardrailModels), so it needs a guardrail "
+            "like any LLM; name the approved detector models there"
+        )
+        return [Finding(Rule.LLM_GUARDRAIL, "metadata.labels", message)]
     if not models:
         message = (
             f"guardrail detector {target.describe()} declares no model, so mlgate cannot tell it "

@@ -69,7 +69,7 @@ def _workload_findings(
             else detector
         )
     if rules.no_direct_exposure:
-        found += exposure.exposed_findings(target, related)
+        found += exposure.exposed_findings(obj, target, related)
     if rules.require_rate_limit:
         found += guardrails.require_rate_limit(target, related)
     return found

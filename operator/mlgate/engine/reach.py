@@ -105,7 +105,7 @@ def named_service_reaches(
     whose selector picks its pods."""
     if namespace != target.namespace or not name:
         return False
-    if name in target.services or name == target.name:
+    if name in target.services:
         return True
     return any(service_reaches(s, target) for s in _services(related, namespace, name))
 
