@@ -60,7 +60,11 @@ SERVERS: tuple[LlmServer, ...] = (
 
 # KServe model formats and runtimes that are LLM servers (InferenceService predictors).
 LLM_MODEL_FORMATS = frozenset({"huggingface", "vllm", "tgi", "sglang"})
-_LLM_RUNTIME = re.compile(r"huggingface|vllm|tgi|text-generation|sglang|nim", re.IGNORECASE)
+# Runtime names of LLM servers (KServe's kserve-huggingfaceserver, Open Data Hub's vllm-runtime,
+# tgis-runtime, ...); TrustyAI's guardrails-detector-huggingface classifiers are not among them.
+_LLM_RUNTIME = re.compile(
+    r"huggingfaceserver|vllm|\btgis?\b|text-generation|sglang|\bnim\b", re.IGNORECASE
+)
 
 # Kinds whose pods keep serving: an LLM image alone makes them LLM-serving. Batch kinds (Job,
 # training jobs) only count when their command starts a server, since evaluation and batch
