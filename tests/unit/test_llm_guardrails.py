@@ -503,3 +503,25 @@ def test_ray_serve_applications_of_vllm_are_llms() -> None:
     }  # fmt: skip
     target = recognise(service)
     assert target is not None and "vllm-tpu-serve-svc" in target.services
+
+
+def test_llm_inference_service_routed_through_a_guarded_gateway(
+    tmp_path: Path, capsys: Any
+) -> None:
+    llmisvc = docs("llminferenceservice.yaml")[0]
+    key = ("LLMInferenceService", "facebook-opt-125m-single")
+    assert verdicts(tmp_path, capsys, [llmisvc])[key] == [
+        "llm.requireGuardrail",
+        "llm.noDirectExposure",  # KServe's route through an unguarded gateway
+    ]
+    gateway_policy = {
+        "apiVersion": "trustyai.opendatahub.io/v1alpha1",
+        "kind": "ClusterGuardrailPolicy",
+        "metadata": {"name": "default-gateway"},
+        "spec": {"targetRefs": [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                 "name": "kserve-ingress-gateway", "namespace": "kserve"}]},
+    }  # fmt: skip
+    assert verdicts(tmp_path, capsys, [llmisvc, gateway_policy])[key] == []
+    # Guarded by an orchestrator instead, KServe's route would bypass it.
+    found = verdicts(tmp_path, capsys, [llmisvc, gorch("facebook-opt-125m-single")])
+    assert found[key] == ["llm.noDirectExposure"]

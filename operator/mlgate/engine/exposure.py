@@ -15,7 +15,7 @@ from typing import Any
 
 from mlgate.engine import reach
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.guardrails import BUILT_IN, GATEWAY_POLICY, target_refs
+from mlgate.engine.guardrails import BUILT_IN, GATEWAY_POLICY, router_gateways, target_refs
 from mlgate.engine.llm import LlmTarget, group_of
 
 _EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
@@ -90,6 +90,19 @@ def gateway_guarded(route: Mapping[str, Any], related: Sequence[Mapping[str, Any
         return True
     parents = list(reach.route_parents(route))
     return bool(parents) and all(p in refs for p in parents)
+
+
+def _unguarded_gateways(
+    gateways: set[tuple[str, str]], related: Sequence[Mapping[str, Any]]
+) -> list[str]:
+    refs = {
+        (namespace, name)
+        for o in related
+        if (group_of(_str(o.get("apiVersion"))), o.get("kind")) in BUILT_IN[GATEWAY_POLICY]
+        for kind, namespace, name in target_refs(o)
+        if kind == "Gateway"
+    }
+    return sorted(f"{ns}/{name}" for ns, name in gateways - refs)
 
 
 def reaches(
@@ -176,6 +189,22 @@ def exposed_findings(
         )
         for path in dict.fromkeys(_on_node_paths(obj))
     ]
+    if target.kind == "LLMInferenceService" and isinstance(
+        _map(_map(obj.get("spec")).get("router")).get("route"), Mapping
+    ):
+        # KServe makes an HTTPRoute straight to the pods: through the gateway's guardrail only.
+        unguarded = _unguarded_gateways(router_gateways(obj), related)
+        if unguarded:
+            found.append(
+                Finding(
+                    Rule.LLM_DIRECT_EXPOSURE,
+                    "spec.router.route",
+                    f"spec.router.route has KServe route LLM {target.describe()} through Gateway "
+                    f"{', '.join(unguarded)}, which no gateway guardrail policy "
+                    f"({GATEWAY_POLICY}) targets; add one, or drop spec.router.route and serve "
+                    "it through its guardrail",
+                )
+            )
     for other in related:
         if is_exposure(other) and reach.namespace_of(other) == target.namespace:
             paths = list(dict.fromkeys(reaches(other, target, related)))

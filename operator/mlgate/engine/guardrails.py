@@ -129,7 +129,7 @@ def _routes(target: LlmTarget, related: Sequence[Mapping[str, Any]]) -> set[tupl
 def _own_routes(target: LlmTarget, related: Sequence[Mapping[str, Any]]) -> set[str]:
     """Routes an LLMInferenceService names or has KServe create for it."""
     for obj in related:
-        if obj.get("kind") == "LLMInferenceService" and reach.name_of(obj) == target.name:
+        if _is_target(obj, target) and target.kind == "LLMInferenceService":
             route = _map(_map(_map(obj.get("spec")).get("router")).get("route"))
             refs = _map(route.get("http")).get("refs") or ()
             names = {_str(_map(r).get("name")) for r in refs}
@@ -148,11 +148,35 @@ def _gateways(target: LlmTarget, related: Sequence[Mapping[str, Any]]) -> set[tu
         if kind == "Gateway"
     }
     for obj in related:
-        if obj.get("kind") == "LLMInferenceService" and reach.name_of(obj) == target.name:
-            gateway = _map(_map(_map(obj.get("spec")).get("router")).get("gateway"))
-            for ref in map(_map, gateway.get("refs") or ()):
-                found.add((_str(ref.get("namespace")) or target.namespace, _str(ref.get("name"))))
+        if _is_target(obj, target):
+            found |= router_gateways(obj)
     return found
+
+
+# Where KServe attaches an LLMInferenceService's route when `router.gateway` names none (its
+# `ingress.kserveIngressGateway` default).
+DEFAULT_KSERVE_GATEWAY = ("kserve", "kserve-ingress-gateway")
+
+
+def router_gateways(llmisvc: Mapping[str, Any]) -> set[tuple[str, str]]:
+    """(namespace, name) of the Gateways an LLMInferenceService's router serves it through."""
+    router = _map(_map(llmisvc.get("spec")).get("router"))
+    if not isinstance(router.get("gateway"), Mapping) and not isinstance(
+        router.get("route"), Mapping
+    ):
+        return set()
+    refs = [_map(r) for r in _map(router.get("gateway")).get("refs") or ()]
+    namespace = reach.namespace_of(llmisvc)
+    found = {(_str(r.get("namespace")) or namespace, _str(r.get("name"))) for r in refs}
+    return found or {DEFAULT_KSERVE_GATEWAY}
+
+
+def _is_target(obj: Mapping[str, Any], target: LlmTarget) -> bool:
+    return (
+        obj.get("kind") == target.kind
+        and reach.name_of(obj) == target.name
+        and reach.namespace_of(obj) == target.namespace
+    )
 
 
 def _attached(
