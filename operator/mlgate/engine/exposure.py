@@ -15,7 +15,12 @@ from typing import Any
 
 from mlgate.engine import reach
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.guardrails import BUILT_IN, GATEWAY_POLICY, router_gateways, target_refs
+from mlgate.engine.guardrails import (
+    GATEWAY_POLICY,
+    is_gateway_guardrail,
+    router_gateways,
+    target_refs,
+)
 from mlgate.engine.llm import LlmTarget, group_of
 
 _EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
@@ -82,7 +87,7 @@ def gateway_guarded(route: Mapping[str, Any], related: Sequence[Mapping[str, Any
     guardrail policy: then its traffic passes the guardrail."""
     policies = [
         o for o in related
-        if (group_of(_str(o.get("apiVersion"))), o.get("kind")) in BUILT_IN[GATEWAY_POLICY]
+        if is_gateway_guardrail(o)
     ]  # fmt: skip
     refs = {ref for p in policies for ref in target_refs(p)}
     own = (route.get("kind"), reach.namespace_of(route), reach.name_of(route))
@@ -98,7 +103,7 @@ def _unguarded_gateways(
     refs = {
         (namespace, name)
         for o in related
-        if (group_of(_str(o.get("apiVersion"))), o.get("kind")) in BUILT_IN[GATEWAY_POLICY]
+        if is_gateway_guardrail(o)
         for kind, namespace, name in target_refs(o)
         if kind == "Gateway"
     }

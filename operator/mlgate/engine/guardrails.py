@@ -49,6 +49,13 @@ def _of(obj: Mapping[str, Any], kinds: Sequence[tuple[str, str]]) -> bool:
     return (group_of(_str(obj.get("apiVersion"))), obj.get("kind")) in kinds
 
 
+def is_gateway_guardrail(obj: Mapping[str, Any]) -> bool:
+    """A gateway guardrail policy. Matched by kind in any API group: the kind is cluster-scoped
+    and only cluster admins install CRDs, so a tenant cannot forge one; the stand-in is
+    TrustyAI's group."""
+    return obj.get("kind") == GATEWAY_POLICY
+
+
 def _title(obj: Mapping[str, Any]) -> str:
     return f"{obj.get('kind')} {reach.namespace_of(obj) or '(cluster)'}/{reach.name_of(obj)}"
 
@@ -226,7 +233,7 @@ def _guards(
         return _orchestrator_targets(obj, target, related)
     if NEMO in accepted and _of(obj, BUILT_IN[NEMO]):
         return _nemo_targets(obj, target, related)
-    if GATEWAY_POLICY in accepted and _of(obj, BUILT_IN[GATEWAY_POLICY]):
+    if GATEWAY_POLICY in accepted and is_gateway_guardrail(obj):
         return _attached(obj, target, related)
     return any(_contract_targets(c, obj, target, related) for c in rules.contracts)
 
