@@ -525,3 +525,14 @@ def test_llm_inference_service_routed_through_a_guarded_gateway(
     # Guarded by an orchestrator instead, KServe's route would bypass it.
     found = verdicts(tmp_path, capsys, [llmisvc, gorch("facebook-opt-125m-single")])
     assert found[key] == ["llm.noDirectExposure"]
+
+
+def test_manifests_without_namespaces_are_judged_together(tmp_path: Path, capsys: Any) -> None:
+    """`kubectl apply -n NS` places them later: a guardrail URL naming any namespace may match."""
+    objects = [*docs("vllm-deployment.yaml"), nemo("http://mistral-7b.team-a.svc:80/v1")]
+    for obj in objects:
+        del obj["metadata"]["namespace"]
+    manifests, policies = tmp_path / "m.yaml", tmp_path / "p.yaml"
+    manifests.write_text(yaml.safe_dump_all(objects))
+    policies.write_text(yaml.safe_dump(POLICY))
+    assert cli.main(["check", "-p", str(policies), str(manifests)]) == 0, capsys.readouterr().out

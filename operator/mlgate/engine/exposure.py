@@ -211,7 +211,7 @@ def exposed_findings(
                 )
             )
     for other in related:
-        if is_exposure(other) and reach.namespace_of(other) == target.namespace:
+        if is_exposure(other) and reach.same_namespace(reach.namespace_of(other), target.namespace):
             paths = list(dict.fromkeys(reaches(other, target, related)))
             if paths:
                 found.append(

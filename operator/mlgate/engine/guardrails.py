@@ -79,7 +79,7 @@ def _orchestrator_targets(
     gorch: Mapping[str, Any], target: LlmTarget, related: Sequence[Mapping[str, Any]]
 ) -> bool:
     spec, namespace = _map(gorch.get("spec")), reach.namespace_of(gorch)
-    if namespace != target.namespace:
+    if not reach.same_namespace(namespace, target.namespace):
         return False
     auto = _map(spec.get("autoConfig"))
     if _str(auto.get("inferenceServiceToGuardrail")) == target.name and target.kind in (
@@ -92,7 +92,7 @@ def _orchestrator_targets(
         if (
             reach.is_kind(obj, "", "ConfigMap")
             and reach.name_of(obj) == config
-            and (reach.namespace_of(obj) == namespace)
+            and reach.same_namespace(reach.namespace_of(obj), namespace)
         ):
             for text in _map(obj.get("data")).values():
                 for host in _generation_hosts(_str(text)):
@@ -182,7 +182,7 @@ def _is_target(obj: Mapping[str, Any], target: LlmTarget) -> bool:
     return (
         obj.get("kind") == target.kind
         and reach.name_of(obj) == target.name
-        and reach.namespace_of(obj) == target.namespace
+        and reach.same_namespace(reach.namespace_of(obj), target.namespace)
     )
 
 

@@ -103,7 +103,9 @@ def _targets(
 ) -> list[LlmTarget]:
     found = []
     for obj in related:
-        if reach.namespace_of(obj) == namespace and not exposure.is_exposure(obj):
+        if reach.same_namespace(reach.namespace_of(obj), namespace) and not exposure.is_exposure(
+            obj
+        ):
             target = recognise(obj, servers, runtimes(tuple(related)))
             if target is not None:
                 found.append(target)

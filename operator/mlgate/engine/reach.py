@@ -51,6 +51,13 @@ def namespace_of(obj: Mapping[str, Any]) -> str:
     return _str(meta(obj).get("namespace"))
 
 
+def same_namespace(a: str, b: str) -> bool:
+    """Namespaces that may be the same: equal, or one unknown. Only `mlgate check` of manifests
+    without namespaces (applied with `kubectl -n` later) leaves one unknown; the webhook always
+    knows them."""
+    return not a or not b or a == b
+
+
 def is_kind(obj: Mapping[str, Any], group: str, kind: str) -> bool:
     return group_of(_str(obj.get("apiVersion"))) == group and obj.get("kind") == kind
 
@@ -83,7 +90,7 @@ def _selector_labels(value: Any) -> dict[str, str]:
 
 
 def service_reaches(service: Mapping[str, Any], target: LlmTarget) -> bool:
-    if namespace_of(service) != target.namespace:
+    if not same_namespace(namespace_of(service), target.namespace):
         return False
     if name_of(service) in target.services:
         return True
@@ -94,7 +101,11 @@ def service_reaches(service: Mapping[str, Any], target: LlmTarget) -> bool:
 
 def _services(related: Sequence[Mapping[str, Any]], namespace: str, name: str) -> Iterator[Any]:
     for obj in related:
-        if is_kind(obj, "", "Service") and namespace_of(obj) == namespace and name_of(obj) == name:
+        if (
+            is_kind(obj, "", "Service")
+            and same_namespace(namespace_of(obj), namespace)
+            and name_of(obj) == name
+        ):
             yield obj
 
 
@@ -103,7 +114,7 @@ def named_service_reaches(
 ) -> bool:
     """Whether the Service `namespace/name` leads to the LLM: one its operator makes, or one
     whose selector picks its pods."""
-    if namespace != target.namespace or not name:
+    if not same_namespace(namespace, target.namespace) or not name:
         return False
     if name in target.services:
         return True
@@ -147,7 +158,8 @@ def _pool_reaches(
             group in INFERENCE_POOL_GROUPS
             and obj.get("kind") == "InferencePool"
             and name_of(obj) == name
-            and namespace_of(obj) == namespace == target.namespace
+            and same_namespace(namespace_of(obj), namespace)
+            and same_namespace(namespace, target.namespace)
         ):
             selector = _selector_labels(_map(obj.get("spec")).get("selector"))
             if selector_may_pick(selector, target):
@@ -155,7 +167,7 @@ def _pool_reaches(
     # An LLMInferenceService's own pool is named after it.
     return (
         target.kind == "LLMInferenceService"
-        and namespace == target.namespace
+        and same_namespace(namespace, target.namespace)
         and (name.startswith(target.name))
     )
 
