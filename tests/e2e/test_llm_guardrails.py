@@ -101,3 +101,14 @@ def test_other_workloads_and_their_load_balancers_are_untouched(
 ) -> None:
     web, web_lb, job = sample("not-llm.yaml", namespace)
     apply(control_plane, web, web_lb, job).check_returncode()
+
+
+def test_kaito_workspace_is_routed_to_its_llm_rules(
+    control_plane: Cluster, guarded: str, namespace: str
+) -> None:
+    (workspace,) = sample("kaito-workspace.yaml", namespace)
+    denied = apply(control_plane, workspace)
+    assert denied.returncode != 0 and "llm.requireGuardrail" in denied.stderr
+    guard = nemo(namespace, f"http://{workspace['metadata']['name']}.{namespace}.svc:80/v1")
+    apply(control_plane, guard).check_returncode()
+    apply(control_plane, workspace).check_returncode()
