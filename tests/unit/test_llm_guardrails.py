@@ -536,3 +536,14 @@ def test_manifests_without_namespaces_are_judged_together(tmp_path: Path, capsys
     manifests.write_text(yaml.safe_dump_all(objects))
     policies.write_text(yaml.safe_dump(POLICY))
     assert cli.main(["check", "-p", str(policies), str(manifests)]) == 0, capsys.readouterr().out
+
+
+def test_sarif_and_json_carry_the_owasp_ids(tmp_path: Path, capsys: Any) -> None:
+    manifests, policies = tmp_path / "m.yaml", tmp_path / "p.yaml"
+    manifests.write_text(yaml.safe_dump_all(docs("tgi-deployment.yaml")))
+    policies.write_text(yaml.safe_dump(POLICY))
+    assert cli.main(["check", "-p", str(policies), "-o", "sarif", str(manifests)]) == 1
+    run = json.loads(capsys.readouterr().out)["runs"][0]
+    (rule,) = run["tool"]["driver"]["rules"]
+    assert {"AML.M0020", "LLM01", "LLM02", "LLM05", "LLM09"} <= set(rule["properties"]["tags"])
+    assert run["results"][0]["properties"]["owasp"] == ["LLM01", "LLM02", "LLM05", "LLM09"]
