@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mlgate import cli
+from mlgate.engine.exposure import exposed_findings
 from mlgate.engine.llm import recognise
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "llm"
@@ -547,3 +548,19 @@ def test_sarif_and_json_carry_the_owasp_ids(tmp_path: Path, capsys: Any) -> None
     (rule,) = run["tool"]["driver"]["rules"]
     assert {"AML.M0020", "LLM01", "LLM02", "LLM05", "LLM09"} <= set(rule["properties"]["tags"])
     assert run["results"][0]["properties"]["owasp"] == ["LLM01", "LLM02", "LLM05", "LLM09"]
+
+
+def test_a_public_knative_service_exposes_its_llm() -> None:
+    llm, svc = docs("vllm-deployment.yaml")
+    knative = {
+        "apiVersion": "serving.knative.dev/v1",
+        "kind": "Service",
+        "metadata": {"name": "chat", "namespace": NS},
+        "spec": {"template": llm["spec"]["template"]},
+    }
+    target = recognise(knative)
+    assert target is not None
+    paths = [f.path for f in exposed_findings(knative, target, [svc])]
+    assert paths == ["metadata.labels"]
+    knative["metadata"]["labels"] = {"networking.knative.dev/visibility": "cluster-local"}
+    assert exposed_findings(knative, target, [svc]) == []

@@ -24,6 +24,17 @@ from mlgate.engine.guardrails import (
 from mlgate.engine.llm import LlmTarget, group_of
 
 _EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
+KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
+
+
+def _knative_public(obj: Mapping[str, Any]) -> bool:
+    """A Knative Service is reachable from outside unless labelled cluster-local."""
+    if (
+        group_of(_str(obj.get("apiVersion"))) != "serving.knative.dev"
+        or obj.get("kind") != "Service"
+    ):
+        return False
+    return _map(reach.meta(obj).get("labels")).get(KNATIVE_VISIBILITY) != "cluster-local"
 
 
 def _map(value: Any) -> Mapping[str, Any]:
@@ -194,6 +205,15 @@ def exposed_findings(
         )
         for path in dict.fromkeys(_on_node_paths(obj))
     ]
+    if _knative_public(obj):
+        found.append(
+            Finding(
+                Rule.LLM_DIRECT_EXPOSURE,
+                "metadata.labels",
+                f"Knative serves LLM {target.describe()} on its public ingress; label it "
+                f"{KNATIVE_VISIBILITY}: cluster-local and reach it through its guardrail",
+            )
+        )
     if target.kind == "LLMInferenceService" and isinstance(
         _map(_map(obj.get("spec")).get("router")).get("route"), Mapping
     ):

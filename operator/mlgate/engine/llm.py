@@ -72,7 +72,7 @@ _LLM_RUNTIME = re.compile(
 SERVING_KINDS = frozenset(
     {"Pod", "Deployment", "ReplicaSet", "StatefulSet", "ReplicationController", "DaemonSet"}
     | {"LeaderWorkerSet", "RayService", "RayCluster", "InferenceService", "LLMInferenceService"}
-    | {"NIMService", "Workspace"}
+    | {"NIMService", "Workspace", "Service"}  # a Knative Service (a core one runs nothing)
 )
 # Kinds that serve an LLM whatever they run: (API group, kind).
 _ALWAYS_LLM = frozenset(

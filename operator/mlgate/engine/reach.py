@@ -24,6 +24,7 @@ _OPERATOR_LABEL_PREFIXES = (
     "apps.kubernetes.io/", "batch.kubernetes.io/", "job-name", "controller-uid",
     "ray.io/", "leaderworkerset.sigs.k8s.io/", "serving.kserve.io/", "serving.knative.dev/",
     "kaito.sh/", "app.kubernetes.io/", "component", "llm-d.ai/", "inference.networking",
+    "kserve.io/",
 )  # fmt: skip
 
 
