@@ -564,3 +564,12 @@ def test_a_public_knative_service_exposes_its_llm() -> None:
     assert paths == ["metadata.labels"]
     knative["metadata"]["labels"] = {"networking.knative.dev/visibility": "cluster-local"}
     assert exposed_findings(knative, target, [svc]) == []
+
+
+def test_a_nim_service_asking_its_operator_for_a_load_balancer_is_exposed() -> None:
+    (nim,) = docs("nimservice.yaml")
+    target = recognise(nim)
+    assert target is not None and exposed_findings(nim, target, []) == []
+    nim["spec"]["expose"] = {"service": {"type": "LoadBalancer"}, "ingress": {"enabled": True}}
+    paths = [f.path for f in exposed_findings(nim, target, [])]
+    assert paths == ["spec.expose.service.type", "spec.expose.ingress"]

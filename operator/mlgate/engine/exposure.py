@@ -27,6 +27,18 @@ _EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
 KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
 
 
+def _operator_exposure(obj: Mapping[str, Any]) -> Iterator[str]:
+    """NVIDIA's operators (NIMService, ...) make the Service or Ingress `spec.expose` asks for."""
+    if group_of(_str(obj.get("apiVersion"))) != "apps.nvidia.com":
+        return
+    expose = _map(_map(obj.get("spec")).get("expose"))
+    if _map(expose.get("service")).get("type") in _EXTERNAL_TYPES:
+        yield "spec.expose.service.type"
+    ingress = _map(expose.get("ingress"))
+    if ingress.get("enabled") is True or _map(ingress.get("spec")):
+        yield "spec.expose.ingress"
+
+
 def _knative_public(obj: Mapping[str, Any]) -> bool:
     """A Knative Service is reachable from outside unless labelled cluster-local."""
     if (
@@ -205,6 +217,15 @@ def exposed_findings(
         )
         for path in dict.fromkeys(_on_node_paths(obj))
     ]
+    for path in _operator_exposure(obj):
+        found.append(
+            Finding(
+                Rule.LLM_DIRECT_EXPOSURE,
+                path,
+                f"{path} has the operator expose LLM {target.describe()} outside the cluster, "
+                "around its guardrail; keep it ClusterIP and expose the guardrail instead",
+            )
+        )
     if _knative_public(obj):
         found.append(
             Finding(
