@@ -573,3 +573,32 @@ def test_a_nim_service_asking_its_operator_for_a_load_balancer_is_exposed() -> N
     nim["spec"]["expose"] = {"service": {"type": "LoadBalancer"}, "ingress": {"enabled": True}}
     paths = [f.path for f in exposed_findings(nim, target, [])]
     assert paths == ["spec.expose.service.type", "spec.expose.ingress"]
+
+
+def test_a_reference_grant_opening_the_llm_to_other_namespaces_routes_is_exposure(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Routes of another namespace (outside this one's policies) need a ReferenceGrant here."""
+
+    def grant(name: str, to: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "apiVersion": "gateway.networking.k8s.io/v1beta1",
+            "kind": "ReferenceGrant",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"from": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute",
+                               "namespace": "public"}], "to": to},
+        }  # fmt: skip
+
+    objects = [
+        *docs("vllm-deployment.yaml"),
+        nemo("http://mistral-7b/v1"),
+        grant("llm", [{"group": "", "kind": "Service", "name": "mistral-7b"}]),
+        grant("any-service", [{"group": "", "kind": "Service"}]),
+        grant("certs", [{"group": "", "kind": "Secret"}]),
+        grant("guardrail", [{"group": "", "kind": "Service", "name": "guardrail"}]),
+    ]
+    found = verdicts(tmp_path, capsys, objects)
+    assert found[("ReferenceGrant", "llm")] == ["llm.noDirectExposure"]
+    assert found[("ReferenceGrant", "any-service")] == ["llm.noDirectExposure"]
+    assert found[("ReferenceGrant", "certs")] == []
+    assert found[("ReferenceGrant", "guardrail")] == []

@@ -67,7 +67,32 @@ def is_exposure(obj: Mapping[str, Any]) -> bool:
         (group, kind) in {("", "Service"), ("networking.k8s.io", "Ingress")}
         or (group == reach.OPENSHIFT_ROUTE_GROUP and kind == "Route")
         or reach.is_gateway_route(obj)
+        or _is_reference_grant(obj)
     )
+
+
+def _is_reference_grant(obj: Mapping[str, Any]) -> bool:
+    return group_of(_str(obj.get("apiVersion"))) == reach.GATEWAY_GROUP and (
+        obj.get("kind") == "ReferenceGrant"
+    )
+
+
+def _granted(
+    grant: Mapping[str, Any], target: LlmTarget, related: Sequence[Mapping[str, Any]]
+) -> Iterator[str]:
+    """A ReferenceGrant lets routes of other namespaces, which this namespace's policies do not
+    see, use its Services or InferencePools as backends: one naming the LLM's (or naming none,
+    so every one) is exposure in waiting."""
+    namespace = reach.namespace_of(grant)
+    for i, to in enumerate(_list(_map(grant.get("spec")).get("to"))):
+        ref = _map(to)
+        if ref.get("kind") not in ("Service", "InferencePool"):
+            continue  # Secrets for TLS certificates, ...
+        if not _str(ref.get("name")):
+            if reach.same_namespace(namespace, target.namespace):
+                yield f"spec.to[{i}]"
+        elif reach.backend_reaches(ref, namespace, target, related):
+            yield f"spec.to[{i}]"
 
 
 def _service_paths(service: Mapping[str, Any]) -> Iterator[str]:
@@ -152,6 +177,8 @@ def reaches(
         for path, ref in reach.route_backends(obj):
             if reach.backend_reaches(ref, namespace, target, related):
                 yield path
+    elif _is_reference_grant(obj):
+        yield from _granted(obj, target, related)
     elif kind == "Route":
         for path, name in _route_backends(obj):
             if reach.named_service_reaches(name, namespace, target, related):

@@ -32,6 +32,8 @@ RELATED: tuple[RelatedKind, ...] = (
     RelatedKind(_GATEWAY, ("v1", "v1alpha2"), "GRPCRoute", "grpcroutes", exposure=True),
     RelatedKind(_GATEWAY, ("v1alpha2",), "TCPRoute", "tcproutes", exposure=True),
     RelatedKind(_GATEWAY, ("v1alpha2",), "TLSRoute", "tlsroutes", exposure=True),
+    # Routes from other namespaces reach this one's Services only through a ReferenceGrant here.
+    RelatedKind(_GATEWAY, ("v1beta1",), "ReferenceGrant", "referencegrants", exposure=True),
     RelatedKind("route.openshift.io", ("v1",), "Route", "routes", exposure=True),
     RelatedKind("inference.networking.k8s.io", ("v1",), "InferencePool", "inferencepools"),
     RelatedKind(
