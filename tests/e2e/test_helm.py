@@ -34,6 +34,7 @@ from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess, stand_in_crds
 from mlgate.webhook.config import (
     IMAGES_MUTATING_WEBHOOK,
+    LLM_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     WORKLOADS_WEBHOOK,
@@ -247,7 +248,12 @@ def test_install_upgrade_uninstall(
             assert exists(cp, kind, release)
         config = kubectl_json(cp, "get", "validatingwebhookconfiguration", release)
         hooks = {w["name"]: w for w in config["webhooks"]}
-        assert set(hooks) == {WORKLOADS_WEBHOOK, NETWORK_POLICIES_WEBHOOK, NAMESPACES_WEBHOOK}
+        assert set(hooks) == {
+            WORKLOADS_WEBHOOK,
+            NETWORK_POLICIES_WEBHOOK,
+            LLM_WEBHOOK,
+            NAMESPACES_WEBHOOK,
+        }
         assert hooks[WORKLOADS_WEBHOOK]["rules"] == workload_rules()
         for hook in hooks.values():
             assert hook["clientConfig"]["service"]["name"] == release
