@@ -3,7 +3,8 @@
 Starts etcd + kube-apiserver on loopback, installs mlgate's CRDs, the example policies and
 approved models, runs `mlgate run` with its webhook registered by URL, applies every example
 workload with kubectl and prints what the apiserver admitted and denied, next to what
-`mlgate check` predicted offline. Ctrl-C or completion tears everything down.
+`mlgate check` predicted offline; then rolls out examples/llm: a vLLM server denied without its
+guardrail and admitted with it. Ctrl-C or completion tears everything down.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ from mlgate.devrun import MlgateProcess, stand_in_crds
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 NAMESPACE = "ml-prod"
+LLM_NAMESPACE = "llm-demo"
+# examples/llm in roll-out order, with what each step must get: the LLM waits for its guardrail.
+LLM_STEPS = (
+    ("llm.yaml", "denied", "vLLM without a guardrail"),
+    ("guardrail.yaml", "admitted", "NemoGuardrail in front of it, its public Service"),
+    ("llm.yaml", "admitted", "vLLM again, now guarded"),
+    ("exposed.yaml", "denied", "LoadBalancer straight to the vLLM pods"),
+)
 GOVERNED = "mlgate.io/governed"
 
 
@@ -65,6 +74,11 @@ def install(cluster: Cluster) -> None:
     step("applying example policies, approved models and the runtimes the workloads name")
     for folder in ("policies", "models", "runtimes"):
         cluster.kubectl("apply", "-f", str(EXAMPLES / folder), check=True)
+    step(f"namespace {LLM_NAMESPACE}: the LLM guardrail policy and the guardrail's approved model")
+    llm_setup = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": LLM_NAMESPACE}}
+    cluster.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump(llm_setup))
+    for name in ("policy.yaml", "models.yaml"):
+        cluster.kubectl("apply", "-f", str(EXAMPLES / "llm" / name), check=True)
 
 
 def wait_policies_ready(cluster: Cluster, timeout: float = 30.0) -> None:
@@ -100,8 +114,8 @@ def predictions() -> dict[str, str]:
     return verdicts
 
 
-def apply_example(cluster: Cluster, path: Path) -> tuple[str, str]:
-    out = cluster.kubectl("apply", "-n", NAMESPACE, "-f", str(path))
+def apply_example(cluster: Cluster, path: Path, namespace: str = NAMESPACE) -> tuple[str, str]:
+    out = cluster.kubectl("apply", "-n", namespace, "-f", str(path))
     if out.returncode == 0:
         warnings = [line for line in out.stderr.splitlines() if line.startswith("Warning:")]
         return "admitted", warnings[0] if warnings else ""
@@ -129,6 +143,16 @@ def quota_demo(cluster: Cluster) -> Row:
     return Row("quota: second pytorchjob-llama-finetune", "denied", verdict, detail)
 
 
+def llm_demo(cluster: Cluster) -> list[Row]:
+    """An LLM refused until its guardrail exists, then admitted; a bypass refused."""
+    rows = []
+    for name, expected, what in LLM_STEPS:
+        step(f"LLM guardrails: kubectl apply examples/llm/{name} ({what})")
+        verdict, detail = apply_example(cluster, EXAMPLES / "llm" / name, LLM_NAMESPACE)
+        rows.append(Row(f"llm/{name}: {what}", expected, verdict, detail))
+    return rows
+
+
 def show(rows: list[Row]) -> None:
     width = max(len(r.file) for r in rows)
     print(f"\n{'EXAMPLE':<{width}}  {'CHECK':<9} {'CLUSTER':<9} WHAT THE APISERVER SAID")
@@ -152,6 +176,7 @@ def run_demo(cluster: Cluster, workdir: Path) -> int:
                     Row(f"{group}/{path.name}", expected.get(path.name, "?"), verdict, detail)
                 )
         rows.append(quota_demo(cluster))
+        rows += llm_demo(cluster)
         show(rows)
         admitted = sum(r.cluster == "admitted" for r in rows)
         print(f"\n{admitted} admitted, {len(rows) - admitted} denied by the real kube-apiserver.")

@@ -18,7 +18,7 @@ from typing import Any, TextIO
 from mlgate.api import models as api
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.api.workloadkind import compile_workload_kind
-from mlgate.engine import egress
+from mlgate.engine import egress, exposure, related
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
 from mlgate.engine.effective import effective_view
@@ -158,6 +158,9 @@ class Resources:
     runtimes: list[Mapping[str, Any]] = field(default_factory=list)  # catalog kinds, any order
     # DRA claims and claim templates among the manifests: the devices pods request through them
     claims: dict[tuple[str, str], Any] = field(default_factory=dict)
+    # Objects the llm rules read as facts (guardrails, Services, routes, LLM workloads), as the
+    # webhook gathers them from the cluster.
+    related: list[dict[str, Any]] = field(default_factory=list)
 
     def add(self, doc: Document) -> None:
         self.read.add(doc.ref)
@@ -210,6 +213,7 @@ class Resources:
             runtimes=RuntimeCatalog.of(self.runtimes),
             device_claims=dict(self.claims),
             kinds=self.kinds(),
+            related=tuple(self.related),
         )
 
 
@@ -244,13 +248,22 @@ def collect_resources(
             else:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
     for source in manifest_sources:
-        for doc in documents(source, _may_be_mlgate):
+        for doc in documents(source, _may_be_interesting):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
             elif catalog_key(doc.obj) is not None:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
             elif (claim := _claim(doc.obj)) is not None:
                 found.claims[claim[0]] = claim[1]
+            # A fact for the llm rules may be a runtime too (a custom LLM ServingRuntime).
+            if isinstance(doc, Document) and related.is_related(doc.obj):
+                found.related.append(_with_namespace(doc.obj, namespace))
+    contracts = related.contract_kinds(tuple(found.policies.values()))
+    if contracts:  # kinds known only now that the policies are: read once more for them
+        for source in manifest_sources:
+            for doc in documents(source):
+                if isinstance(doc, Document) and related.of_kinds(doc.obj, contracts):
+                    found.related.append(_with_namespace(doc.obj, namespace))
     return found
 
 
@@ -260,6 +273,10 @@ def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
     if not api_version.startswith(f"{DRA_GROUP}/") or kind not in {CLAIM, TEMPLATE}:
         return None
     return (kind, _meta(obj, "name")), claim_spec(kind, obj)
+
+
+def _may_be_interesting(text: str) -> bool:
+    return _may_be_mlgate(text) or related.may_be_related(text)
 
 
 def _only_mlgate(doc: Document | InputError) -> Document | InputError:
@@ -332,7 +349,8 @@ def judge(
         name=_meta(obj, "name") or _meta(obj, "generateName"),
         decision=decision,
         supported=facts.kinds.lookup(api_version, kind) is not None
-        or egress.is_network_policy(obj),
+        or egress.is_network_policy(obj)
+        or (exposure.is_exposure(obj) and bool(decision.matched_policies)),
         workload=facts.kinds.lookup(api_version, kind) is not None,
     )
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
+from mlgate.engine.related import RELATED
 from mlgate.engine.workloads import SUPPORTED
 
 # Both configurations `mlgate run --register-webhook-url` creates, for `kubectl delete` after a
@@ -146,16 +147,31 @@ class MlgateProcess:
         self.stop()
 
 
-_BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
-_PROTECTED = (".k8s.io", ".kubernetes.io")
+_BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "networking.k8s.io", "resource.k8s.io"})
 
 
-def _approval(group: str) -> dict[str, Any]:
-    """CRDs in the Kubernetes project's own domains must say whether their API was approved
-    (Spark's sparkoperator.k8s.io is one); a stand-in is not."""
-    if not group.endswith(_PROTECTED) or group.endswith(".x-k8s.io"):
-        return {}
-    return {"annotations": {"api-approved.kubernetes.io": "unapproved, mlgate stand-in"}}
+# Gateways are not read by the llm rules (routes name them), but demos and tests create them.
+_GATEWAY = ("gateway.networking.k8s.io", "Gateway", "gateways", ("v1",), "Namespaced")
+
+
+def _stand_in_kinds() -> list[tuple[str, str, str, tuple[str, ...], str]]:
+    """(group, kind, plural, versions, scope) of every custom kind mlgate judges or reads:
+    the supported workload kinds, and the guardrail, gateway and route kinds of the llm rules."""
+    kinds = {
+        (s.group, s.plural): (s.group, s.kind, s.plural, s.versions, s.scope) for s in SUPPORTED
+    }
+    for r in RELATED:
+        scope = "Namespaced" if r.namespaced else "Cluster"
+        kinds.setdefault((r.group, r.plural), (r.group, r.kind, r.plural, r.versions, scope))
+    kinds.setdefault((_GATEWAY[0], _GATEWAY[2]), _GATEWAY)
+    return [k for k in kinds.values() if k[0] not in _BUILT_IN_GROUPS]
+
+
+def _approval(group: str) -> dict[str, str]:
+    """The apiserver protects *.k8s.io groups: a CRD there must say it is not API-reviewed."""
+    if group.endswith((".k8s.io", ".kubernetes.io")):
+        return {"api-approved.kubernetes.io": "unapproved, mlgate stand-in for tests"}
+    return {}
 
 
 def stand_in_crds() -> list[dict[str, Any]]:
@@ -165,26 +181,21 @@ def stand_in_crds() -> list[dict[str, Any]]:
     exist to be called for them.
     """
     crds = []
-    for spec in SUPPORTED:
-        if spec.group in _BUILT_IN_GROUPS:
-            continue
+    for group, kind, plural, versions, scope in _stand_in_kinds():
         schema = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         crds.append(
             {
                 "apiVersion": "apiextensions.k8s.io/v1",
                 "kind": "CustomResourceDefinition",
-                "metadata": {
-                    "name": f"{spec.plural}.{spec.group}",
-                    **_approval(spec.group),
-                },
+                "metadata": {"name": f"{plural}.{group}", "annotations": _approval(group)},
                 "spec": {
-                    "group": spec.group,
-                    "scope": spec.scope,
+                    "group": group,
+                    "scope": scope,
                     "names": {
-                        "kind": spec.kind,
-                        "plural": spec.plural,
-                        "singular": spec.kind.lower(),
-                        "listKind": f"{spec.kind}List",
+                        "kind": kind,
+                        "plural": plural,
+                        "singular": kind.lower(),
+                        "listKind": f"{kind}List",
                     },
                     "versions": [
                         {
@@ -193,7 +204,7 @@ def stand_in_crds() -> list[dict[str, Any]]:
                             "storage": i == 0,
                             "schema": {"openAPIV3Schema": schema},
                         }
-                        for i, version in enumerate(spec.versions)
+                        for i, version in enumerate(versions)
                     ],
                 },
             }

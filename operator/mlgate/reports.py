@@ -14,7 +14,7 @@ from urllib.parse import quote
 
 from mlgate import __version__
 from mlgate.check import Outcome, Result, Status
-from mlgate.engine.decisions import ATLAS, Mode, Rule, Violation
+from mlgate.engine.decisions import ATLAS, OWASP, Mode, Rule, Violation
 from mlgate.manifests import STDIN_NAME
 
 PROJECT_URL = "https://github.com/mlgate/mlgate"
@@ -51,6 +51,9 @@ RULE_DESCRIPTIONS: dict[Rule, str] = {
     Rule.WORKLOAD_UNSUPPORTED: "Objects that run containers must be of a kind mlgate can judge.",
     Rule.WORKLOAD_RUNTIME: "The runtime or config a workload names must exist to be judged.",
     Rule.POLICY_INVALID: "A policy with no valid version in force denies what it governs.",
+    Rule.LLM_GUARDRAIL: "An LLM must be served behind a guardrail the policy accepts.",
+    Rule.LLM_DIRECT_EXPOSURE: "Nothing outside the cluster may reach an LLM around its guardrail.",
+    Rule.LLM_RATE_LIMIT: "An LLM's route must carry a (token) rate limit.",
 }
 
 
@@ -66,8 +69,10 @@ def _subject(result: Result) -> str:
 
 
 def _violation_line(v: Violation) -> str:
-    atlas = f" (ATLAS {', '.join(v.atlas)})" if v.atlas else ""
-    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()}{atlas}"
+    ids = [f"ATLAS {', '.join(v.atlas)}"] if v.atlas else []
+    ids += [f"OWASP {', '.join(v.owasp)}"] if v.owasp else []
+    suffix = f" ({'; '.join(ids)})" if ids else ""
+    return f"  {MODE_LABELS[v.mode]:<5} {v.describe()}{suffix}"
 
 
 def _text_entry(result: Result) -> Iterator[str]:
@@ -148,6 +153,7 @@ def _violation_json(v: Violation) -> dict[str, Any]:
         "path": v.path,
         "message": v.message,
         "atlas": list(v.atlas),
+        "owasp": list(v.owasp),
     }
 
 
@@ -213,7 +219,7 @@ def _rule_json(rule: Rule) -> dict[str, Any]:
         "name": "".join(part.capitalize() for part in rule.value.replace(".", " ").split()),
         "shortDescription": {"text": RULE_DESCRIPTIONS.get(rule, rule.value)},
         "helpUri": f"{RULES_URL}#{rule.value.replace('.', '').lower()}",
-        "properties": {"tags": ["security", *ATLAS[rule]]},
+        "properties": {"tags": ["security", *ATLAS[rule], *OWASP[rule]]},
     }
 
 
@@ -244,6 +250,7 @@ def _sarif_result(result: Result, v: Violation, index: dict[Rule, int], uri: str
             "path": v.path,
             "document": result.ref.document,
             "atlas": list(v.atlas),
+            "owasp": list(v.owasp),
         },
     }
 

@@ -27,6 +27,7 @@ from mlgate.api.models import DEFAULT_DEVICE_CLASSES, DEFAULT_GPU_RESOURCES
 from mlgate.cluster import kopfjson
 from mlgate.cluster.client import ApiError, KubeClient, login, resource_path
 from mlgate.cluster.events import post_violations
+from mlgate.cluster.related import related_objects
 from mlgate.controller.audit import Auditor
 from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_budget import ApiBudgetStore
@@ -250,6 +251,7 @@ def _admission(
         object_lookup=partial(_object, client),
         egress_present=egress.has_managed_policy,
         network_policies=egress.network_policies,
+        related=partial(related_objects, client),
         verify_images=verify_images,
         runtimes=runtimes.catalog,
         budgets=budgets,

@@ -35,6 +35,7 @@ from mlgate.devrun import MlgateProcess, stand_in_crds
 from mlgate.webhook.config import (
     EXTENSIONS_WEBHOOK,
     IMAGES_MUTATING_WEBHOOK,
+    LLM_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     POLICIES_WEBHOOK,
@@ -253,6 +254,7 @@ def test_install_upgrade_uninstall(
             WORKLOADS_WEBHOOK,
             EXTENSIONS_WEBHOOK,
             NETWORK_POLICIES_WEBHOOK,
+            LLM_WEBHOOK,
             NAMESPACES_WEBHOOK,
             POLICIES_WEBHOOK,
         }

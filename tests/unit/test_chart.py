@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from mlgate import cli
+from mlgate.engine.related import RELATED
 from mlgate.run import options
 from mlgate.webhook.config import (
     IMAGES_MUTATING_WEBHOOK,
@@ -45,7 +46,7 @@ NAMESPACE = "mlgate-system"
 RELEASE = "mlgate"
 ML_SWITCHES = (
     *("kserve", "kubeflow", "trainer", "ray", "jobset", "lws", "argo", "knative", "volcano"),
-    *("spark", "kaito", "productionStack", "seldon", "appwrapper"),
+    *("spark", "kaito", "productionStack", "nim", "seldon", "appwrapper"),
 )
 BUILT_IN_GROUPS = frozenset({"", "apps", "batch", "resource.k8s.io"})
 ALL_ML = [arg for s in ML_SWITCHES for arg in ("--set", f"webhook.mlWorkloads.{s}=true")]
@@ -368,6 +369,17 @@ GPU_BUDGET_RULES = [
     rule("mlgate.io", "gpubudgets/status", "patch"),
 ]
 
+
+def llm_fact_rules() -> list[tuple[Any, ...]]:
+    """list on every kind the llm rules read (mlgate.engine.related.RELATED)."""
+    by_group: dict[str, list[str]] = {}
+    for kind in RELATED:
+        resources = by_group.setdefault(kind.group, [])
+        if kind.plural not in resources:
+            resources.append(kind.plural)
+    return [rule(g or "-", " ".join(rs), "list") for g, rs in by_group.items()]
+
+
 TLS_RULES = [
     rule("-", "secrets", "create"),
     rule("-", "secrets", "get update", "mlgate-tls"),
@@ -384,7 +396,9 @@ def lease_rules(name: str = "mlgate") -> list[tuple[Any, ...]]:
 
 def test_default_rbac_is_exactly_what_mlgate_uses() -> None:
     docs = render()
-    assert _rules(docs, "ClusterRole", "mlgate") == sorted(CLUSTER_RULES + workload_read_rules())
+    assert _rules(docs, "ClusterRole", "mlgate") == sorted(
+        CLUSTER_RULES + workload_read_rules() + llm_fact_rules()
+    )
     assert _rules(docs, "Role", "mlgate-tls") == sorted(TLS_RULES)
     assert _rules(docs, "Role", "mlgate-leader-election") == lease_rules()
     assert _rules(docs, "Role", "mlgate-gpu-budgets") == sorted(GPU_BUDGET_RULES)

@@ -136,7 +136,8 @@ def test_a_denied_workload_exits_1_and_says_where_and_why(
         f"{manifests}:20 (doc 2) Deployment ml-prod/bad",
         "  DENY  [prod] images.registry at spec.template.spec.containers[0].image: image "
         f"'{bad}' resolves to docker.io/library/python, which is not in an allowed registry; "
-        "use an image from: registry.example.com/ml/* (ATLAS AML.T0010, AML.T0010.004)",
+        "use an image from: registry.example.com/ml/* "
+        "(ATLAS AML.T0010, AML.T0010.004; OWASP LLM03)",
         "",
         "mlgate: 2 workloads checked against 1 policy: 1 denied, 1 compliant",
     ]

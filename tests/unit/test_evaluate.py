@@ -74,7 +74,13 @@ BAD = deployment("docker.io/evil/miner:1")
 
 def registry_violation(policy_name: str, mode: Mode) -> Violation:
     return Violation(
-        policy_name, mode, Rule.IMAGES_REGISTRY, IMAGE_PATH, REGISTRY_MESSAGE, IMAGE_ATLAS
+        policy_name,
+        mode,
+        Rule.IMAGES_REGISTRY,
+        IMAGE_PATH,
+        REGISTRY_MESSAGE,
+        IMAGE_ATLAS,
+        ("LLM03",),
     )
 
 
@@ -224,8 +230,11 @@ def test_unknown_kind_with_containers_is_unsupported() -> None:
             "kind",
             message,
             ("AML.T0010",),
+            ("LLM03",),
         ),
-        Violation("w", Mode.WARN, Rule.WORKLOAD_UNSUPPORTED, "kind", message, ("AML.T0010",)),
+        Violation(
+            "w", Mode.WARN, Rule.WORKLOAD_UNSUPPORTED, "kind", message, ("AML.T0010",), ("LLM03",)
+        ),
     )
     assert decision.matched_policies == ("production-ml", "w")
 
@@ -316,6 +325,7 @@ def test_host_network_is_denied() -> None:
             "hostNetwork: true puts the pod on the node's network, outside every NetworkPolicy; "
             "remove it (or a policy may set egress.allowHostNetwork: true)",
             ("AML.T0025", "AML.T0024.002"),
+            ("LLM02",),
         ),
     )
 
@@ -477,5 +487,6 @@ def test_missing_model_reference_is_attributed() -> None:
             "the workload declares no model; add annotation mlgate.io/model=<name>@<version> or a "
             "model URI",
             ("AML.T0010.003", "AML.T0058"),
+            ("LLM03", "LLM04"),
         ),
     )

@@ -14,6 +14,7 @@ import celpy.adapter
 import pytest
 
 from mlgate.webhook.config import (
+    LLM_WEBHOOK,
     NAMESPACES_WEBHOOK,
     NETWORK_POLICIES_WEBHOOK,
     POLICIES_WEBHOOK,
@@ -186,7 +187,31 @@ POLICY_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
     "lastGood dropped": (_policy_write(_policy("{}"), _policy(None)), True),
     "no status at all": (_policy_write({"metadata": {}}, {"metadata": {}}), False),
 }
+
+
+def _exposure(kind: str, spec: Any = None) -> dict[str, Any]:
+    obj: dict[str, Any] = {"metadata": {"name": "chat", "namespace": "ml-prod"}}
+    if spec is not None:
+        obj["spec"] = spec
+    group = "networking.k8s.io" if kind == "Ingress" else ""
+    request = _request("CREATE", name="chat", object=obj)
+    request["kind"] = {"group": group, "version": "v1", "kind": kind}
+    return request
+
+
+# llm.noDirectExposure: only Services that reach outside the cluster are sent (ClusterIP ones,
+# most Services, keep working while mlgate is down); Ingresses and routes always.
+LLM_REQUESTS: dict[str, tuple[dict[str, Any], bool]] = {
+    "ClusterIP Service": (_exposure("Service", {"type": "ClusterIP", "ports": []}), False),
+    "Service with the default type": (_exposure("Service", {"selector": {"app": "a"}}), False),
+    "LoadBalancer Service": (_exposure("Service", {"type": "LoadBalancer"}), True),
+    "NodePort Service": (_exposure("Service", {"type": "NodePort"}), True),
+    "externalIPs": (_exposure("Service", {"externalIPs": ["192.0.2.1"]}), True),
+    "Service without a spec": (_exposure("Service"), True),
+    "Ingress": (_exposure("Ingress", {"rules": []}), True),
+}
 REQUESTS = {
+    LLM_WEBHOOK: LLM_REQUESTS,
     POLICIES_WEBHOOK: POLICY_REQUESTS,
     WORKLOADS_WEBHOOK: WORKLOAD_REQUESTS,
     NETWORK_POLICIES_WEBHOOK: NETWORK_POLICY_REQUESTS,

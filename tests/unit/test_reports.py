@@ -11,7 +11,7 @@ import pytest
 
 from mlgate import __version__
 from mlgate.check import Outcome, Result
-from mlgate.engine.decisions import ATLAS, Decision, Mode, Rule, Violation
+from mlgate.engine.decisions import ATLAS, OWASP, Decision, Mode, Rule, Violation
 from mlgate.manifests import STDIN_NAME, DocRef
 from mlgate.reports import RULE_DESCRIPTIONS, render_json, render_sarif, render_text, summary_line
 
@@ -20,7 +20,7 @@ IMAGE = "spec.template.spec.containers[0].image"
 
 def violation(rule: Rule, mode: Mode = Mode.ENFORCE, policy: str = "prod") -> Violation:
     return Violation(policy, mode, rule, IMAGE if rule.value.startswith("images") else "spec",
-                     f"{rule} is broken; fix it", ATLAS[rule])  # fmt: skip
+                     f"{rule} is broken; fix it", ATLAS[rule], OWASP[rule])  # fmt: skip
 
 
 def result(
@@ -71,14 +71,14 @@ def test_text_lists_findings_and_notes_per_workload_then_a_summary() -> None:
     assert render_text(OUTCOME).splitlines() == [
         "app.yaml:20 (doc 1) Deployment ml-prod/bad",
         f"  DENY  [prod] images.registry at {IMAGE}: images.registry is broken; fix it "
-        "(ATLAS AML.T0010, AML.T0010.004)",
+        "(ATLAS AML.T0010, AML.T0010.004; OWASP LLM03)",
         f"  WARN  [migration] images.digest at {IMAGE}: images.digest is broken; fix it "
-        "(ATLAS AML.T0010, AML.T0010.004)",
+        "(ATLAS AML.T0010, AML.T0010.004; OWASP LLM03)",
         "app.yaml:1 (doc 1) Deployment noted",
         "  note  [prod] x: signature not verified offline",
         "<stdin>:1 (doc 1 item 2) Deployment ml-prod/audited",
         "  AUDIT [prod] gpu.product at spec: gpu.product is broken; fix it "
-        "(ATLAS AML.T0029, AML.T0034)",
+        "(ATLAS AML.T0029, AML.T0034; OWASP LLM10)",
         "",
         "mlgate: 4 workloads checked against 2 policies and 1 approved model: 1 denied, "
         "1 audited, 2 compliant; 1 document skipped, not workloads (ConfigMap)",
@@ -113,7 +113,7 @@ RESULT_KEYS = {
     "file", "document", "item", "line", "apiVersion", "kind", "namespace", "name", "status",
     "allowed", "violations", "notes",
 }  # fmt: skip
-VIOLATION_KEYS = {"policy", "mode", "rule", "path", "message", "atlas"}
+VIOLATION_KEYS = {"policy", "mode", "rule", "path", "message", "atlas", "owasp"}
 SUMMARY_KEYS = {
     "documents", "workloads", "denied", "warned", "audited", "compliant", "skipped", "policies",
     "approvedModels", "exitCode",
@@ -148,6 +148,7 @@ def test_json_carries_every_document_with_its_verdict() -> None:
         "path": IMAGE,
         "message": "images.registry is broken; fix it",
         "atlas": ["AML.T0010", "AML.T0010.004"],
+        "owasp": ["LLM03"],
     }
     assert report["summary"] == {
         "documents": 5,

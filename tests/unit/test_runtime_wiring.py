@@ -64,7 +64,10 @@ def test_cluster_scoped_runtimes_get_cluster_scoped_rules_and_stand_ins() -> Non
     assert scopes["servingruntimes"] == scopes["trainingruntimes"] == "Namespaced"
     assert scopes["llminferenceserviceconfigs"] == "Namespaced"
     crds = {c["spec"]["names"]["plural"]: c["spec"]["scope"] for c in stand_in_crds()}
-    assert {p for p, scope in crds.items() if scope == "Cluster"} == cluster_wide
+    # Stand-ins also cover what the llm rules read, cluster-wide guardrail policies among them.
+    assert {p for p, scope in crds.items() if scope == "Cluster"} == cluster_wide | {
+        "clusterguardrailpolicies"
+    }
 
 
 # ---------------------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,6 +30,8 @@ from mlgate.engine.workloads import (
     view,
 )
 from tests.unit.test_kinds_upstream import UPSTREAM_KINDS
+
+DATA = Path(__file__).resolve().parents[1] / "data"
 
 # ---------------------------------------------------------------------------------------------
 # Helpers
@@ -760,6 +763,8 @@ def test_supported_table_lists_every_kind_of_the_design_once() -> None:
         ("trainer.kubeflow.org", "ClusterTrainingRuntime"),
         ("resource.k8s.io", "ResourceClaim"),
         ("resource.k8s.io", "ResourceClaimTemplate"),
+        ("apps.nvidia.com", "NIMService"),
+        ("apps.nvidia.com", "NemoGuardrail"),
         *UPSTREAM_KINDS,
     }
 
@@ -1404,6 +1409,9 @@ def test_every_sample_manifest_is_a_supported_kind() -> None:
         "XGBoostJob",
         "PaddleJob",
         "JAXJob",
+        # NVIDIA NIM operator kinds: judged below and in tests/unit/test_llm_guardrails.py
+        "NIMService",
+        "NemoGuardrail",
         # runtimes and configs: tests/unit/test_runtimes.py judges upstream ones
         "ServingRuntime",
         "ClusterServingRuntime",
@@ -1435,3 +1443,25 @@ def test_train_job_pod_spec_comes_from_the_trainer_override() -> None:
     assert pod.spec["nodeSelector"] == {"gpu": "h100"}
     assert pod.count == 2
     assert pod.containers[0].image_path == "spec.trainer.image"
+
+
+@pytest.mark.parametrize("kind", ["NIMService", "NemoGuardrail"])
+def test_nim_operator_kinds_run_their_image_with_the_hpa_ceiling(kind: str) -> None:
+    """NIM operator services (tests/data/llm/nimservice.yaml, after NVIDIA's sample): the image
+    is a {repository, tag} mapping, GPUs sit in spec.resources, an enabled HPA scales to its
+    maxReplicas."""
+    obj = yaml.safe_load((DATA / "llm" / "nimservice.yaml").read_text())
+    obj["kind"] = kind
+    obj["spec"]["scale"] = {"enabled": True, "hpa": {"maxReplicas": 4}}
+    item = view(obj)
+    assert isinstance(item, WorkloadView)
+    (pod,) = item.pods
+    (container,) = pod.containers
+    assert (container.image, container.image_path) == (
+        "nvcr.io/nim/meta/llama3-8b-instruct:1.0.3",
+        "spec.image",
+    )
+    assert dict(container.resources) == {"limits": {"nvidia.com/gpu": 1}}
+    assert pod.count == 4
+    obj["spec"]["scale"]["enabled"] = False
+    assert view(obj).pods[0].count == 1  # type: ignore[union-attr]

@@ -218,6 +218,33 @@ def _gpu(gpu: api.Gpu | None) -> engine.GpuRules | None:
     )
 
 
+def _guardrail(rules: api.RequireGuardrail | None) -> engine.GuardrailRules | None:
+    if rules is None:
+        return None
+    return engine.GuardrailRules(
+        accept=frozenset(k.value for k in rules.accept),
+        contracts=tuple(
+            engine.GuardrailContract(
+                c.api_version, c.kind, c.resource, c.target_field, _selector(c.selector)
+            )
+            for c in rules.contracts
+        ),
+        detector_selector=_selector(rules.detector_selector),
+        guardrail_models=name_globs(rules.guardrail_models),
+    )
+
+
+def _llm(llm: api.Llm | None) -> engine.LlmRules | None:
+    if llm is None:
+        return None
+    return engine.LlmRules(
+        servers=tuple((s.name, tuple(s.images), tuple(s.commands)) for s in llm.servers),
+        require_guardrail=_guardrail(llm.require_guardrail),
+        no_direct_exposure=llm.no_direct_exposure,
+        require_rate_limit=llm.require_rate_limit,
+    )
+
+
 def policy_name(resource: api.ClusterMLPolicy | api.MLPolicy) -> str:
     meta = resource.metadata
     return (
@@ -241,6 +268,7 @@ def compile_policy(resource: api.ClusterMLPolicy | api.MLPolicy) -> engine.Compi
         egress=_egress(spec.egress),
         gpu=_gpu(spec.gpu),
         unknown_kinds=spec.unknown_kinds,
+        llm=_llm(spec.llm),
     )
 
 

@@ -330,6 +330,78 @@ class Gpu(Spec):
     )
 
 
+class GuardrailKind(StrEnum):
+    ORCHESTRATOR = "GuardrailsOrchestrator"
+    NEMO = "NemoGuardrail"
+    GATEWAY_POLICY = "ClusterGuardrailPolicy"
+
+
+class GuardrailContract(Spec):
+    """A guardrail kind of the cluster's own: which objects count and which field names the LLM."""
+
+    api_version: Annotated[str, Field(pattern=r"^[a-z0-9.-]+/[a-z0-9]+$", max_length=253)]
+    kind: Annotated[str, Field(pattern=r"^[A-Z][A-Za-z0-9]*$", max_length=63)]
+    resource: Annotated[str, Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)] = (
+        Field(description="The kind's plural resource name, which the webhook lists.")
+    )
+    selector: LabelSelector | None = Field(
+        None, description="Label selector on the guardrail objects; none: every object of kind."
+    )
+    target_field: Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*$")] = Field(
+        description="Dotted path of the field naming the guarded LLM: its name, its Service's "
+        "name or host name, or its URL (e.g. spec.upstream.url)."
+    )
+
+
+class RequireGuardrail(Spec):
+    accept: list[GuardrailKind] = Field(
+        default_factory=lambda: list(GuardrailKind),
+        description="Built-in guardrail kinds that count (default: all of them).",
+    )
+    contracts: list[GuardrailContract] = Field(
+        [], description="Further guardrail kinds, declared by the policy."
+    )
+    detector_selector: LabelSelector | None = Field(
+        default_factory=lambda: LabelSelector(match_labels={"trustyai/guardrails": "true"}),
+        description="LLM workloads with these labels are guardrail detectors (Llama Guard, ...): "
+        "instead of a guardrail of their own, their model must be an approved guardrail model "
+        "(one of guardrailModels; with none named, detectors need a guardrail too).",
+    )
+    guardrail_models: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        [],
+        description="ApprovedModel `model` names (globs) a guardrail's own model must be approved "
+        "as; empty: any approved model.",
+    )
+
+
+class LlmServerSpec(Spec):
+    name: Annotated[str, Field(min_length=1, max_length=63)]
+    images: list[Annotated[str, Field(pattern=r"^[a-z0-9._:*/@-]+$", max_length=512)]] = Field(
+        [], description="Globs over the image as host/path:tag, lower case (`*` spans `/`)."
+    )
+    commands: list[Annotated[str, Field(min_length=1, max_length=253)]] = Field(
+        [], description="A command token, or two (`vllm serve`), that starts the server."
+    )
+
+
+class Llm(Spec):
+    """Rules for LLM-serving workloads (docs/rules.md, llm)."""
+
+    servers: list[LlmServerSpec] = Field(
+        [], description="LLM servers beyond the built-in table (vLLM, SGLang, TGI, NIM, ...)."
+    )
+    require_guardrail: RequireGuardrail | None = Field(
+        None, description="An LLM must be targeted by an accepted guardrail."
+    )
+    no_direct_exposure: StrictBool = Field(
+        True,
+        description="No LoadBalancer/NodePort Service, Ingress, route straight to the LLM's pods.",
+    )
+    require_rate_limit: StrictBool = Field(
+        False, description="A Kuadrant (Token)RateLimitPolicy must target the LLM's route."
+    )
+
+
 class PolicySpec(Spec):
     mode: Mode = Field(Mode.ENFORCE, description="Enforce denies, Warn warns, Audit reports.")
     unknown_kinds: UnknownKinds = Field(
@@ -342,6 +414,7 @@ class PolicySpec(Spec):
     models: Models | None = None
     egress: Egress | None = None
     gpu: Gpu | None = None
+    llm: Llm | None = None
 
 
 class ScanResult(StrEnum):

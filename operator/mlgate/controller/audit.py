@@ -31,6 +31,7 @@ from typing import Any
 from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.cluster.events import post_event, warning_event
+from mlgate.cluster.related import related_objects
 from mlgate.controller.inventory import Inventory, controlled
 from mlgate.controller.policy_reports import (
     DEFAULT_MAX_RESULTS,
@@ -48,6 +49,7 @@ from mlgate.engine.decisions import Rule, Violation
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, ImageFact
+from mlgate.engine.related import contract_kinds
 from mlgate.engine.workloads import BUILT_IN, SUPPORTED, KindSpec, Unsupported, WorkloadView
 from mlgate.metrics import Metrics
 
@@ -157,6 +159,25 @@ def newly_violating(findings: Iterable[Finding], before: set[Key]) -> dict[Resou
         if finding.key not in before:
             fresh[finding.resource].append(finding)
     return dict(fresh)
+
+
+@dataclass(frozen=True)
+class Related:
+    """The llm rules' facts of the whole cluster, by namespace; cluster-scoped ones go to all."""
+
+    by_namespace: Mapping[str, tuple[Mapping[str, Any], ...]]
+    cluster: tuple[Mapping[str, Any], ...]
+
+    @classmethod
+    def of_objects(cls, objects: tuple[Mapping[str, Any], ...]) -> Related:
+        grouped: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+        for obj in objects:
+            grouped[str((obj.get("metadata") or {}).get("namespace") or "")].append(obj)
+        cluster = tuple(grouped.pop("", ()))
+        return cls({ns: tuple(objs) for ns, objs in grouped.items()}, cluster)
+
+    def of(self, namespace: str) -> tuple[Mapping[str, Any], ...]:
+        return (*self.by_namespace.get(namespace, ()), *self.cluster)
 
 
 def _policy_path(name: str) -> str:
@@ -279,7 +300,14 @@ class Auditor:
         facts = await asyncio.gather(*(one(w) for w in judged.values()))
         return dict(zip(judged, facts, strict=True))
 
-    def _facts_for(self, now: datetime) -> FactsFor:
+    async def _related(self, policies: tuple[CompiledPolicy, ...]) -> Related | None:
+        """Every namespace's llm facts at once, when a policy has llm rules: an LLM whose
+        guardrail was deleted after admission is reported here."""
+        if not any(p.llm is not None for p in policies):
+            return None
+        return Related.of_objects(await related_objects(self.client, "", contract_kinds(policies)))
+
+    def _facts_for(self, now: datetime, related: Related | None = None) -> FactsFor:
         snapshot = self.state.snapshot()
         catalog = self.runtimes.catalog()
 
@@ -291,6 +319,7 @@ class Auditor:
                 approvals=snapshot.approvals,
                 runtimes=catalog,
                 kinds=snapshot.kinds,
+                related=None if related is None else related.of(namespace),
             )
 
         return facts
@@ -302,12 +331,13 @@ class Auditor:
         workloads = [*await self._current(), *self.network_policies()]
         soon = expiring_within(snapshot.approvals, now, self.expiry_window)
         exempt = frozenset({"kube-system", self.own_namespace})
+        related = await self._related(snapshot.policies)
         outcome = judge(
             snapshot.policies,
             workloads,
-            self._facts_for(now),
+            self._facts_for(now, related),
             exempt,
-            horizon_facts_for=self._facts_for(now + self.expiry_window) if soon else None,
+            horizon_facts_for=self._facts_for(now + self.expiry_window, related) if soon else None,
             images=await self._verify(snapshot.policies, workloads, exempt),
         )
         try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from mlgate.engine import egress, gpu, images, models, side_doors
+from mlgate.engine import egress, exposure, gpu, images, llm_policy, models, side_doors
 from mlgate.engine.decisions import Decision, Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.effective import effective_view
 from mlgate.engine.kindspec import may_run
@@ -168,6 +168,26 @@ def _meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:
     return meta if isinstance(meta, Mapping) else {}
 
 
+def with_llm(
+    decision: Decision, policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
+) -> Decision:
+    """`decision` with the llm rules' verdict on `obj` added (engine.llm_policy)."""
+    if not isinstance(obj, Mapping) or str(_meta(obj).get("namespace") or "") in ALWAYS_EXEMPT:
+        return decision
+    check = (
+        llm_policy.exposure_violations
+        if exposure.is_exposure(obj)
+        else (llm_policy.workload_violations)
+    )
+    violations, judged = check(policies, obj, facts)
+    if not judged:
+        return decision
+    matched = tuple(dict.fromkeys((*decision.matched_policies, *judged)))
+    # A decision no policy made carries only "not judged" notes, which the llm rules belie.
+    notes = decision.notes if decision.matched_policies else ()
+    return decide([*decision.violations, *violations], matched, notes)
+
+
 def evaluate(
     policies: tuple[CompiledPolicy, ...], obj: Mapping[str, Any], facts: Facts
 ) -> Decision:
@@ -176,5 +196,7 @@ def evaluate(
         return evaluate_network_policy(policies, obj, facts)
     item = effective_view(obj, facts.runtimes, facts.kinds)
     if isinstance(item, Unsupported):
-        return evaluate_unsupported(policies, item, obj, facts)
-    return evaluate_view(policies, item, facts)
+        if item.namespace in ALWAYS_EXEMPT:
+            return Decision(True)
+        return with_llm(evaluate_unsupported(policies, item, obj, facts), policies, obj, facts)
+    return with_llm(evaluate_view(policies, item, facts), policies, obj, facts)

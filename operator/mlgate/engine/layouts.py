@@ -410,3 +410,25 @@ INFERENCE_GRAPH = Layout()  # its router's image is KServe's own; steps name ser
 # --- CodeFlare AppWrapper: components[] embed whole objects of other kinds ---------------------
 
 APP_WRAPPER = Layout((Location(Shape.OBJECT, P("spec.components[*].template")),))
+
+
+# --- NVIDIA NIM operator (apps.nvidia.com): NIMService, NemoGuardrail --------------------------
+# The operator builds one Deployment from the spec itself: `image` as {repository, tag},
+# `resources`, `env`, `replicas`, and `scale` (an HPA up to `scale.hpa.maxReplicas` while
+# `scale.enabled`). Guardrail servers run images too, so they are judged like the LLMs.
+NIM_SERVICE = Layout(
+    (
+        Location(
+            Shape.POD_SPEC,
+            P("spec"),
+            (
+                Count(
+                    (P("spec.replicas"),),
+                    ceiling=(P("spec.scale.hpa.maxReplicas"),),
+                    autoscaled=P("spec.scale.enabled"),
+                ),
+            ),
+            containers=(ContainerField(P(""), name="nim"),),
+        ),
+    ),
+)

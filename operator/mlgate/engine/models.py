@@ -163,6 +163,9 @@ def counting_approvals(
     ]
 
 
+_PLAIN_APPROVAL = ModelRules()
+
+
 def _approval_problem(
     wanted: Wanted,
     approvals: tuple[Approval, ...],
@@ -177,6 +180,19 @@ def _approval_problem(
     if reasons:
         return "; ".join(r for r in reasons if r)
     return "no ApprovedModel matches it"
+
+
+def approval_problem(
+    wanted: Wanted,
+    approvals: tuple[Approval, ...],
+    namespace: str,
+    now: datetime,
+    rules: ModelRules = _PLAIN_APPROVAL,
+) -> str | None:
+    """Why no approval covers `wanted` in `namespace` at `now`; None when one does. Without
+    `rules` an approval in force (not expired, revoked or restricted away) is enough: no
+    evidence (digest, scan, signature) is demanded."""
+    return _approval_problem(wanted, approvals, rules, namespace, now)
 
 
 def _unrecognised(value: str, source: Source) -> str:

@@ -141,6 +141,41 @@ class GpuRules:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardrailContract:
+    """A guardrail kind the policy accepts: objects of `api_version`/`kind` whose labels match
+    `selector` guard the LLM that the string at `target_field` (dotted path) names, by name,
+    Service name, host name or URL."""
+
+    api_version: str
+    kind: str
+    resource: str  # plural, for listing
+    target_field: str
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GuardrailRules:
+    # Built-in guardrail kinds accepted: GuardrailsOrchestrator, NemoGuardrail,
+    # ClusterGuardrailPolicy (engine.guardrails.BUILT_IN).
+    accept: frozenset[str] = frozenset()
+    contracts: tuple[GuardrailContract, ...] = ()
+    # Workloads with these labels are guardrail detectors (e.g. Llama Guard), not guarded LLMs.
+    detector_selector: LabelSelector | None = None
+    # ApprovedModel names (globs) a guardrail's own model must be approved as; empty: any.
+    guardrail_models: tuple[re.Pattern[str], ...] = ()
+    model_annotations: tuple[str, ...] = ("mlgate.io/model", "mlgate.io/model-uri")
+
+
+@dataclass(frozen=True, slots=True)
+class LlmRules:
+    # Extra LLM servers: (name, image globs, commands), as engine.llm.LlmServer.
+    servers: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = ()
+    require_guardrail: GuardrailRules | None = None
+    no_direct_exposure: bool = False
+    require_rate_limit: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class CompiledPolicy:
     name: str  # "ClusterMLPolicy/<name>" or "MLPolicy/<namespace>/<name>"
     mode: Mode
@@ -152,6 +187,7 @@ class CompiledPolicy:
     # Set when no version of the policy compiles: it then denies everything it governs.
     invalid: str | None = None
     unknown_kinds: UnknownKinds = UnknownKinds.DENY
+    llm: LlmRules | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +272,7 @@ class Facts:
     device_claims: Mapping[tuple[str, str], Any] | None = None
     # The kinds mlgate judges: built in, and those WorkloadKinds declare.
     kinds: Kinds = BUILT_IN_ONLY
+    # Objects around the workload that guardrail and exposure rules read: guardrails, Services,
+    # routes, gateways, rate-limit policies and LLM workloads of its namespace, and the
+    # cluster-scoped guardrail policies. None: not gathered (no policy has llm rules).
+    related: tuple[Mapping[str, Any], ...] | None = None

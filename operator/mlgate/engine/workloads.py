@@ -847,6 +847,7 @@ _ARGO = "argoproj.io"
 _KAITO, _KAITO_VERSIONS = "kaito.sh", ("v1beta1", "v1alpha1")
 _SPARK = "sparkoperator.k8s.io"
 _SELDON = "mlops.seldon.io"
+_NIM = "apps.nvidia.com"
 
 SUPPORTED: tuple[KindSpec, ...] = (
     KindSpec("", "Pod", "pods", ("v1",), layouts.POD, subresources=("ephemeralcontainers",)),
@@ -949,6 +950,8 @@ SUPPORTED: tuple[KindSpec, ...] = (
         layouts.VLLM_RUNTIME, subresources=_SCALE,
         scale_path=("spec", "deploymentConfig", "replicas"),
     ),
+    KindSpec(_NIM, "NIMService", "nimservices", ("v1alpha1",), layouts.NIM_SERVICE),
+    KindSpec(_NIM, "NemoGuardrail", "nemoguardrails", ("v1alpha1",), layouts.NIM_SERVICE),
     KindSpec(_SELDON, "Model", "models", ("v1alpha1",), layouts.SELDON_MODEL),
     KindSpec(
         _SELDON, "Server", "servers", ("v1alpha1",), layouts.SELDON_SERVER, subresources=_SCALE

@@ -17,8 +17,8 @@ from mlgate.api.resources import compile_resource
 from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
-from mlgate.engine import egress, widened
-from mlgate.engine.decisions import Decision, Violation, attribute
+from mlgate.engine import egress, exposure, widened
+from mlgate.engine.decisions import Decision, Violation, attribute, framework_ids
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
@@ -26,10 +26,14 @@ from mlgate.engine.evaluate import (
     evaluate_network_policy,
     evaluate_unsupported,
     evaluate_view,
+    with_llm,
 )
+from mlgate.engine.llm import recognise
+from mlgate.engine.llm_policy import may_concern
 from mlgate.engine.modelverify import unverified
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
+from mlgate.engine.related import RelatedKind, contract_kinds
 from mlgate.engine.runtimes import RuntimeCatalog
 from mlgate.engine.scope import namespace_in_scope
 from mlgate.engine.updates import benign_update
@@ -51,6 +55,9 @@ ImageVerifier = Callable[
 EgressLookup = Callable[[str], Awaitable[bool]]
 # namespace -> the NetworkPolicies there (as last seen by a watch)
 NetworkPolicyLookup = Callable[[str], Sequence[Mapping[str, Any]]]
+# (namespace, further kinds) -> the objects the llm rules read there (engine.related), and
+# cluster-scoped ones
+RelatedLookup = Callable[[str, tuple[RelatedKind, ...]], Awaitable[tuple[Mapping[str, Any], ...]]]
 
 # Cluster components that delete a namespace's objects with it (namespace controller) or an
 # owned object with its owners (garbage collector); whoever can act as them owns the cluster.
@@ -72,6 +79,11 @@ async def no_egress_lookup(_: str) -> bool:
 
 
 def no_network_policies(_: str) -> Sequence[Mapping[str, Any]]:
+    return ()
+
+
+async def no_related(_: str, __: tuple[RelatedKind, ...]) -> tuple[Mapping[str, Any], ...]:
+    """Without a cluster there are no guardrails: LLMs under requireGuardrail wait for one."""
     return ()
 
 
@@ -118,7 +130,7 @@ def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violat
     ]
     lines += [
         f"{i}. [{v.policy}] {v.rule} at {v.path}: {v.message}"
-        + (f" (MITRE ATLAS {', '.join(v.atlas)})" if v.atlas else "")
+        + (f" ({ids})" if (ids := framework_ids(v)) else "")
         for i, v in enumerate(violations, 1)
     ]
     return "\n".join(lines)
@@ -138,6 +150,7 @@ class Admission:
     object_lookup: ObjectLookup = no_object_lookup
     egress_present: EgressLookup = no_egress_lookup
     network_policies: NetworkPolicyLookup = no_network_policies
+    related: RelatedLookup = no_related
     now: Callable[[], datetime] = lambda: datetime.now(UTC)
     # The runtimes and configs workloads name (the operator's watch cache). Empty by default, so
     # a workload naming one is refused for want of it rather than judged without it.
@@ -180,6 +193,8 @@ class Admission:
                 return Outcome(True, route="benign-update", message=reason)
         item = effective_view(obj, self.runtimes(), self.state.snapshot().kinds)
         if isinstance(item, Unsupported):
+            if exposure.is_exposure(obj) or recognise(obj) is not None:
+                return await self._judge_llm_only(obj)
             return await self._unsupported(item, obj)
         return await self._judge(req, item, obj)
 
@@ -248,9 +263,42 @@ class Admission:
             kinds=self.state.snapshot().kinds,
         )
 
+    async def _related(
+        self,
+        policies: tuple[CompiledPolicy, ...],
+        obj: Mapping[str, Any],
+        labels: Mapping[str, str],
+    ) -> tuple[Mapping[str, Any], ...] | None:
+        """The llm rules' facts, read only for an object they may judge (an LLM, a Service or
+        route) in a namespace that a policy with llm rules covers."""
+        namespace = str(_meta(obj).get("namespace") or "")
+        covering = tuple(p for p in policies if namespace_in_scope(p.match, namespace, labels))
+        if not may_concern(covering, obj):
+            return None
+        return await self.related(namespace, contract_kinds(covering))
+
+    async def _judge_llm_only(self, obj: Mapping[str, Any]) -> Outcome:
+        """A Service, Ingress or route (llm.noDirectExposure), or an LLM-serving kind mlgate
+        judges only by its llm rules (NIMService, a Kaito Workspace)."""
+        snapshot = self.state.snapshot()
+        namespace, name = str(_meta(obj).get("namespace") or ""), str(_meta(obj).get("name") or "")
+        labels = await self.namespace_labels(namespace)
+        facts = Facts(
+            now=self.now(),
+            namespace_labels=labels,
+            approvals=snapshot.approvals,
+            related=await self._related(snapshot.policies, obj, labels),
+        )
+        decision = with_llm(Decision(True), snapshot.policies, obj, facts)
+        return _verdict(str(obj.get("kind") or ""), namespace, name, decision)
+
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, obj, snapshot.policies)
+        facts = replace(
+            facts,
+            related=await self._related(snapshot.policies, obj, facts.namespace_labels or {}),
+        )
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         late = self._unpinned(req, snapshot.policies, item, facts)
         plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
@@ -259,7 +307,12 @@ class Admission:
             # or another) reserved since, otherwise the workload is judged again on the news.
             # The server's deadline bounds the retries (and then denies: fail closed).
             usage, step = await self._gpu_usage(item, plan)
-            decision = evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage))
+            decision = with_llm(
+                evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage)),
+                snapshot.policies,
+                obj,
+                facts,
+            )
             if waiting or late:
                 decision = decide(
                     [*decision.violations, *waiting, *late],

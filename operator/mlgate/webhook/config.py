@@ -14,6 +14,7 @@ from typing import Any
 from mlgate.api.crdgen import CRDS
 from mlgate.api.models import GROUP, VERSION
 from mlgate.engine.egress import MANAGED_NAME
+from mlgate.engine.related import RELATED
 from mlgate.engine.workloads import BUILT_IN_ONLY, SUPPORTED, Kinds, KindSpec
 
 WORKLOADS_WEBHOOK = "workloads.mlgate.io"
@@ -22,6 +23,7 @@ WORKLOADS_WEBHOOK = "workloads.mlgate.io"
 EXTENSIONS_WEBHOOK = "extensions.mlgate.io"
 NAMESPACES_WEBHOOK = "namespaces.mlgate.io"
 NETWORK_POLICIES_WEBHOOK = "networkpolicies.mlgate.io"
+LLM_WEBHOOK = "llm.mlgate.io"
 IMAGES_MUTATING_WEBHOOK = "images.mlgate.io"
 POLICIES_WEBHOOK = "policies.mlgate.io"
 VALIDATE_PATH = "/validate"
@@ -92,6 +94,39 @@ def workload_match_conditions() -> list[dict[str, str]]:
             "expression": (
                 f"!has(request.subResource) || request.subResource != '{STATUS}' || !({judged})"
             ),
+        }
+    ]
+
+
+def llm_rules() -> list[dict[str, Any]]:
+    """What llm.noDirectExposure judges (Services, Ingresses, routes) and the LLM-serving kinds
+    that are not workload kinds (NIMService, Kaito Workspace): one rule per group and versions."""
+    supported = {(s.group, s.kind) for s in SUPPORTED}
+    grouped: dict[tuple[str, tuple[str, ...]], list[str]] = defaultdict(list)
+    for kind in RELATED:
+        if kind.exposure or (kind.workload and (kind.group, kind.kind) not in supported):
+            grouped[(kind.group, kind.versions)].append(kind.plural)
+    return [
+        {
+            "apiGroups": [group],
+            "apiVersions": list(versions),
+            "resources": resources,
+            "operations": ["CREATE", "UPDATE"],
+            "scope": "Namespaced",
+        }
+        for (group, versions), resources in grouped.items()
+    ]
+
+
+def llm_match_conditions() -> list[dict[str, str]]:
+    """A ClusterIP Service reaches nothing outside the cluster: the apiserver need not ask, and
+    such Services keep working while mlgate is down. Never errors: every field is tested."""
+    return [
+        {
+            "name": "external-services-only",
+            "expression": "request.kind.kind != 'Service' || !has(object.spec) || "
+            "(has(object.spec.type) && object.spec.type in ['LoadBalancer', 'NodePort']) || "
+            "has(object.spec.externalIPs)",
         }
     ]
 
@@ -211,6 +246,12 @@ def webhook_configuration(
                 "name": NETWORK_POLICIES_WEBHOOK,
                 "rules": network_policy_rules(),
                 "matchConditions": network_policy_match_conditions(),
+                **common,
+            },
+            {
+                "name": LLM_WEBHOOK,
+                "rules": llm_rules(),
+                "matchConditions": llm_match_conditions(),
                 **common,
             },
             {
