@@ -67,7 +67,9 @@ def crds(control_plane: Cluster) -> list[Path]:
     files = sorted(CRD_DIR.glob("*.yaml"))
     assert files, f"no CRDs in {CRD_DIR}: run `make crds`"
     for path in files:
-        control_plane.kubectl("apply", "--server-side", "-f", str(path), check=True)
+        control_plane.kubectl(
+            "apply", "--server-side", "--force-conflicts", "-f", str(path), check=True
+        )
     names = [f"crd/{plural}.{GROUP}" for plural, _ in KINDS.values()]
     control_plane.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s", *names, check=True

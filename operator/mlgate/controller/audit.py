@@ -244,7 +244,7 @@ class Auditor:
         seeded; kinds WorkloadKinds declare are listed on every pass (no watch covers them)."""
         declared = self.state.snapshot().kinds.declared.values()
         if self.inventory is not None and self.inventory.seeded:
-            return [*self.inventory.items(), *await self._list(declared)]
+            return [*self.inventory.items(), *await self._list(declared, record=False)]
         listed = await self._list((*SUPPORTED, *declared))
         if self.inventory is None:
             return listed
@@ -252,7 +252,11 @@ class Auditor:
         self.inventory.seed(built_in)
         return [*self.inventory.items(), *(i for i in listed if i not in built_in)]
 
-    async def _list(self, specs: Iterable[KindSpec]) -> list[dict[str, Any]]:
+    async def _list(
+        self, specs: Iterable[KindSpec], *, record: bool = True
+    ) -> list[dict[str, Any]]:
+        """The objects of `specs`; with `record`, which of them the cluster does not serve is
+        logged and shown as a metric (a listing of the built-in kinds, not declared ones only)."""
         workloads: list[dict[str, Any]] = []
         unserved = set()
         for spec in specs:
@@ -261,6 +265,8 @@ class Auditor:
                 unserved.add(f"{spec.kind}.{spec.group}")
             else:
                 workloads += items
+        if not record:
+            return workloads
         if unserved != self._unserved:
             log.info("audit: kinds this cluster does not serve, skipped: %s", sorted(unserved))
             self._unserved = frozenset(unserved)
