@@ -32,10 +32,14 @@ from aiohttp import web
 from procstat import cpu_seconds
 from webhook_bench import _serve
 
+from mlgate import logs
 from mlgate.devrun import free_port
 from mlgate.webhook import certs
 
 SERVERS = ("floor-constant", "floor-json", "mlgate")
+# A fresh TLS connection per request (`Connection: close`): what each connection the apiserver
+# cannot reuse costs the webhook.
+NEW_CONNECTION = "+ new TLS connection per request"
 CONNECTIONS = 8
 
 
@@ -63,7 +67,7 @@ async def _floor(port: int, directory: Path, decode: bool) -> None:
     await asyncio.Event().wait()
 
 
-def _wrk(port: int, body: Path, seconds: float, directory: Path) -> int:
+def _wrk(port: int, body: Path, seconds: float, directory: Path, close: bool = False) -> int:
     script = directory / "post.lua"
     script.write_text(
         'wrk.method = "POST"\n'
@@ -71,6 +75,8 @@ def _wrk(port: int, body: Path, seconds: float, directory: Path) -> int:
         f'local f = io.open("{body}", "rb")\nwrk.body = f:read("*a")\nf:close()\n'
     )
     command = ["wrk", "-t1", f"-c{CONNECTIONS}", f"-d{seconds:g}s", "-s", str(script)]
+    if close:
+        command += ["-H", "Connection: close"]
     done = subprocess.run(
         [*_pinned(1), *command, f"https://127.0.0.1:{port}/validate"],
         capture_output=True,
@@ -89,14 +95,16 @@ def _pinned(core: int) -> list[str]:
     return []
 
 
-def measure(server: str, seconds: float) -> dict[str, Any]:
+def measure(server: str, seconds: float, close: bool = False) -> dict[str, Any]:
     port = free_port()
     with tempfile.TemporaryDirectory() as tmp:
         directory = Path(tmp)
         body = directory / "review.json"
         body.write_bytes(workload.review())
         serve = ["--serve", server, "--port", str(port), "--dir", tmp]
-        child = subprocess.Popen([*_pinned(0), sys.executable, __file__, *serve])
+        child = subprocess.Popen(
+            [*_pinned(0), sys.executable, __file__, *serve], stderr=subprocess.DEVNULL
+        )
         try:
             deadline = time.monotonic() + 60
             while not (directory / "ready").exists():
@@ -105,13 +113,13 @@ def measure(server: str, seconds: float) -> dict[str, Any]:
                 time.sleep(0.1)
             _wrk(port, body, 1, directory)  # warm up
             before = cpu_seconds(child.pid)
-            requests = _wrk(port, body, seconds, directory)
+            requests = _wrk(port, body, seconds, directory, close)
             used = cpu_seconds(child.pid) - before
         finally:
             child.terminate()
             child.wait()
     return {
-        "server": server,
+        "server": f"{server} {NEW_CONNECTION}" if close else server,
         "requests": requests,
         "rps": requests / seconds,
         "cpu_us_per_request": used / requests * 1e6,
@@ -122,19 +130,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--only", action="append", choices=SERVERS, help="a subset of servers")
     parser.add_argument("--serve", choices=SERVERS, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
         if args.serve == "mlgate":
+            logs.configure("INFO")  # as `mlgate run` logs by default (to /dev/null here)
             uvloop.run(_serve(args.port, args.dir))
         else:
             uvloop.run(_floor(args.port, args.dir, decode=args.serve == "floor-json"))
         return
     if not shutil.which("wrk"):
         raise SystemExit("webhook_cpu: wrk not found (apt-get install wrk)")
-    results = [measure(server, args.seconds) for server in SERVERS]
+    results = [measure(server, args.seconds) for server in args.only or SERVERS]
+    if "mlgate" in (args.only or SERVERS):
+        results.append(measure("mlgate", args.seconds, close=True))
     for r in results:
         print(f"{r['server']:15} {r['rps']:8,.0f} req/s  {r['cpu_us_per_request']:6.0f} µs CPU/req")
     if args.json:
