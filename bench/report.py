@@ -83,13 +83,14 @@ def webhook_table(results: list[Cell]) -> list[str]:
     by = {r["server"]: r for r in results}
     floor = by["floor-json"]["cpu_us_per_request"]
     rows = [
-        "| server (1 core, TLS, wrk with 8 kept-alive connections) | req/s | CPU µs/request "
+        "| server (1 core, TLS, 8 kept-alive connections) | driven by | req/s | CPU µs/request "
         "| vs aiohttp+TLS+json.loads |",
-        "|---|---|---|---|",
+        "|---|---|---|---|---|",
     ]
     for r in results:
         rows.append(
-            f"| {r['server']} | {r['rps']:,.0f} | {r['cpu_us_per_request']:.0f} "
+            f"| {r['server']} | {r.get('driver', 'wrk')} | {r['rps']:,.0f} "
+            f"| {r['cpu_us_per_request']:.0f} "
             f"| {_ratio(r['cpu_us_per_request'], floor)} |"
         )
     return rows
