@@ -49,7 +49,7 @@ def apiserver_table(results: list[Cell]) -> list[str]:
         # CPU of everything a create costs: apiserver, etcd and (for mlgate) the webhook.
         cpu = [_cpu(x, "apiserver", "etcd", "mlgate") for x in cells]
         conns = ml.get("new_connections")
-        seconds = ml["requests"] / ml["rps"] if ml["rps"] else 0
+        seconds = ml.get("seconds", 0.0)
         rate = f"{conns / seconds:.1f}" if conns is not None and seconds else "n/a"
         rows.append(
             f"| {mode} | {c} "
@@ -163,8 +163,10 @@ def section(data: dict[str, Any]) -> str:
             "### Through the apiserver (bench/side_by_side.py)",
             "",
             "Creates of a 3-container Deployment (bench/workload.py) with `c` requests in "
-            "flight. *Added* is the p50 over no policy. CPU per request adds kube-apiserver, "
-            "etcd and mlgate (process CPU time from /proc over the cell). New TLS connections "
+            "flight; latencies and throughputs are medians over the rounds, CPU per request "
+            "over all their requests. *Added* is the p50 over no policy. CPU per request adds "
+            "kube-apiserver, etcd and mlgate (process CPU time from /proc over the cell). New "
+            "TLS connections "
             "are the SYNs to mlgate's port during the cell (iptables counter, root only).",
             "",
             *apiserver_table(data["side_by_side"]),

@@ -19,7 +19,7 @@ BENCH = Path(__file__).resolve().parent
 PAGE = BENCH.parent / "docs" / "benchmarks.md"
 # name -> (script, arguments, whether it writes a JSON result for the page)
 BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
-    "side_by_side": ("side_by_side.py", ["--seconds", "4"], True),
+    "side_by_side": ("side_by_side.py", ["--seconds", "2", "--rounds", "3"], True),
     "webhook": ("webhook_cpu.py", ["--seconds", "5"], True),
     "engine": ("engine_bench.py", ["--seconds", "2"], True),
     "check": ("check_throughput.py", ["--docs", "5000"], True),

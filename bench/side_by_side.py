@@ -3,7 +3,7 @@
 One local control plane (kube-apiserver + etcd on loopback, $KUBEBUILDER_ASSETS). The load
 generator (this process: asyncio + a pooled aiohttp client with a client certificate, its own
 CPU reported) creates the Deployment of bench/workload.py with `c` requests in flight, dry-run
-(`?dryRun=All`) and real, for a few seconds per cell:
+(`?dryRun=All`) and real, a few seconds per cell, in rounds (medians are reported):
 
 - **none**: no admission policy at all;
 - **cel**: a ValidatingAdmissionPolicy with the example policy's image and GPU rules for
@@ -18,7 +18,7 @@ opened to the webhook port (SYNs counted by an iptables rule when run as root; e
 Each configuration is checked first: the CEL policy and mlgate must deny a noncompliant
 Deployment and allow the benchmark's one, so a table can never measure a policy doing nothing.
 
-    KUBEBUILDER_ASSETS=... .venv/bin/python bench/side_by_side.py --seconds 4 --json out.json
+    KUBEBUILDER_ASSETS=... .venv/bin/python bench/side_by_side.py --seconds 2 --rounds 3 --json out
 """
 
 from __future__ import annotations
@@ -180,6 +180,7 @@ class Load:
         q = statistics.quantiles(ms, n=100) if len(ms) > 1 else ms * 99
         return {
             "requests": len(ms),
+            "seconds": elapsed,
             "rps": len(ms) / elapsed,
             "p50_ms": q[49],
             "p99_ms": q[98],
@@ -259,28 +260,59 @@ def _quiesce(pids: dict[str, int], timeout: float = 120.0) -> None:
 
 
 def cells(
-    cp: LocalControlPlane,
     load: Load,
     config: str,
     seconds: float,
+    rounds: int,
     pids: dict[str, int],
     syns: SynCounter | None = None,
 ) -> Iterator[dict[str, Any]]:
+    """Every (mode, concurrency) cell of one configuration, `rounds` times over: medians of the
+    rounds' latencies and throughputs, CPU and connections summed over all their requests."""
     namespace = f"bench-{config}"
     _quiesce(pids)
     asyncio.run(load.run(namespace, True, 8, 2.0))  # warm caches, connections, the JIT of CEL
-    for mode, c in itertools.product(MODES, CONCURRENCY):
-        before = {name: cpu_seconds(pid) for name, pid in pids.items()}
-        own = time.process_time()
-        opened = syns.count() if syns else None
-        result = asyncio.run(load.run(namespace, mode == "dry-run", c, seconds))
-        cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
-        cpu["load-generator"] = time.process_time() - own
-        result |= {"config": config, "mode": mode, "c": c, "cpu_s": cpu}
-        if syns is not None and opened is not None:
-            result["new_connections"] = (syns.count() or 0) - opened
-        print(_line(result), flush=True)
-        yield result
+    measured: dict[tuple[str, int], list[dict[str, Any]]] = {}
+    for _ in range(rounds):
+        for mode, c in itertools.product(MODES, CONCURRENCY):
+            before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+            own = time.process_time()
+            opened = syns.count() if syns else None
+            result = asyncio.run(load.run(namespace, mode == "dry-run", c, seconds))
+            cpu = {name: cpu_seconds(pid) - before[name] for name, pid in pids.items()}
+            cpu["load-generator"] = time.process_time() - own
+            result |= {"config": config, "mode": mode, "c": c, "cpu_s": cpu}
+            if syns is not None and opened is not None:
+                result["new_connections"] = (syns.count() or 0) - opened
+            print(_line(result), flush=True)
+            measured.setdefault((mode, c), []).append(result)
+    for runs in measured.values():
+        yield _combine(runs)
+
+
+def _combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    first = runs[0]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    failures: dict[int, int] = {}
+    for r in runs:
+        for status, count in r["failures"].items():
+            failures[status] = failures.get(status, 0) + count
+    combined = {key: first[key] for key in ("config", "mode", "c")} | {
+        "rounds": len(runs),
+        "requests": sum(r["requests"] for r in runs),
+        "seconds": sum(r["seconds"] for r in runs),
+        "rps": median("rps"),
+        "p50_ms": median("p50_ms"),
+        "p99_ms": median("p99_ms"),
+        "cpu_s": {name: sum(r["cpu_s"][name] for r in runs) for name in first["cpu_s"]},
+        "failures": failures,
+    }
+    if "new_connections" in first:
+        combined["new_connections"] = sum(r["new_connections"] for r in runs)
+    return combined
 
 
 def _line(r: dict[str, Any]) -> str:
@@ -293,7 +325,7 @@ def _line(r: dict[str, Any]) -> str:
     )
 
 
-def run(seconds: float, work: Path) -> list[dict[str, Any]]:
+def run(seconds: float, rounds: int, work: Path) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     with LocalControlPlane() as cp:
         cp.kubectl("apply", "-f", str(REPO / "crds"), check=True)
@@ -308,11 +340,11 @@ def run(seconds: float, work: Path) -> list[dict[str, Any]]:
         pids = {"apiserver": _pid_of(cp, "kube-apiserver"), "etcd": _pid_of(cp, "etcd")}
 
         _wait_admission(load, "bench-none", enforcing=False)
-        results += cells(cp, load, "none", seconds, pids)
+        results += cells(load, "none", seconds, rounds, pids)
         docs = yaml.safe_dump_all([cel_policy(), cel_binding()])
         cp.kubectl("apply", "-f", "-", check=True, input=docs)
         _wait_admission(load, "bench-cel", enforcing=True)
-        results += cells(cp, load, "cel", seconds, pids)
+        results += cells(load, "cel", seconds, rounds, pids)
         kinds = "validatingadmissionpolicybinding,validatingadmissionpolicy"
         cp.kubectl("delete", kinds, CEL_POLICY, check=True)
 
@@ -323,7 +355,7 @@ def run(seconds: float, work: Path) -> list[dict[str, Any]]:
                 assert process.process is not None
                 _wait_admission(load, "bench-mlgate", enforcing=True)
                 pids["mlgate"] = process.process.pid
-                results += cells(cp, load, "mlgate", seconds, pids, syns)
+                results += cells(load, "mlgate", seconds, rounds, pids, syns)
         finally:
             syns.close()
             cp.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-bench", "--ignore-not-found")
@@ -332,11 +364,12 @@ def run(seconds: float, work: Path) -> list[dict[str, Any]]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=4.0, help="per cell")
+    parser.add_argument("--seconds", type=float, default=2.0, help="per cell and round")
+    parser.add_argument("--rounds", type=int, default=3, help="medians over this many rounds")
     parser.add_argument("--json", type=Path, help="write the results here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        results = run(args.seconds, Path(tmp))
+        results = run(args.seconds, args.rounds, Path(tmp))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
