@@ -15,21 +15,25 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 MAX_DEPTH = 100
 # A JSON string (escapes included) or a bracket; everything else cannot change the depth.
 _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset("[{")
 
 
-def _depth(doc: Any) -> int:
-    deepest, stack = 0, [(doc, 1)]
+def _deeper_than(doc: Any, limit: int) -> bool:
+    """Whether containers nest below `limit`: only containers are walked (scalars are most
+    of a document), and the walk stops at the first too deep (it runs on every review)."""
+    stack = [(doc, 1)] if isinstance(doc, dict | list) else []
     while stack:
         node, depth = stack.pop()
-        if isinstance(node, dict | list):
-            deepest = max(deepest, depth)
-            values = node.values() if isinstance(node, dict) else node
-            stack.extend((v, depth + 1) for v in values)
-    return deepest
+        if depth > limit:
+            return True
+        values = node.values() if isinstance(node, dict) else node
+        stack.extend((v, depth + 1) for v in values if isinstance(v, dict | list))
+    return False
 
 
 def _placeholder(subtree: str) -> str:
@@ -63,12 +67,19 @@ def loads(data: bytes | str) -> Any:
 
     Raises ValueError for text that is not JSON, never RecursionError.
     """
-    text = data.decode() if isinstance(data, bytes) else data
     try:
-        doc = json.loads(text)
-    except RecursionError:
-        return _loads_truncated(text)
-    return _loads_truncated(text) if _depth(doc) > MAX_DEPTH else doc
+        doc = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        # Not JSON, nested beyond orjson's limit, or an integer beyond 64 bits: the slower
+        # path tells them apart (and reads big integers as json does).
+        text = data.decode() if isinstance(data, bytes) else data
+        try:
+            doc = json.loads(text)
+        except RecursionError:
+            return _loads_truncated(text)
+    if not _deeper_than(doc, MAX_DEPTH):
+        return doc
+    return _loads_truncated(data.decode() if isinstance(data, bytes) else data)
 
 
 def _loads_truncated(text: str) -> Any:

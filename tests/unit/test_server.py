@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from mlgate.controller.gpu_ledger import GpuLedger
@@ -61,6 +63,7 @@ def test_malformed_bodies_get_400_and_the_server_keeps_serving() -> None:
     async def body(client: TestClient[Any, Any]) -> None:
         for bad in (
             b"{not json",
+            b"\xff",  # not UTF-8
             b"[]",
             {"apiVersion": "v1", "kind": "Pod"},
             {"kind": "AdmissionReview"},
@@ -71,7 +74,7 @@ def test_malformed_bodies_get_400_and_the_server_keeps_serving() -> None:
         assert status == 200 and answer["response"]["allowed"] is False
         assert answer["response"]["uid"] == review(deployment())["request"]["uid"]
         metrics = await (await client.get("/metrics")).text()
-        assert 'mlgate_admission_errors_total{reason="malformed"} 4.0' in metrics
+        assert 'mlgate_admission_errors_total{reason="malformed"} 5.0' in metrics
         assert 'rule="images.digest"' in metrics
         assert 'mlgate_admission_duration_seconds_bucket{le="0.005",operation="CREATE"}' in metrics
 
@@ -120,3 +123,22 @@ def test_deadline_denies_instead_of_hanging() -> None:
         assert "within 0.2s" in answer["response"]["status"]["message"]
 
     serve(webhook, body)
+
+
+def test_denials_are_logged_at_info_clean_allows_only_at_debug(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    webhook = make_webhook()
+    webhook.ready.set()
+    pinned = "registry.example.com/ml/api@sha256:" + "a" * 64
+
+    async def body(client: TestClient[Any, Any]) -> None:
+        for image in (pinned, "nginx"):
+            status, _ = await post(client, review(deployment(image=image)))
+            assert status == 200
+
+    caplog.set_level(logging.DEBUG, logger="mlgate.webhook")
+    serve(webhook, body)
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "mlgate.webhook"]
+    assert [level for level, message in lines if message.endswith("allowed")] == [logging.DEBUG]
+    assert [level for level, message in lines if message.endswith("denied")] == [logging.INFO]

@@ -32,11 +32,6 @@ class EndpointVariable:
     name: str
     read_by: str
 
-    def matches(self, name: str) -> bool:
-        if self.name.endswith("*"):
-            return name.startswith(self.name[:-1])
-        return name == self.name
-
 
 # Every variable known to redirect where an approved model identifier is fetched from.
 # Deliberately not here: MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI (they resolve models:/ URIs,
@@ -58,8 +53,19 @@ ENDPOINT_VARIABLES: tuple[EndpointVariable, ...] = (
 )
 
 
+# Every env var of every container is looked up: a dict and a few prefixes, not a scan of the table.
+_EXACT = {v.name: v for v in ENDPOINT_VARIABLES if not v.name.endswith("*")}
+_PREFIXES = tuple((v.name[:-1], v) for v in ENDPOINT_VARIABLES if v.name.endswith("*"))
+_FIRST = tuple(sorted({prefix[0] for prefix in (*_EXACT, *(p for p, _ in _PREFIXES))}))
+
+
 def endpoint_variable(name: str) -> EndpointVariable | None:
-    return next((v for v in ENDPOINT_VARIABLES if v.matches(name)), None)
+    if not name.startswith(_FIRST):
+        return None
+    exact = _EXACT.get(name)
+    if exact is not None:
+        return exact
+    return next((v for prefix, v in _PREFIXES if name.startswith(prefix)), None)
 
 
 def _governed(rules: ModelRules) -> Iterator[str]:

@@ -106,10 +106,12 @@ def _server_references(
     view: WorkloadView, pod: PodView, container: ContainerView
 ) -> Iterator[tuple[ModelRef, Source]]:
     """The models an LLM server in the container is told to load (engine/servers.py)."""
-    env = container_env((e.name, e.value) for e in container.env)
     spec = container.spec
+    command, args = spec.get("command"), spec.get("args")
+    # The env only expands `$(VAR)` in command and args: most containers have neither.
+    env = container_env((e.name, e.value) for e in container.env) if command or args else {}
     entry = servers.entrypoint(container.image, spec, container.path)
-    found = servers.command_refs(spec.get("command"), spec.get("args"), container.path, env, entry)
+    found = servers.command_refs(command, args, container.path, env, entry)
     for ref in found:
         value = servers.local_model(ref.value, spec, pod.spec, view.kind)
         if value is not None:

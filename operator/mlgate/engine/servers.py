@@ -14,6 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from fnmatch import fnmatchcase
+from functools import lru_cache
 from typing import Any
 
 import yaml
@@ -252,11 +253,18 @@ def entrypoint(image: str | None, container: Mapping[str, Any], path: str) -> Se
     without an image, the runtime's for its model format (`modelFormat.name`, or the framework
     field the container is, as in `spec.predictor.huggingface`)."""
     if image:
-        return next((s for s in SERVERS if any(fnmatchcase(image, p) for p in s.images)), None)
+        return _image_server(image)
     model_format = container.get("modelFormat")
     name = model_format.get("name") if isinstance(model_format, Mapping) else None
     name = name if isinstance(name, str) else path.rpartition(".")[2]
     return next((s for s in SERVERS if name.lower() in s.kserve_formats), None)
+
+
+@lru_cache(maxsize=4096)
+def _image_server(image: str) -> Server | None:
+    # Every container of every admission asks, and a cluster runs few distinct images: the
+    # glob scan over SERVERS runs once per image (bounded, so odd images cannot grow it).
+    return next((s for s in SERVERS if any(fnmatchcase(image, p) for p in s.images)), None)
 
 
 # ---------------------------------------------------------------------------------------------
