@@ -14,6 +14,7 @@ import yaml
 from mlgate.devcluster import Cluster
 from mlgate.devrun import MlgateProcess
 from tests.e2e.test_admission import apply, mlgate, policy_doc, wait_policy
+from tests.e2e.test_runtimes import eventually_admitted
 
 __all__ = ["mlgate"]  # the module-scoped fixture, shared with the admission tests
 
@@ -85,6 +86,24 @@ def test_inference_service_admitted_once_an_orchestrator_guards_it(
         "spec": {"predictor": {"model": {"modelFormat": {"name": "huggingface"},
                                          "args": ["--model_id=meta-llama/Llama-3.1-8B"]}}},
     }  # fmt: skip
+    # The runtime KServe would select for the format, as its install provides it.
+    runtime = {
+        "apiVersion": "serving.kserve.io/v1alpha1",
+        "kind": "ServingRuntime",
+        "metadata": {"name": "kserve-huggingfaceserver", "namespace": namespace},
+        "spec": {
+            "supportedModelFormats": [{"name": "huggingface", "version": "1", "autoSelect": True}],
+            "protocolVersions": ["v2", "v1"],
+            "containers": [
+                {
+                    "name": "kserve-container",
+                    "image": "kserve/huggingfaceserver:v0.15.0",
+                    "args": ["--model_name={{.Name}}"],
+                }
+            ],
+        },
+    }
+    apply(control_plane, runtime).check_returncode()
     assert "llm.requireGuardrail" in apply(control_plane, isvc).stderr
     orchestrator = {
         "apiVersion": "trustyai.opendatahub.io/v1alpha1",
@@ -93,7 +112,7 @@ def test_inference_service_admitted_once_an_orchestrator_guards_it(
         "spec": {"autoConfig": {"inferenceServiceToGuardrail": "llama"}, "replicas": 1},
     }
     apply(control_plane, orchestrator).check_returncode()
-    apply(control_plane, isvc).check_returncode()
+    eventually_admitted(control_plane, isvc)  # once the watch caches hold runtime and guardrail
 
 
 def test_other_workloads_and_their_load_balancers_are_untouched(
