@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import copy
+import os
+from pathlib import Path
 from typing import Any
 
 DIGEST = "sha256:" + "a" * 64
@@ -76,3 +78,12 @@ def review(
     if sub_resource:
         request["subResource"] = sub_resource
     return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": request}
+
+
+def realworld() -> Path | None:
+    """../shared/realworld (upstream manifests, read-only beside the checkout), or
+    $MLGATE_REALWORLD; None where neither exists (tests that need it skip)."""
+    here = Path(__file__).resolve().parents[2]
+    candidates = [os.environ.get("MLGATE_REALWORLD", "")]
+    candidates += [str(p / "shared" / "realworld") for p in (here.parent, here.parent.parent)]
+    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)

@@ -13,10 +13,11 @@ import yaml
 from mlgate import cli
 from mlgate.engine.exposure import exposed_findings
 from mlgate.engine.llm import recognise
+from tests.unit.factories import realworld
 from tests.unit.test_runtimes import LLM_CONFIGS
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "llm"
-REALWORLD = Path("/work/shared/realworld")
+REALWORLD = realworld() or Path("../shared/realworld")
 NS = "default"
 
 POLICY = {
@@ -623,3 +624,13 @@ def test_a_reference_grant_opening_the_llm_to_other_namespaces_routes_is_exposur
     assert found[("ReferenceGrant", "any-service")] == ["llm.noDirectExposure"]
     assert found[("ReferenceGrant", "certs")] == []
     assert found[("ReferenceGrant", "guardrail")] == []
+
+
+def test_labels_that_are_not_a_mapping_are_judged_not_a_crash(tmp_path: Path, capsys: Any) -> None:
+    """Kubeflow's caffe2 proposal writes `labels: app=... job=...` (a string): the LLM it
+    serves is still judged, and the unreadable labels select nothing."""
+    (llm,) = [d for d in docs("vllm-deployment.yaml") if d["kind"] == "Deployment"]
+    llm["metadata"]["labels"] = "app=mistral-7b team=chat"
+    llm["spec"]["template"]["metadata"]["labels"] = ["app", "mistral-7b"]
+    found = verdicts(tmp_path, capsys, [llm])
+    assert found[("Deployment", "mistral-7b")] == ["llm.requireGuardrail"]

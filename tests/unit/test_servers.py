@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +17,7 @@ from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.servers import command_refs, entrypoint, ray_serve_refs
 from mlgate.engine.workloads import WorkloadView, view
 from mlgate.manifests import Document, Source, documents
+from tests.unit.factories import realworld
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 C = "spec.template.spec.containers[0]"
@@ -378,15 +377,8 @@ def test_unreadable_ray_serve_llm_config_fails_closed() -> None:
 # --- real upstream manifests -----------------------------------------------------------------
 
 
-def _realworld() -> Path | None:
-    here = Path(__file__).resolve().parents[2]
-    candidates = [os.environ.get("MLGATE_REALWORLD", "")]
-    candidates += [str(p / "shared" / "realworld") for p in (here.parent, here.parent.parent)]
-    return next((Path(c) for c in candidates if c and Path(c).is_dir()), None)
-
-
 def _workloads(relative: str) -> Iterator[WorkloadView]:
-    root = _realworld()
+    root = realworld()
     if root is None:
         pytest.skip("../shared/realworld is not present")
     path = root / relative

@@ -81,7 +81,11 @@ def workload_violations(
     """Violations of an object that may serve an LLM, and the names of the policies whose llm
     rules judged it."""
     namespace = reach.namespace_of(obj)
-    labels = {k: v for k, v in (reach.meta(obj).get("labels") or {}).items() if isinstance(v, str)}
+    found = reach.meta(obj).get("labels")
+    # Untrusted: a labels field that is not a mapping (a string in some upstream docs) has none.
+    labels = {
+        k: v for k, v in (found if isinstance(found, Mapping) else {}).items() if isinstance(v, str)
+    }
     kind = str(obj.get("kind") or "")
     related = in_context(obj, facts)
     violations: list[Violation] = []
