@@ -9,6 +9,8 @@ import copy
 import ipaddress
 import ssl
 import stat
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -713,3 +715,18 @@ async def _bad_reload_is_harmless(
     with pytest.raises(CertificateError):
         reload(context, tmp_path / "bad.crt", tmp_path / "bad.key")
     assert await _served_serial(port, authority.cert_pem) == before
+
+
+def test_a_private_directory_mlgate_creates_goes_with_the_process() -> None:
+    """Without --tls-dir the serving key lives in a fresh 0700 directory: removed at exit, so
+    restarts do not pile up private keys in /tmp."""
+    code = (
+        "from mlgate.webhook import certs\n"
+        "d = certs._private_directory(None)\n"
+        "(d / 'tls.key').write_text('key')\n"
+        "print(d, oct(d.stat().st_mode & 0o777))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    path, mode = out.stdout.split()
+    assert mode == "0o700"
+    assert not Path(path).exists()

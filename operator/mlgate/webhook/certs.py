@@ -18,6 +18,7 @@ Secret that vanished with the process would make the apiserver fail (or skip) ad
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
 import copy
@@ -26,6 +27,7 @@ import hashlib
 import ipaddress
 import logging
 import os
+import shutil
 import ssl
 import tempfile
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -523,7 +525,11 @@ class Bundle:
 
 def _private_directory(directory: Path | None) -> Path:
     if directory is None:
-        return Path(tempfile.mkdtemp(prefix="mlgate-tls-"))  # created 0700
+        created = Path(tempfile.mkdtemp(prefix="mlgate-tls-"))  # created 0700
+        # It holds the serving key: removed when the process ends (a SIGKILL leaves it, in a
+        # directory only this user can read).
+        atexit.register(shutil.rmtree, created, ignore_errors=True)
+        return created
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     directory.chmod(0o700)
     return directory
