@@ -634,3 +634,33 @@ def test_labels_that_are_not_a_mapping_are_judged_not_a_crash(tmp_path: Path, ca
     llm["spec"]["template"]["metadata"]["labels"] = ["app", "mistral-7b"]
     found = verdicts(tmp_path, capsys, [llm])
     assert found[("Deployment", "mistral-7b")] == ["llm.requireGuardrail"]
+
+
+def test_a_guardrail_model_needs_the_evidence_the_policy_demands(
+    tmp_path: Path, capsys: Any
+) -> None:
+    """Approved is not enough where the policy demands evidence of models (requireDigest): a
+    Llama Guard approval without a digest does not make its server a guardrail."""
+    detector = isvc("llama-guard")
+    detector["spec"]["predictor"]["model"]["args"] = ["--model_id=meta-llama/Llama-Guard-3-8B"]
+    detector["metadata"]["labels"] = {"trustyai/guardrails": "true"}
+    approval = {
+        "apiVersion": "mlgate.io/v1alpha1",
+        "kind": "ApprovedModel",
+        "metadata": {"name": "llama-guard-3"},
+        "spec": {
+            "model": "llama-guard",
+            "version": "3",
+            "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
+        },
+    }
+    policy = json.loads(json.dumps(POLICY))
+    policy["spec"]["llm"]["requireGuardrail"] = {"guardrailModels": ["llama-guard"]}
+    key = ("InferenceService", "llama-guard")
+    assert verdicts(tmp_path, capsys, [detector, approval], policy)[key] == []
+    policy["spec"]["models"] = {"requireApproved": False, "requireDigest": True}
+    assert set(verdicts(tmp_path, capsys, [detector, approval], policy)[key]) == {
+        "llm.requireGuardrail"
+    }
+    approval["spec"]["digest"] = "sha256:" + "4f1c" * 16
+    assert verdicts(tmp_path, capsys, [detector, approval], policy)[key] == []

@@ -16,7 +16,7 @@ from mlgate.engine import reach
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.llm import LlmTarget, group_of
 from mlgate.engine.models import approval_problem, normalise
-from mlgate.engine.policy import Approval, GuardrailContract, GuardrailRules
+from mlgate.engine.policy import Approval, GuardrailContract, GuardrailRules, ModelRules
 from mlgate.engine.scope import selector_matches
 
 TRUSTYAI = "trustyai.opendatahub.io"
@@ -248,6 +248,8 @@ def _model_problem(
     approvals: tuple[Approval, ...],
     namespace: str,
     now: datetime,
+    *,
+    evidence: ModelRules,
 ) -> str | None:
     wanted = normalise(value, hf_id=True, name_version=True)
     if wanted is None:
@@ -257,7 +259,7 @@ def _model_problem(
         for a in approvals
         if not rules.guardrail_models or any(g.fullmatch(a.model) for g in rules.guardrail_models)
     )
-    problem = approval_problem(wanted, allowed, namespace, now)
+    problem = approval_problem(wanted, allowed, namespace, now, evidence)
     return (
         None
         if problem is None
@@ -271,11 +273,15 @@ def guardrail_model_problems(
     approvals: tuple[Approval, ...],
     namespace: str,
     now: datetime,
+    *,
+    evidence: ModelRules,
 ) -> list[str]:
+    """Why the guardrail's models do not count: each must be approved (as a guardrail model
+    where the policy names them) with the evidence the policy's `models` rules demand."""
     return [
         p
         for v in declared
-        if (p := _model_problem(rules, v, approvals, namespace, now)) is not None
+        if (p := _model_problem(rules, v, approvals, namespace, now, evidence=evidence)) is not None
     ]
 
 
@@ -310,6 +316,8 @@ def require_guardrail(
     related: Sequence[Mapping[str, Any]],
     approvals: tuple[Approval, ...],
     now: datetime,
+    *,
+    evidence: ModelRules,
 ) -> list[Finding]:
     """An LLM must be targeted by an accepted guardrail whose own model is approved.
 
@@ -320,7 +328,7 @@ def require_guardrail(
         if not _guards(rules, obj, target, related):
             continue
         problems = guardrail_model_problems(
-            rules, _declared_models(rules, obj), approvals, target.namespace, now
+            rules, _declared_models(rules, obj), approvals, target.namespace, now, evidence=evidence
         )
         if not problems:
             return []
@@ -343,6 +351,8 @@ def detector_problems(
     models: Sequence[str],
     approvals: tuple[Approval, ...],
     now: datetime,
+    *,
+    evidence: ModelRules,
 ) -> list[Finding] | None:
     """For a guardrail detector (labelled as one): the findings on its own model; None when the
     LLM is not a detector and must be guarded itself.
@@ -367,7 +377,9 @@ def detector_problems(
             "runs an approved guardrail model; add annotation mlgate.io/model-uri"
         )
         return [Finding(Rule.LLM_GUARDRAIL, "metadata.annotations", message)]
-    problems = guardrail_model_problems(rules, models, approvals, target.namespace, now)
+    problems = guardrail_model_problems(
+        rules, models, approvals, target.namespace, now, evidence=evidence
+    )
     return [
         Finding(Rule.LLM_GUARDRAIL, "metadata.labels", f"guardrail detector {target.name}: {p}")
         for p in problems

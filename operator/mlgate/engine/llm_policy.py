@@ -56,15 +56,19 @@ def _workload_findings(
     target: LlmTarget,
     related: Sequence[Mapping[str, Any]],
     facts: Facts,
+    *,
+    evidence: ModelRules,
 ) -> list[Finding]:
     found: list[Finding] = []
     guard = rules.require_guardrail
     if guard is not None:
         detector = guardrails.detector_problems(
-            guard, target, _declared_models(obj), facts.approvals, facts.now
+            guard, target, _declared_models(obj), facts.approvals, facts.now, evidence=evidence
         )
         found += (
-            guardrails.require_guardrail(guard, target, related, facts.approvals, facts.now)
+            guardrails.require_guardrail(
+                guard, target, related, facts.approvals, facts.now, evidence=evidence
+            )
             if detector is None
             else detector
         )
@@ -97,7 +101,9 @@ def workload_violations(
         if target is None:
             continue
         judged.append(policy.name)
-        findings = _workload_findings(policy.llm, obj, target, related, facts)
+        # A guardrail's own model needs the evidence the policy demands of any model.
+        evidence = policy.models or ModelRules()
+        findings = _workload_findings(policy.llm, obj, target, related, facts, evidence=evidence)
         violations += attribute(policy.name, policy.mode, findings)
     return violations, tuple(judged)
 
