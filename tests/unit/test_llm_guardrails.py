@@ -238,16 +238,20 @@ def test_nemo_guardrail_pointing_elsewhere_guards_nothing(tmp_path: Path, capsys
     assert found[("Deployment", "mistral-7b")] == ["llm.requireGuardrail"]
 
 
-def test_a_guardrail_whose_own_model_is_not_approved_does_not_count(
-    tmp_path: Path, capsys: Any
-) -> None:
-    url = f"http://mistral-7b.{NS}.svc/v1"
-    guard = nemo(url, **{"mlgate.io/model-uri": "hf://meta-llama/Llama-Guard-3-8B"})
-    llm = docs("vllm-deployment.yaml")
-    assert verdicts(tmp_path, capsys, [*llm, guard])[("Deployment", "mistral-7b")] == [
-        "llm.requireGuardrail"
+def llama_guard_detector() -> dict[str, Any]:
+    """A detector InferenceService serving Llama Guard, labelled as TrustyAI's detectors are."""
+    detector = isvc("llama-guard")
+    # The model it serves is the one its server loads (--model_id).
+    detector["spec"]["predictor"]["model"]["args"] = [
+        "--model_name=llama-guard",
+        "--model_id=meta-llama/Llama-Guard-3-8B",
     ]
-    approval = {
+    detector["metadata"]["labels"] = {"trustyai/guardrails": "true"}
+    return detector
+
+
+def llama_guard_approval() -> dict[str, Any]:
+    return {
         "apiVersion": "mlgate.io/v1alpha1",
         "kind": "ApprovedModel",
         "metadata": {"name": "llama-guard-3"},
@@ -257,6 +261,18 @@ def test_a_guardrail_whose_own_model_is_not_approved_does_not_count(
             "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
         },
     }
+
+
+def test_a_guardrail_whose_own_model_is_not_approved_does_not_count(
+    tmp_path: Path, capsys: Any
+) -> None:
+    url = f"http://mistral-7b.{NS}.svc/v1"
+    guard = nemo(url, **{"mlgate.io/model-uri": "hf://meta-llama/Llama-Guard-3-8B"})
+    llm = docs("vllm-deployment.yaml")
+    assert verdicts(tmp_path, capsys, [*llm, guard])[("Deployment", "mistral-7b")] == [
+        "llm.requireGuardrail"
+    ]
+    approval = llama_guard_approval()
     assert verdicts(tmp_path, capsys, [*llm, guard, approval])[("Deployment", "mistral-7b")] == []
 
 
@@ -322,29 +338,14 @@ def test_policy_declared_guardrail_contract(tmp_path: Path, capsys: Any) -> None
 
 
 def test_a_detector_needs_an_approved_model_not_a_guardrail(tmp_path: Path, capsys: Any) -> None:
-    detector = isvc("llama-guard")
-    # The model it serves is the one its server loads (--model_id), named again for mlgate.
-    detector["spec"]["predictor"]["model"]["args"] = [
-        "--model_name=llama-guard",
-        "--model_id=meta-llama/Llama-Guard-3-8B",
-    ]
-    detector["metadata"]["labels"] = {"trustyai/guardrails": "true"}
+    detector = llama_guard_detector()
     detector["metadata"]["annotations"] = {
         "mlgate.io/model-uri": "hf://meta-llama/Llama-Guard-3-8B"
     }
     # Each reference to the model (annotation, --model_id) is reported: one rule, two findings.
     found = verdicts(tmp_path, capsys, [detector])
     assert set(found[("InferenceService", "llama-guard")]) == {"llm.requireGuardrail"}
-    approval = {
-        "apiVersion": "mlgate.io/v1alpha1",
-        "kind": "ApprovedModel",
-        "metadata": {"name": "llama-guard-3"},
-        "spec": {
-            "model": "llama-guard",
-            "version": "3",
-            "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
-        },
-    }
+    approval = llama_guard_approval()
     # Any approved model is not enough: only the models the policy names as guardrail models.
     found = verdicts(tmp_path, capsys, [detector, approval])
     assert set(found[("InferenceService", "llama-guard")]) == {"llm.requireGuardrail"}
@@ -641,19 +642,8 @@ def test_a_guardrail_model_needs_the_evidence_the_policy_demands(
 ) -> None:
     """Approved is not enough where the policy demands evidence of models (requireDigest): a
     Llama Guard approval without a digest does not make its server a guardrail."""
-    detector = isvc("llama-guard")
-    detector["spec"]["predictor"]["model"]["args"] = ["--model_id=meta-llama/Llama-Guard-3-8B"]
-    detector["metadata"]["labels"] = {"trustyai/guardrails": "true"}
-    approval = {
-        "apiVersion": "mlgate.io/v1alpha1",
-        "kind": "ApprovedModel",
-        "metadata": {"name": "llama-guard-3"},
-        "spec": {
-            "model": "llama-guard",
-            "version": "3",
-            "uris": ["hf://meta-llama/Llama-Guard-3-8B"],
-        },
-    }
+    detector = llama_guard_detector()
+    approval = llama_guard_approval()
     policy = json.loads(json.dumps(POLICY))
     policy["spec"]["llm"]["requireGuardrail"] = {"guardrailModels": ["llama-guard"]}
     key = ("InferenceService", "llama-guard")
