@@ -22,6 +22,8 @@ from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import CompiledPolicy, NetworkPolicyRules
+from mlgate.engine.reads import as_list as _list
+from mlgate.engine.reads import as_map as _mapping
 from mlgate.engine.scope import namespace_in_scope
 
 MANAGED_NAME = "mlgate-egress"
@@ -290,14 +292,6 @@ def _limits_egress(spec: Mapping[str, Any]) -> bool:
     if isinstance(types, list):
         return "Egress" in types
     return "egress" in spec
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
 
 
 @dataclass(frozen=True, slots=True)

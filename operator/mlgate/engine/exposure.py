@@ -22,6 +22,9 @@ from mlgate.engine.guardrails import (
     target_refs,
 )
 from mlgate.engine.llm import LlmTarget, group_of
+from mlgate.engine.reads import as_list as _list
+from mlgate.engine.reads import as_map as _map
+from mlgate.engine.reads import as_str as _str
 
 _EXTERNAL_TYPES = frozenset({"LoadBalancer", "NodePort"})
 KNATIVE_VISIBILITY = "networking.knative.dev/visibility"
@@ -47,18 +50,6 @@ def _knative_public(obj: Mapping[str, Any]) -> bool:
     ):
         return False
     return _map(reach.meta(obj).get("labels")).get(KNATIVE_VISIBILITY) != "cluster-local"
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list) else ()
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def is_exposure(obj: Mapping[str, Any]) -> bool:

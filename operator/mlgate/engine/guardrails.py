@@ -17,6 +17,8 @@ from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.llm import LlmTarget, group_of
 from mlgate.engine.models import approval_problem, normalise
 from mlgate.engine.policy import Approval, GuardrailContract, GuardrailRules, ModelRules
+from mlgate.engine.reads import as_map as _map
+from mlgate.engine.reads import as_str as _str
 from mlgate.engine.scope import selector_matches
 
 TRUSTYAI = "trustyai.opendatahub.io"
@@ -35,14 +37,6 @@ RATE_LIMIT_KINDS = frozenset({(KUADRANT, "TokenRateLimitPolicy"), (KUADRANT, "Ra
 # Where TrustyAI's orchestrator config names the LLM it forwards to.
 _GENERATION_BLOCK = re.compile(r"^(?:chat_)?generation:\s*$", re.MULTILINE)
 _HOSTNAME = re.compile(r"^\s+hostname:\s*[\"']?([^\"'\s#]+)", re.MULTILINE)
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _of(obj: Mapping[str, Any], kinds: Sequence[tuple[str, str]]) -> bool:

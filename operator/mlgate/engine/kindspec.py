@@ -28,6 +28,8 @@ from typing import Any
 
 import yaml
 
+from mlgate.engine.reads import mappings_under
+
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
 # ceiling is unbounded in the cluster; every "no limit" is counted as this many pods.
 UNBOUNDED = 2**31 - 1
@@ -460,24 +462,13 @@ def runs_containers(obj: Any) -> bool:
     list, or an image (Argo's `container`, Tekton's `steps`, Kaito's top-level `inference`,
     images spelled as {registry, name}).
 
-    There is no depth limit an attacker could nest below; the walk is iterative, so nesting
-    cannot overflow the stack, and remembers what it saw, so a recursive YAML alias cannot loop.
+    The walk (reads.mappings_under) has no depth limit an attacker could nest below and
+    cannot loop on a recursive YAML alias.
     """
     if not isinstance(obj, Mapping):
         return False
-    stack: list[Any] = [v for k, v in obj.items() if k not in _NOT_DESIRED]
-    seen: set[int] = set()
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, Mapping | list) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        if any(_names_image(k, v) for k, v in item.items()):
-            return True
-        if any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS):
-            return True
-        stack.extend(item.values())
-    return False
+    return any(
+        any(_names_image(k, v) for k, v in item.items())
+        or any(isinstance(item.get(key), list) for key in _CONTAINER_LISTS)
+        for item in mappings_under([v for k, v in obj.items() if k not in _NOT_DESIRED])
+    )

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlgate.engine.reads import as_map as _map
+from mlgate.engine.reads import as_str as _str
+from mlgate.engine.reads import mappings_under as _walk
 from mlgate.engine.references import InvalidReference, parse
 
 
@@ -109,14 +112,6 @@ class LlmTarget:
 # Defensive reads
 
 
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def _strings(value: Any) -> dict[str, str]:
     return {k: v for k, v in _map(value).items() if isinstance(k, str) and isinstance(v, str)}
 
@@ -127,21 +122,6 @@ def group_of(api_version: str) -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Containers and commands
-
-
-def _walk(node: Any) -> Iterator[Mapping[str, Any]]:
-    """Every mapping under `node`, iteratively, each once (YAML aliases may share or loop)."""
-    stack, seen = [node], set()
-    while stack:
-        item = stack.pop()
-        if not isinstance(item, Mapping | list) or id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, list):
-            stack.extend(item)
-            continue
-        yield item
-        stack.extend(item.values())
 
 
 def _image_text(value: Any) -> str:

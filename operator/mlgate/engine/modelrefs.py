@@ -10,6 +10,8 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from mlgate.engine.reads import as_map as _map
+
 
 @dataclass(frozen=True, slots=True)
 class ModelRef:
@@ -25,10 +27,6 @@ ModelFields = Callable[[Mapping[str, Any]], Iterator[ModelRef]]
 # which an ApprovedModel lists to approve "path P through storage entry K" (see README).
 KSERVE_STORAGE_SCHEME = "kserve-storage"
 _DEFAULT_STORAGE_KEY = "default"  # KServe's key when `storage.key` is unset
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _dig(obj: Any, keys: tuple[str, ...]) -> Any:

@@ -29,6 +29,8 @@ from typing import Any
 from mlgate.engine.decisions import Finding, Mode, Rule, Violation, attribute
 from mlgate.engine.models import counting_approvals, references
 from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.reads import as_list as _list
+from mlgate.engine.reads import as_map as _map
 from mlgate.engine.scope import governing
 from mlgate.engine.workloads import PodView, WorkloadView
 
@@ -106,14 +108,6 @@ def verifying(
         for p in governed
         if p.mode is Mode.ENFORCE and p.models is not None and p.models.verify_loaded is not None
     )
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _downloads(

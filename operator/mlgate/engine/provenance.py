@@ -16,18 +16,6 @@ from mlgate.engine.runtimes import Key, label
 from mlgate.engine.workloads import ContainerView, Unresolved, WorkloadView, view
 
 
-def as_map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def as_list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
-def as_str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
 def moved(source: WorkloadView, old: str, new: str) -> WorkloadView:
     """`source` with every path that starts with `old` starting with `new` instead."""
 

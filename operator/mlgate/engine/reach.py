@@ -11,6 +11,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mlgate.engine.llm import LlmTarget, group_of
+from mlgate.engine.reads import as_list as _list
+from mlgate.engine.reads import as_map as _map
+from mlgate.engine.reads import as_str as _str
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 INFERENCE_POOL_GROUPS = frozenset({"inference.networking.x-k8s.io", "inference.networking.k8s.io"})
@@ -26,18 +29,6 @@ _OPERATOR_LABEL_PREFIXES = (
     "kaito.sh/", "app.kubernetes.io/", "component", "llm-d.ai/", "inference.networking",
     "kserve.io/",
 )  # fmt: skip
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _list(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list) else ()
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def meta(obj: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -5,20 +5,18 @@ its LLMInferenceServiceConfigs, merged as KServe's controllers merge them."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from mlgate.engine import multinode
 from mlgate.engine.provenance import (
-    as_list,
-    as_map,
-    as_str,
     attribute,
     own_view,
     relabel,
     unresolved,
 )
+from mlgate.engine.reads import as_list, as_map, as_str
 from mlgate.engine.runtimes import Key, RuntimeCatalog, label, merge
 from mlgate.engine.workloads import WorkloadView
 
@@ -178,7 +176,7 @@ def select_runtime(
     )
 
 
-def _container_named(containers: list[Any], name: str) -> Mapping[str, Any] | None:
+def _container_named(containers: Sequence[Any], name: str) -> Mapping[str, Any] | None:
     for c in containers:
         if as_map(c).get("name") == name:
             return as_map(c)

@@ -3,21 +3,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 from mlgate.engine.provenance import (
     NOTHING,
-    as_list,
-    as_map,
-    as_str,
     attribute,
     moved,
     own_view,
     relabel,
     unresolved,
 )
+from mlgate.engine.reads import as_list, as_map, as_str
 from mlgate.engine.runtimes import Key, RuntimeCatalog, label, merge
 from mlgate.engine.workloads import (
     ContainerKind,
@@ -48,7 +46,7 @@ def _training_runtime(
     return found
 
 
-def _patch_jobs(jobset: Any, overrides: list[Any]) -> Any:
+def _patch_jobs(jobset: Any, overrides: Sequence[Any]) -> Any:
     """The older `podSpecOverrides`: pod fields and container env for the jobs they target."""
     for entry in overrides:
         override = as_map(entry)

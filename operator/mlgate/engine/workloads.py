@@ -24,6 +24,9 @@ from mlgate.engine.kindspec import UNBOUNDED, Layout, field
 from mlgate.engine.kindspec import amount as _amount
 from mlgate.engine.kindspec import enabled as _enabled
 from mlgate.engine.modelrefs import ModelRef, kserve_storage_refs
+from mlgate.engine.reads import as_list as _list
+from mlgate.engine.reads import as_map as _map
+from mlgate.engine.reads import as_str as _str
 from mlgate.engine.servers import ray_serve_refs
 
 
@@ -133,18 +136,6 @@ class Unsupported:
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
 _NO_STRINGS: Mapping[str, str] = MappingProxyType({})
-
-
-def _map(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else _EMPTY
-
-
-def _list(value: Any) -> Sequence[Any]:
-    return value if isinstance(value, list | tuple) else ()
-
-
-def _str(value: Any) -> str:
-    return value if isinstance(value, str) else ""
 
 
 def _dig(obj: Mapping[str, Any], keys: Sequence[str]) -> Any:
