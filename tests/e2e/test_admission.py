@@ -6,7 +6,7 @@ import json
 import subprocess
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,11 +25,15 @@ def running_mlgate(
     control_plane: Cluster,
     tmp_path_factory: pytest.TempPathFactory,
     webhook_config: str,
-    audit: str,
+    *args: str,
+    crds: Sequence[dict[str, Any]] = (),
 ) -> Iterator[MlgateProcess]:
-    """`mlgate run` with mlgate's CRDs and the stand-in ML CRDs, auditing every `audit` seconds."""
+    """`mlgate run ARGS` with mlgate's CRDs, the stand-in ML CRDs and `crds`, registering
+    webhook configurations named `webhook_config`; both are removed when it stops, so no dead
+    webhook outlives the module."""
+    docs = [*stand_in_crds(), *crds]
     control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
+    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(docs))
     control_plane.kubectl(
         "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
     )
@@ -39,7 +43,7 @@ def running_mlgate(
         control_plane.kubeconfig,
         log,
         webhook_config=webhook_config,
-        extra_args=["--audit-interval", audit],
+        extra_args=list(args),
     ) as process:
         yield process
     control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, webhook_config, "--ignore-not-found")
@@ -49,7 +53,9 @@ def running_mlgate(
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    yield from running_mlgate(control_plane, tmp_path_factory, "mlgate-e2e", "1")
+    yield from running_mlgate(
+        control_plane, tmp_path_factory, "mlgate-e2e", "--audit-interval", "1"
+    )
 
 
 def apply(

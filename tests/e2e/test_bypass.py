@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
+from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess
 from tests.e2e.conftest import Tenant
+from tests.e2e.test_admission import running_mlgate
 from tests.e2e.test_egress import (
     ALLOWLIST,
     apply,
@@ -35,16 +35,7 @@ NAMESPACE_CONTROLLER = "system:serviceaccount:kube-system:namespace-controller"
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-    )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate-bypass") / "mlgate.log"
-    with MlgateProcess(control_plane.kubeconfig, log, webhook_config=WEBHOOK_CONFIG) as process:
-        yield process
-    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
+    yield from running_mlgate(control_plane, tmp_path_factory, WEBHOOK_CONFIG)
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess
+from mlgate.devrun import MlgateProcess
+from tests.e2e.test_admission import running_mlgate
 
 REPO = Path(__file__).resolve().parents[2]
 WEBHOOK_CONFIG = "mlgate-egress-e2e"
@@ -27,15 +28,7 @@ T = TypeVar("T")
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-    )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate-egress") / "mlgate.log"
-    with MlgateProcess(control_plane.kubeconfig, log, webhook_config=WEBHOOK_CONFIG) as process:
-        yield process
-    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
+    yield from running_mlgate(control_plane, tmp_path_factory, WEBHOOK_CONFIG)
 
 
 def apply(cp: Cluster, *docs: dict[str, Any], kubeconfig: Path | None = None) -> Any:

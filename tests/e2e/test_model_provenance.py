@@ -13,13 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlgate.cli import main
 from mlgate.devcluster import Cluster
-from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
+from mlgate.devrun import MlgateProcess
 from mlgate.provenance.artifacts import digest
-from tests.e2e.test_admission import apply, policy_doc, wait_policy
+from tests.e2e.test_admission import apply, policy_doc, running_mlgate, wait_policy
 from tests.unit.test_provenance_files import safetensors
 
 REPO = Path(__file__).resolve().parents[2]
@@ -32,21 +31,9 @@ DIGEST = "sha256:" + "d1" * 32
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
+    yield from running_mlgate(
+        control_plane, tmp_path_factory, WEBHOOK_CONFIG, "--verifier-image", VERIFIER_IMAGE
     )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate-provenance") / "mlgate.log"
-    with MlgateProcess(
-        control_plane.kubeconfig,
-        log,
-        webhook_config=WEBHOOK_CONFIG,
-        extra_args=["--verifier-image", VERIFIER_IMAGE],
-    ) as process:
-        yield process
-    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
 
 
 @pytest.fixture

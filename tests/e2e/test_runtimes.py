@@ -21,7 +21,9 @@ def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
     # An audit interval far beyond the test: only a runtime change can start the second pass.
-    yield from running_mlgate(control_plane, tmp_path_factory, "mlgate-e2e-runtimes", "3600")
+    yield from running_mlgate(
+        control_plane, tmp_path_factory, "mlgate-e2e-runtimes", "--audit-interval", "3600"
+    )
 
 
 def runtime(name: str, gpus: int = 0) -> dict[str, Any]:

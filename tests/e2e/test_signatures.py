@@ -11,11 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
-from tests.e2e.test_admission import apply, policy_doc, wait_policy, workload
+from mlgate.devrun import MlgateProcess
+from tests.e2e.test_admission import apply, policy_doc, running_mlgate, wait_policy, workload
 from tests.e2e.test_monitoring import REPORT_CRDS, results_become
 from tests.registry.lab import (
     CosignKey,
@@ -57,22 +56,10 @@ def mlgate(
     lab: tuple[Tools, DistributionRegistry],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[MlgateProcess]:
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
-    )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate-signatures") / "mlgate.log"
     registry = lab[1]
-    with MlgateProcess(
-        control_plane.kubeconfig,
-        log,
-        webhook_config=WEBHOOK_CONFIG,
-        extra_args=["--insecure-registry", registry.host],
-    ) as process:
-        yield process
-    control_plane.kubectl("delete", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG, "--ignore-not-found")
+    yield from running_mlgate(
+        control_plane, tmp_path_factory, WEBHOOK_CONFIG, "--insecure-registry", registry.host
+    )
 
 
 @pytest.fixture

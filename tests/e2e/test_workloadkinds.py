@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from mlgate.devcluster import Cluster
-from mlgate.devrun import MlgateProcess, stand_in_crds
+from mlgate.devrun import MlgateProcess
 from mlgate.webhook.config import EXTENSIONS_WEBHOOK
-from tests.e2e.test_admission import BAD, GOOD, apply, policy_doc, wait_policy
+from tests.e2e.test_admission import BAD, GOOD, apply, policy_doc, running_mlgate, wait_policy
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = "mlgate-kinds-e2e"
@@ -77,20 +76,10 @@ def widget(name: str, image: str) -> dict[str, Any]:
 def mlgate(
     control_plane: Cluster, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[MlgateProcess]:
-    docs = [*stand_in_crds(), WIDGET_CRD]
-    control_plane.kubectl("apply", "-f", str(REPO / "crds"), check=True)
-    control_plane.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(docs))
-    control_plane.kubectl(
-        "wait", "--for=condition=Established", "crd", "--all", "--timeout=60s", check=True
+    yield from running_mlgate(
+        control_plane, tmp_path_factory, CONFIG, "--audit-interval", "1", crds=[WIDGET_CRD]
     )
-    control_plane.kubectl("create", "namespace", "mlgate-system")
-    log = tmp_path_factory.mktemp("mlgate") / "mlgate.log"
-    with MlgateProcess(
-        control_plane.kubeconfig, log, webhook_config=CONFIG, extra_args=["--audit-interval", "1"]
-    ) as process:
-        yield process
     control_plane.kubectl("delete", "workloadkind", "--all", "--ignore-not-found")
-    control_plane.kubectl("delete", "validatingwebhookconfiguration", CONFIG, "--ignore-not-found")
 
 
 def extension_rules(cp: Cluster) -> list[dict[str, Any]]:
