@@ -26,7 +26,7 @@ from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
 from mlgate.engine.gpu import workload_amounts
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, GpuLoad, GpuUsage, ImageFact
 from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
-from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, WorkloadView
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, Unsupported, WorkloadView
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -326,15 +326,17 @@ def judge(
     policies: tuple[CompiledPolicy, ...],
     facts: Facts,
     verify_images: ImageFacts | None = None,
+    view: WorkloadView | Unsupported | None = None,
 ) -> Result | InputError:
+    """`view` is the document's effective view when the caller has it already: it is computed
+    at most once per document here (the engine's `evaluate` computes its own)."""
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        item = (
-            effective_view(obj, facts.runtimes, facts.kinds) if verify_images is not None else None
-        )
-        if verify_images is not None and isinstance(item, WorkloadView):
-            facts = replace(facts, images=verify_images(policies, item))
+        if verify_images is not None:
+            item = effective_view(obj, facts.runtimes, facts.kinds) if view is None else view
+            if isinstance(item, WorkloadView):
+                facts = replace(facts, images=verify_images(policies, item))
         decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
         return doc.ref.error(
@@ -360,21 +362,52 @@ class _QuotaLedger:
     """What the workloads admitted so far in this run hold per namespace, per resource: one run
     is judged against a namespace quota together, as the webhook reserves each admitted
     workload, so seven 16-GPU workloads in one file do not each pass a 32-GPU quota on their own.
-    Each policy counts the resources it names, as in the cluster."""
+    Each policy counts the resources it names, as in the cluster.
 
-    held: dict[str, list[GpuLoad]] = field(default_factory=dict)
+    Offline there are no observed pods, so a charge counts as what it reserves, and the charges
+    of a namespace add up resource by resource: one summed charge per namespace counts the same
+    as all of them (and keeps each judgement O(1), not O(workloads so far)). Only kept when a
+    policy has a namespace quota: nothing else reads it."""
+
+    enabled: bool
+    held: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policies: tuple[CompiledPolicy, ...]) -> _QuotaLedger:
+        return cls(any(p.gpu is not None and p.gpu.namespace_quota is not None for p in policies))
 
     def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
-        others = tuple(self.held.get(_meta(obj, "namespace"), ()))
+        held = self.held.get(_meta(obj, "namespace")) if self.enabled else None
+        others = (GpuLoad(reserved=dict(held)),) if held else ()
         return replace(facts, gpu_usage=GpuUsage(others=others))
 
-    def admit(self, obj: Mapping[str, Any], result: Result | InputError, facts: Facts) -> None:
-        if isinstance(result, InputError) or not result.decision.allowed:
+    def admit(
+        self,
+        result: Result | InputError,
+        view: Callable[[], WorkloadView | Unsupported],
+        facts: Facts,
+    ) -> None:
+        if not self.enabled or isinstance(result, InputError) or not result.decision.allowed:
             return
-        item = effective_view(obj, facts.runtimes, facts.kinds)
+        item = view()
         if isinstance(item, WorkloadView):
-            amounts = workload_amounts(item, facts.device_claims)
-            self.held.setdefault(item.namespace, []).append(GpuLoad(reserved=amounts))
+            held = self.held.setdefault(item.namespace, {})
+            for resource, n in workload_amounts(item, facts.device_claims).items():
+                held[resource] = held.get(resource, 0) + n
+
+
+@dataclass(slots=True)
+class _OnceView:
+    """A document's effective view, computed when first asked for and then kept."""
+
+    obj: Mapping[str, Any]
+    facts: Facts
+    item: WorkloadView | Unsupported | None = None
+
+    def __call__(self) -> WorkloadView | Unsupported:
+        if self.item is None:
+            self.item = effective_view(self.obj, self.facts.runtimes, self.facts.kinds)
+        return self.item
 
 
 def judge_all(
@@ -389,7 +422,7 @@ def judge_all(
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
     policies, facts = tuple(found.policies.values()), found.facts(now)
-    quota = _QuotaLedger()
+    quota = _QuotaLedger.of(policies)
     for source in sources:
         for doc in documents(source):
             if isinstance(doc, InputError):
@@ -401,8 +434,15 @@ def judge_all(
                     yield doc.ref.error(f"{_title(doc.obj)}: apiVersion must be {api.API_VERSION}")
             elif not read_only:
                 placed = Document(doc.ref, _with_namespace(doc.obj, namespace))
-                result = judge(placed, policies, quota.facts(placed.obj, facts), verify_images)
-                quota.admit(placed.obj, result, facts)
+                view = _OnceView(placed.obj, facts)
+                result = judge(
+                    placed,
+                    policies,
+                    quota.facts(placed.obj, facts),
+                    verify_images,
+                    view() if verify_images is not None else None,
+                )
+                quota.admit(result, view, facts)
                 yield result
 
 
