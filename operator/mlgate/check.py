@@ -36,6 +36,7 @@ from mlgate.manifests import (
     documents,
     expand_paths,
 )
+from mlgate.spool import Spool
 
 # Signature facts for one workload, from the registries (`mlgate check --verify-images`).
 ImageFacts = Callable[[tuple[CompiledPolicy, ...], WorkloadView], Mapping[str, ImageFact]]
@@ -230,9 +231,11 @@ def collect_resources(
     manifest_sources: Iterable[Source],
     namespace: str | None,
     runtime_sources: Iterable[Source] = (),
+    spool: Spool | None = None,
 ) -> Resources:
     """Every mlgate resource and runtime: -p/--models and --runtimes sources must hold nothing
-    else; manifest sources are scanned for them among the workloads."""
+    else; manifest sources are scanned for them among the workloads (and kept in `spool`, if
+    given, for the passes after this one)."""
     found = Resources()
     for source in resource_sources:
         for doc in documents(source):
@@ -248,7 +251,7 @@ def collect_resources(
             else:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
     for source in manifest_sources:
-        for doc in documents(source, _may_be_interesting):
+        for doc in documents(source, _may_be_interesting, spool):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
             elif catalog_key(doc.obj) is not None:
@@ -261,7 +264,7 @@ def collect_resources(
     contracts = related.contract_kinds(tuple(found.policies.values()))
     if contracts:  # kinds known only now that the policies are: read once more for them
         for source in manifest_sources:
-            for doc in documents(source):
+            for doc in documents(source, spool=spool):
                 if isinstance(doc, Document) and related.of_kinds(doc.obj, contracts):
                     found.related.append(_with_namespace(doc.obj, namespace))
     return found
@@ -418,13 +421,14 @@ def judge_all(
     read_only: bool = False,
     *,
     verify_images: ImageFacts | None = None,
+    spool: Spool | None = None,
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
     policies, facts = tuple(found.policies.values()), found.facts(now)
     quota = _QuotaLedger.of(policies)
     for source in sources:
-        for doc in documents(source):
+        for doc in documents(source, spool=spool):
             if isinstance(doc, InputError):
                 yield doc
             elif not all(api_version_kind(doc.obj)):
@@ -447,9 +451,10 @@ def judge_all(
 
 
 def _first_pass(
-    request: CheckRequest, stdin: TextIO
+    request: CheckRequest, stdin: TextIO, spool: Spool
 ) -> tuple[list[Source], Resources, list[InputError]]:
-    """The manifest sources, every mlgate resource, and the input errors found so far."""
+    """The manifest sources, every mlgate resource, and the input errors found so far; the
+    manifests parsed are kept in `spool` for the next pass."""
     seen: set[str] = set()
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
@@ -458,7 +463,7 @@ def _first_pass(
     manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
     problems = [*errors, *runtime_errors, *more_errors]
     found = collect_resources(
-        resource_sources, manifest_sources, request.namespace, runtime_sources
+        resource_sources, manifest_sources, request.namespace, runtime_sources, spool
     )
     return manifest_sources, found, problems + found.errors
 
@@ -466,20 +471,22 @@ def _first_pass(
 def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
     against a policy set missing the policy that failed to parse) would mislead."""
-    manifest_sources, found, problems = _first_pass(request, stdin)
-    results: list[Result] = []
-    for item in judge_all(
-        manifest_sources,
-        found,
-        request.now,
-        request.namespace,
-        bool(problems),
-        verify_images=request.verify_images,
-    ):
-        if isinstance(item, InputError):
-            problems.append(item)
-        elif not problems:
-            results.append(item)
+    with Spool() as spool:
+        manifest_sources, found, problems = _first_pass(request, stdin, spool)
+        results: list[Result] = []
+        for item in judge_all(
+            manifest_sources,
+            found,
+            request.now,
+            request.namespace,
+            bool(problems),
+            verify_images=request.verify_images,
+            spool=spool,
+        ):
+            if isinstance(item, InputError):
+                problems.append(item)
+            elif not problems:
+                results.append(item)
     if problems:
         return Outcome(errors=one_per_file(problems))
     return Outcome(
@@ -500,12 +507,14 @@ class EgressOutcome:
     errors: tuple[str, ...] = ()
 
 
-def _namespaces(sources: Iterable[Source], found: Resources) -> tuple[set[str], list[InputError]]:
+def _namespaces(
+    sources: Iterable[Source], found: Resources, spool: Spool
+) -> tuple[set[str], list[InputError]]:
     """Namespaces the inputs name: the manifests' and the MLPolicies'."""
     names = {key[1] for key in found.policies if key[1]}
     errors: list[InputError] = []
     for source in sources:
-        for doc in documents(source):
+        for doc in documents(source, spool=spool):
             if isinstance(doc, InputError):
                 errors.append(doc)
             elif _meta(doc.obj, "namespace"):
@@ -517,8 +526,9 @@ def egress_policies(request: CheckRequest, stdin: TextIO) -> EgressOutcome:
     """The NetworkPolicy mlgate-egress that `mlgate run` would keep in `request.namespace`, or
     in each namespace the inputs name. Namespace labels are unknown offline, so policies that
     select namespaces by label count as covering them, as `check` assumes for workloads."""
-    manifest_sources, found, problems = _first_pass(request, stdin)
-    names, errors = _namespaces(manifest_sources, found)
+    with Spool() as spool:
+        manifest_sources, found, problems = _first_pass(request, stdin, spool)
+        names, errors = _namespaces(manifest_sources, found, spool)
     problems += errors
     # Globs in allowedNamespaces resolve against every namespace the inputs name.
     known = names | ({request.namespace} if request.namespace else set())
