@@ -22,7 +22,7 @@ from mlgate.engine import egress, exposure, related
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
 from mlgate.engine.effective import effective_view
-from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
+from mlgate.engine.evaluate import evaluate
 from mlgate.engine.gpu import workload_amounts
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, GpuLoad, GpuUsage, ImageFact
 from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
@@ -117,14 +117,14 @@ class Outcome:
 # Pass 1: mlgate resources
 
 
-def _meta(obj: Mapping[str, Any], key: str) -> str:
+def meta_field(obj: Mapping[str, Any], key: str) -> str:
     meta = obj.get("metadata")
     value = meta.get(key) if isinstance(meta, Mapping) else None
     return value if isinstance(value, str) else ""
 
 
 def _with_namespace(obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
-    if not namespace or _meta(obj, "namespace"):
+    if not namespace or meta_field(obj, "namespace"):
         return obj
     meta = obj.get("metadata")
     return {
@@ -135,8 +135,8 @@ def _with_namespace(obj: dict[str, Any], namespace: str | None) -> dict[str, Any
 
 def _title(obj: Mapping[str, Any]) -> str:
     _, kind = api_version_kind(obj)
-    name = _meta(obj, "name") or "(unnamed)"
-    namespace = _meta(obj, "namespace")
+    name = meta_field(obj, "name") or "(unnamed)"
+    namespace = meta_field(obj, "namespace")
     return f"{kind or '(no kind)'} {namespace + '/' if namespace else ''}{name}"
 
 
@@ -250,6 +250,7 @@ def collect_resources(
                 )
             else:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
+    candidates: set[DocRef] = set()  # may be facts for the llm rules
     for source in manifest_sources:
         for doc in documents(source, _may_be_interesting, spool):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
@@ -259,15 +260,36 @@ def collect_resources(
             elif (claim := _claim(doc.obj)) is not None:
                 found.claims[claim[0]] = claim[1]
             # A fact for the llm rules may be a runtime too (a custom LLM ServingRuntime).
-            if isinstance(doc, Document) and related.is_related(doc.obj):
+            if isinstance(doc, Document):
+                candidates.add(doc.ref)
+    _collect_related(found, manifest_sources, candidates, namespace, spool)
+    return found
+
+
+def _collect_related(
+    found: Resources,
+    manifest_sources: Iterable[Source],
+    candidates: set[DocRef],
+    namespace: str | None,
+    spool: Spool | None,
+) -> None:
+    """The facts for the llm rules. Only those rules read them, so without a policy that has
+    llm rules they are not looked for (recognising an LLM server costs more than the rest of
+    reading a document); otherwise the candidates are read once more, then the guardrail kinds
+    the policies declare."""
+    policies = tuple(found.policies.values())
+    if all(p.llm is None for p in policies):
+        return
+    for source in manifest_sources:
+        for doc in documents(source, spool=spool):
+            if isinstance(doc, Document) and doc.ref in candidates and related.is_related(doc.obj):
                 found.related.append(_with_namespace(doc.obj, namespace))
-    contracts = related.contract_kinds(tuple(found.policies.values()))
-    if contracts:  # kinds known only now that the policies are: read once more for them
+    contracts = related.contract_kinds(policies)
+    if contracts:
         for source in manifest_sources:
             for doc in documents(source, spool=spool):
                 if isinstance(doc, Document) and related.of_kinds(doc.obj, contracts):
                     found.related.append(_with_namespace(doc.obj, namespace))
-    return found
 
 
 def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
@@ -275,7 +297,7 @@ def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
     api_version, kind = api_version_kind(obj)
     if not api_version.startswith(f"{DRA_GROUP}/") or kind not in {CLAIM, TEMPLATE}:
         return None
-    return (kind, _meta(obj, "name")), claim_spec(kind, obj)
+    return (kind, meta_field(obj, "name")), claim_spec(kind, obj)
 
 
 def _may_be_interesting(text: str) -> bool:
@@ -350,8 +372,8 @@ def judge(
         ref=doc.ref,
         api_version=api_version,
         kind=kind,
-        namespace=_meta(obj, "namespace"),
-        name=_meta(obj, "name") or _meta(obj, "generateName"),
+        namespace=meta_field(obj, "namespace"),
+        name=meta_field(obj, "name") or meta_field(obj, "generateName"),
         decision=decision,
         supported=facts.kinds.lookup(api_version, kind) is not None
         or egress.is_network_policy(obj)
@@ -380,7 +402,7 @@ class _QuotaLedger:
         return cls(any(p.gpu is not None and p.gpu.namespace_quota is not None for p in policies))
 
     def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
-        held = self.held.get(_meta(obj, "namespace")) if self.enabled else None
+        held = self.held.get(meta_field(obj, "namespace")) if self.enabled else None
         others = (GpuLoad(reserved=dict(held)),) if held else ()
         return replace(facts, gpu_usage=GpuUsage(others=others))
 
@@ -450,7 +472,7 @@ def judge_all(
                 yield result
 
 
-def _first_pass(
+def first_pass(
     request: CheckRequest, stdin: TextIO, spool: Spool
 ) -> tuple[list[Source], Resources, list[InputError]]:
     """The manifest sources, every mlgate resource, and the input errors found so far; the
@@ -472,7 +494,7 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
     against a policy set missing the policy that failed to parse) would mislead."""
     with Spool() as spool:
-        manifest_sources, found, problems = _first_pass(request, stdin, spool)
+        manifest_sources, found, problems = first_pass(request, stdin, spool)
         results: list[Result] = []
         for item in judge_all(
             manifest_sources,
@@ -494,61 +516,3 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         policies=tuple(p.name for p in found.policies.values()),
         approvals=len(found.approvals),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# --print-egress-policy
-
-
-@dataclass(frozen=True, slots=True)
-class EgressOutcome:
-    network_policies: tuple[dict[str, Any], ...] = ()
-    unmanaged: tuple[str, ...] = ()  # namespaces no policy keeps a NetworkPolicy in
-    errors: tuple[str, ...] = ()
-
-
-def _namespaces(
-    sources: Iterable[Source], found: Resources, spool: Spool
-) -> tuple[set[str], list[InputError]]:
-    """Namespaces the inputs name: the manifests' and the MLPolicies'."""
-    names = {key[1] for key in found.policies if key[1]}
-    errors: list[InputError] = []
-    for source in sources:
-        for doc in documents(source, spool=spool):
-            if isinstance(doc, InputError):
-                errors.append(doc)
-            elif _meta(doc.obj, "namespace"):
-                names.add(_meta(doc.obj, "namespace"))
-    return names, errors
-
-
-def egress_policies(request: CheckRequest, stdin: TextIO) -> EgressOutcome:
-    """The NetworkPolicy mlgate-egress that `mlgate run` would keep in `request.namespace`, or
-    in each namespace the inputs name. Namespace labels are unknown offline, so policies that
-    select namespaces by label count as covering them, as `check` assumes for workloads."""
-    with Spool() as spool:
-        manifest_sources, found, problems = _first_pass(request, stdin, spool)
-        names, errors = _namespaces(manifest_sources, found, spool)
-    problems += errors
-    # Globs in allowedNamespaces resolve against every namespace the inputs name.
-    known = names | ({request.namespace} if request.namespace else set())
-    targets = {request.namespace} if request.namespace else names
-    if not targets and not problems:
-        problems.append(
-            InputError("--print-egress-policy: no namespace to generate for; pass --namespace NS")
-        )
-    if problems:
-        return EgressOutcome(errors=one_per_file(problems))
-    policies = tuple(found.policies.values())
-    generated, unmanaged = [], []
-    for namespace in sorted(targets):
-        effective = (
-            None
-            if namespace in ALWAYS_EXEMPT
-            else egress.namespace_egress(policies, namespace, None, known)
-        )
-        if effective is None:
-            unmanaged.append(namespace)
-        else:
-            generated.append(egress.managed_network_policy(namespace, effective))
-    return EgressOutcome(tuple(generated), tuple(unmanaged))

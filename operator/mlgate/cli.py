@@ -20,7 +20,8 @@ from typing import Any, TextIO
 import yaml
 
 from mlgate import __version__
-from mlgate.check import CheckRequest, ImageFacts, Outcome, egress_policies, run
+from mlgate.check import CheckRequest, ImageFacts, Outcome, run
+from mlgate.check_egress import egress_policies
 from mlgate.registry.options import add_registry_options
 from mlgate.reports import render_json, render_sarif, render_text
 
