@@ -196,8 +196,11 @@ def _float32(value: float) -> float:
 
 def go_float32_key(value: float) -> str:
     """strconv.FormatFloat(v, 'g', -1, 32), as sigs.k8s.io/yaml spells a float map key: the
-    fewest digits that read back as the same float32, exponent form below 1e-4 or from 1e6."""
+    fewest digits that read back as the same float32, exponent form below 1e-4 or from 1e6;
+    beyond float32's range Go's conversion gives an infinity, spelled "+Inf" or "-Inf"."""
     single = _float32(value)
+    if math.isinf(single):
+        return "+Inf" if single > 0 else "-Inf"
     text = f"{single:.8e}"
     for digits in range(1, 10):
         text = f"{single:.{digits - 1}e}"

@@ -68,6 +68,15 @@ def test_map_keys_become_strings_as_sigs_yaml_makes_them() -> None:
     }
 
 
+def test_float_keys_beyond_float32_become_infinities_as_go_spells_them() -> None:
+    # float32(1e300) is +Inf in Go, and strconv.FormatFloat writes it "+Inf"; not a crash.
+    assert kubeyaml.load("1e300: a\n-1e39: b\n3.4e38: c\n")[0] == {
+        "+Inf": "a",
+        "-Inf": "b",
+        "3.4e+38": "c",
+    }
+
+
 def test_keys_that_become_the_same_json_key_are_ambiguous() -> None:
     with pytest.raises(Exception, match="both become 'true' in JSON"):
         kubeyaml.load("on: a\n'true': b\n")
