@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from mlgate import kubeyaml
+from mlgate.manifests import _chunks
+from tests.unit.factories import realworld
 from tests.unit.test_check import GOOD_IMAGE, deployment, dump, policy, rules_of, run_cli
 
 # go-yaml v2's resolve.go, case by case: (plain scalar, JSON value kubectl sends).
@@ -259,3 +261,24 @@ SLOW: list[str] = [
 @pytest.mark.parametrize("text", SLOW)
 def test_the_loader_decides_what_the_fast_path_cannot(text: str) -> None:
     assert kubeyaml._fast_load(text) is kubeyaml._SLOW
+
+
+def _corpus() -> list[Path]:
+    tests = Path(__file__).resolve().parents[1]
+    roots = [tests / "data", tests.parent / "examples", realworld()]
+    return sorted(p for r in roots if r for p in r.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def test_the_fast_path_loads_every_real_manifest_as_the_loader_does() -> None:
+    """Upstream manifests (and ours), document by document: the fast path takes most of them
+    and gives exactly the loader's value; anything it leaves is the loader's to decide."""
+    fast = 0
+    for path in _corpus():
+        for chunk in _chunks(path.read_text(encoding="utf-8-sig").splitlines(keepends=True)):
+            got = kubeyaml._fast_load(chunk.text)
+            if got is kubeyaml._SLOW:
+                continue
+            fast += 1
+            expected = _loader(chunk.text)
+            assert repr(got) == repr(expected), f"{path} doc {chunk.number}"
+    assert fast >= 50
