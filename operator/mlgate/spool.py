@@ -41,27 +41,38 @@ class Spool:
     def has(self, source: Source) -> bool:
         return source in self._complete
 
-    def writer(self, source: Source) -> Callable[[Document | InputError], None]:
-        """Recording starts over: a pass abandoned half way leaves nothing to replay."""
-        self._complete.discard(source)
-        old = self._files.pop(source, None)
-        if old is not None:
-            old.close()
-        # Closed by close(), not here: it lives from the first pass to the last.
-        handle = tempfile.TemporaryFile(prefix="mlgate-parsed-")  # noqa: SIM115
+    def writer(self, source: Source) -> Callable[[Document | InputError], None] | None:
+        """Recording starts over: a pass abandoned half way leaves nothing to replay. None when
+        no temporary file can be made: later passes then parse the source again."""
+        self._drop(source)
+        try:
+            # Closed by close(), not here: it lives from the first pass to the last.
+            handle = tempfile.TemporaryFile(prefix="mlgate-parsed-")  # noqa: SIM115
+        except OSError:
+            return None
         self._files[source] = handle
 
         def keep(item: Document | InputError) -> None:
+            if handle.closed:  # dropped: this source is parsed again
+                return
             record = (
                 (item.ref.source, item.ref.document, item.ref.item, item.ref.line, item.obj)
                 if isinstance(item, Document)
                 else (str(item), item.source)
             )
-            data = marshal.dumps(record)
-            handle.write(_LENGTH.pack(len(data)))
-            handle.write(data)
+            try:
+                data = marshal.dumps(record)
+                handle.write(_LENGTH.pack(len(data)) + data)
+            except (OSError, ValueError):  # a full disk, a value marshal refuses: parse again
+                self._drop(source)
 
         return keep
+
+    def _drop(self, source: Source) -> None:
+        self._complete.discard(source)
+        handle = self._files.pop(source, None)
+        if handle is not None:
+            handle.close()
 
     def done(self, source: Source) -> None:
         if source in self._files:

@@ -94,3 +94,42 @@ def test_check_parses_each_document_once(
     assert run.code in (0, 1)
     assert len(run.json["results"]) == 5
     assert len(parsed) == 1 + 5  # the policy, then each workload once
+
+
+def _no_temporary_files(*_: object, **__: object) -> Any:
+    raise OSError(30, "Read-only file system")
+
+
+def _marshal_refuses(_: object) -> bytes:
+    raise ValueError("unmarshallable object")
+
+
+@pytest.mark.parametrize(
+    ("target", "replacement"),
+    [
+        ("mlgate.spool.tempfile.TemporaryFile", _no_temporary_files),
+        ("mlgate.spool.marshal.dumps", _marshal_refuses),
+    ],
+)
+def test_without_a_spool_later_passes_parse_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, replacement: Any
+) -> None:
+    (tmp_path / "m.yaml").write_text(YAML)
+    source = Source(str(tmp_path / "m.yaml"), path=tmp_path / "m.yaml")
+    fresh = _seen(list(documents(source)))
+    monkeypatch.setattr(target, replacement)
+    with Spool() as spool:
+        assert _seen(list(documents(source, spool=spool))) == fresh
+        assert not spool.has(source)
+        assert _seen(list(documents(source, spool=spool))) == fresh
+
+
+def test_check_works_where_no_temporary_file_can_be_made(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    policies = dump(tmp_path / "p.yaml", policy())
+    manifest = dump(tmp_path / "m.yaml", deployment("svc"))
+    expected = run_cli(capsys, "check", "-p", policies, "-o", "json", manifest)
+    monkeypatch.setattr("mlgate.spool.tempfile.TemporaryFile", _no_temporary_files)
+    run = run_cli(capsys, "check", "-p", policies, "-o", "json", manifest)
+    assert (run.code, run.json) == (expected.code, expected.json)
