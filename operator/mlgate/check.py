@@ -22,11 +22,11 @@ from mlgate.engine import egress, exposure, related
 from mlgate.engine.decisions import Decision, Mode
 from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, claim_spec
 from mlgate.engine.effective import effective_view
-from mlgate.engine.evaluate import ALWAYS_EXEMPT, evaluate
+from mlgate.engine.evaluate import evaluate
 from mlgate.engine.gpu import workload_amounts
 from mlgate.engine.policy import Approval, CompiledPolicy, Facts, GpuLoad, GpuUsage, ImageFact
 from mlgate.engine.runtimes import CATALOG_KINDS, RuntimeCatalog, catalog_key
-from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, WorkloadView
+from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds, KindSpec, Unsupported, WorkloadView
 from mlgate.manifests import (
     DocRef,
     Document,
@@ -36,6 +36,7 @@ from mlgate.manifests import (
     documents,
     expand_paths,
 )
+from mlgate.spool import Spool
 
 # Signature facts for one workload, from the registries (`mlgate check --verify-images`).
 ImageFacts = Callable[[tuple[CompiledPolicy, ...], WorkloadView], Mapping[str, ImageFact]]
@@ -116,14 +117,14 @@ class Outcome:
 # Pass 1: mlgate resources
 
 
-def _meta(obj: Mapping[str, Any], key: str) -> str:
+def meta_field(obj: Mapping[str, Any], key: str) -> str:
     meta = obj.get("metadata")
     value = meta.get(key) if isinstance(meta, Mapping) else None
     return value if isinstance(value, str) else ""
 
 
 def _with_namespace(obj: dict[str, Any], namespace: str | None) -> dict[str, Any]:
-    if not namespace or _meta(obj, "namespace"):
+    if not namespace or meta_field(obj, "namespace"):
         return obj
     meta = obj.get("metadata")
     return {
@@ -134,8 +135,8 @@ def _with_namespace(obj: dict[str, Any], namespace: str | None) -> dict[str, Any
 
 def _title(obj: Mapping[str, Any]) -> str:
     _, kind = api_version_kind(obj)
-    name = _meta(obj, "name") or "(unnamed)"
-    namespace = _meta(obj, "namespace")
+    name = meta_field(obj, "name") or "(unnamed)"
+    namespace = meta_field(obj, "namespace")
     return f"{kind or '(no kind)'} {namespace + '/' if namespace else ''}{name}"
 
 
@@ -220,7 +221,9 @@ class Resources:
 def _may_be_mlgate(text: str) -> bool:
     return (
         _MLGATE_API_VERSION.search(text) is not None
-        or _CATALOG_KIND.search(text) is not None
+        # The regex needs a kind's name verbatim: looking for the names first is many times
+        # faster on the documents (nearly all) that name none.
+        or (any(k in text for k in CATALOG_KINDS) and _CATALOG_KIND.search(text) is not None)
         or "ResourceClaim" in text
     )
 
@@ -230,9 +233,11 @@ def collect_resources(
     manifest_sources: Iterable[Source],
     namespace: str | None,
     runtime_sources: Iterable[Source] = (),
+    spool: Spool | None = None,
 ) -> Resources:
     """Every mlgate resource and runtime: -p/--models and --runtimes sources must hold nothing
-    else; manifest sources are scanned for them among the workloads."""
+    else; manifest sources are scanned for them among the workloads (and kept in `spool`, if
+    given, for the passes after this one)."""
     found = Resources()
     for source in resource_sources:
         for doc in documents(source):
@@ -247,8 +252,9 @@ def collect_resources(
                 )
             else:
                 found.runtimes.append(_with_namespace(doc.obj, namespace))
+    candidates: set[DocRef] = set()  # may be facts for the llm rules
     for source in manifest_sources:
-        for doc in documents(source, _may_be_interesting):
+        for doc in documents(source, _may_be_interesting, spool):
             if isinstance(doc, InputError) or api.is_mlgate_document(doc.obj):
                 _collect(found, doc, namespace)
             elif catalog_key(doc.obj) is not None:
@@ -256,15 +262,36 @@ def collect_resources(
             elif (claim := _claim(doc.obj)) is not None:
                 found.claims[claim[0]] = claim[1]
             # A fact for the llm rules may be a runtime too (a custom LLM ServingRuntime).
-            if isinstance(doc, Document) and related.is_related(doc.obj):
+            if isinstance(doc, Document):
+                candidates.add(doc.ref)
+    _collect_related(found, manifest_sources, candidates, namespace, spool)
+    return found
+
+
+def _collect_related(
+    found: Resources,
+    manifest_sources: Iterable[Source],
+    candidates: set[DocRef],
+    namespace: str | None,
+    spool: Spool | None,
+) -> None:
+    """The facts for the llm rules. Only those rules read them, so without a policy that has
+    llm rules they are not looked for (recognising an LLM server costs more than the rest of
+    reading a document); otherwise the candidates are read once more, then the guardrail kinds
+    the policies declare."""
+    policies = tuple(found.policies.values())
+    if all(p.llm is None for p in policies):
+        return
+    for source in manifest_sources:
+        for doc in documents(source, spool=spool):
+            if isinstance(doc, Document) and doc.ref in candidates and related.is_related(doc.obj):
                 found.related.append(_with_namespace(doc.obj, namespace))
-    contracts = related.contract_kinds(tuple(found.policies.values()))
-    if contracts:  # kinds known only now that the policies are: read once more for them
+    contracts = related.contract_kinds(policies)
+    if contracts:
         for source in manifest_sources:
-            for doc in documents(source):
+            for doc in documents(source, spool=spool):
                 if isinstance(doc, Document) and related.of_kinds(doc.obj, contracts):
                     found.related.append(_with_namespace(doc.obj, namespace))
-    return found
 
 
 def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
@@ -272,7 +299,7 @@ def _claim(obj: Mapping[str, Any]) -> tuple[tuple[str, str], Any] | None:
     api_version, kind = api_version_kind(obj)
     if not api_version.startswith(f"{DRA_GROUP}/") or kind not in {CLAIM, TEMPLATE}:
         return None
-    return (kind, _meta(obj, "name")), claim_spec(kind, obj)
+    return (kind, meta_field(obj, "name")), claim_spec(kind, obj)
 
 
 def _may_be_interesting(text: str) -> bool:
@@ -326,15 +353,17 @@ def judge(
     policies: tuple[CompiledPolicy, ...],
     facts: Facts,
     verify_images: ImageFacts | None = None,
+    view: WorkloadView | Unsupported | None = None,
 ) -> Result | InputError:
+    """`view` is the document's effective view when the caller has it already: it is computed
+    at most once per document here (the engine's `evaluate` computes its own)."""
     obj = doc.obj
     api_version, kind = api_version_kind(obj)
     try:
-        item = (
-            effective_view(obj, facts.runtimes, facts.kinds) if verify_images is not None else None
-        )
-        if verify_images is not None and isinstance(item, WorkloadView):
-            facts = replace(facts, images=verify_images(policies, item))
+        if verify_images is not None:
+            item = effective_view(obj, facts.runtimes, facts.kinds) if view is None else view
+            if isinstance(item, WorkloadView):
+                facts = replace(facts, images=verify_images(policies, item))
         decision = evaluate(policies, obj, facts)
     except Exception as exc:  # an engine bug must still name the document, not traceback
         return doc.ref.error(
@@ -345,8 +374,8 @@ def judge(
         ref=doc.ref,
         api_version=api_version,
         kind=kind,
-        namespace=_meta(obj, "namespace"),
-        name=_meta(obj, "name") or _meta(obj, "generateName"),
+        namespace=meta_field(obj, "namespace"),
+        name=meta_field(obj, "name") or meta_field(obj, "generateName"),
         decision=decision,
         supported=facts.kinds.lookup(api_version, kind) is not None
         or egress.is_network_policy(obj)
@@ -360,21 +389,52 @@ class _QuotaLedger:
     """What the workloads admitted so far in this run hold per namespace, per resource: one run
     is judged against a namespace quota together, as the webhook reserves each admitted
     workload, so seven 16-GPU workloads in one file do not each pass a 32-GPU quota on their own.
-    Each policy counts the resources it names, as in the cluster."""
+    Each policy counts the resources it names, as in the cluster.
 
-    held: dict[str, list[GpuLoad]] = field(default_factory=dict)
+    Offline there are no observed pods, so a charge counts as what it reserves, and the charges
+    of a namespace add up resource by resource: one summed charge per namespace counts the same
+    as all of them (and keeps each judgement O(1), not O(workloads so far)). Only kept when a
+    policy has a namespace quota: nothing else reads it."""
+
+    enabled: bool
+    held: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, policies: tuple[CompiledPolicy, ...]) -> _QuotaLedger:
+        return cls(any(p.gpu is not None and p.gpu.namespace_quota is not None for p in policies))
 
     def facts(self, obj: Mapping[str, Any], facts: Facts) -> Facts:
-        others = tuple(self.held.get(_meta(obj, "namespace"), ()))
+        held = self.held.get(meta_field(obj, "namespace")) if self.enabled else None
+        others = (GpuLoad(reserved=dict(held)),) if held else ()
         return replace(facts, gpu_usage=GpuUsage(others=others))
 
-    def admit(self, obj: Mapping[str, Any], result: Result | InputError, facts: Facts) -> None:
-        if isinstance(result, InputError) or not result.decision.allowed:
+    def admit(
+        self,
+        result: Result | InputError,
+        view: Callable[[], WorkloadView | Unsupported],
+        facts: Facts,
+    ) -> None:
+        if not self.enabled or isinstance(result, InputError) or not result.decision.allowed:
             return
-        item = effective_view(obj, facts.runtimes, facts.kinds)
+        item = view()
         if isinstance(item, WorkloadView):
-            amounts = workload_amounts(item, facts.device_claims)
-            self.held.setdefault(item.namespace, []).append(GpuLoad(reserved=amounts))
+            held = self.held.setdefault(item.namespace, {})
+            for resource, n in workload_amounts(item, facts.device_claims).items():
+                held[resource] = held.get(resource, 0) + n
+
+
+@dataclass(slots=True)
+class _OnceView:
+    """A document's effective view, computed when first asked for and then kept."""
+
+    obj: Mapping[str, Any]
+    facts: Facts
+    item: WorkloadView | Unsupported | None = None
+
+    def __call__(self) -> WorkloadView | Unsupported:
+        if self.item is None:
+            self.item = effective_view(self.obj, self.facts.runtimes, self.facts.kinds)
+        return self.item
 
 
 def judge_all(
@@ -385,13 +445,14 @@ def judge_all(
     read_only: bool = False,
     *,
     verify_images: ImageFacts | None = None,
+    spool: Spool | None = None,
 ) -> Iterator[Result | InputError]:
     """Verdicts in input order. `read_only` only reads, to report every bad document at once
     when verdicts will not be shown anyway."""
     policies, facts = tuple(found.policies.values()), found.facts(now)
-    quota = _QuotaLedger()
+    quota = _QuotaLedger.of(policies)
     for source in sources:
-        for doc in documents(source):
+        for doc in documents(source, spool=spool):
             if isinstance(doc, InputError):
                 yield doc
             elif not all(api_version_kind(doc.obj)):
@@ -401,15 +462,23 @@ def judge_all(
                     yield doc.ref.error(f"{_title(doc.obj)}: apiVersion must be {api.API_VERSION}")
             elif not read_only:
                 placed = Document(doc.ref, _with_namespace(doc.obj, namespace))
-                result = judge(placed, policies, quota.facts(placed.obj, facts), verify_images)
-                quota.admit(placed.obj, result, facts)
+                view = _OnceView(placed.obj, facts)
+                result = judge(
+                    placed,
+                    policies,
+                    quota.facts(placed.obj, facts),
+                    verify_images,
+                    view() if verify_images is not None else None,
+                )
+                quota.admit(result, view, facts)
                 yield result
 
 
-def _first_pass(
-    request: CheckRequest, stdin: TextIO
+def first_pass(
+    request: CheckRequest, stdin: TextIO, spool: Spool
 ) -> tuple[list[Source], Resources, list[InputError]]:
-    """The manifest sources, every mlgate resource, and the input errors found so far."""
+    """The manifest sources, every mlgate resource, and the input errors found so far; the
+    manifests parsed are kept in `spool` for the next pass."""
     seen: set[str] = set()
     resource_sources, errors = expand_paths(
         [*request.policy_paths, *request.model_paths], stdin, seen
@@ -418,7 +487,7 @@ def _first_pass(
     manifest_sources, more_errors = expand_paths(request.paths, stdin, seen)
     problems = [*errors, *runtime_errors, *more_errors]
     found = collect_resources(
-        resource_sources, manifest_sources, request.namespace, runtime_sources
+        resource_sources, manifest_sources, request.namespace, runtime_sources, spool
     )
     return manifest_sources, found, problems + found.errors
 
@@ -426,20 +495,22 @@ def _first_pass(
 def run(request: CheckRequest, stdin: TextIO) -> Outcome:
     """Both passes; on any bad input the outcome holds only errors, as partial verdicts (say,
     against a policy set missing the policy that failed to parse) would mislead."""
-    manifest_sources, found, problems = _first_pass(request, stdin)
-    results: list[Result] = []
-    for item in judge_all(
-        manifest_sources,
-        found,
-        request.now,
-        request.namespace,
-        bool(problems),
-        verify_images=request.verify_images,
-    ):
-        if isinstance(item, InputError):
-            problems.append(item)
-        elif not problems:
-            results.append(item)
+    with Spool() as spool:
+        manifest_sources, found, problems = first_pass(request, stdin, spool)
+        results: list[Result] = []
+        for item in judge_all(
+            manifest_sources,
+            found,
+            request.now,
+            request.namespace,
+            bool(problems),
+            verify_images=request.verify_images,
+            spool=spool,
+        ):
+            if isinstance(item, InputError):
+                problems.append(item)
+            elif not problems:
+                results.append(item)
     if problems:
         return Outcome(errors=one_per_file(problems))
     return Outcome(
@@ -447,58 +518,3 @@ def run(request: CheckRequest, stdin: TextIO) -> Outcome:
         policies=tuple(p.name for p in found.policies.values()),
         approvals=len(found.approvals),
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# --print-egress-policy
-
-
-@dataclass(frozen=True, slots=True)
-class EgressOutcome:
-    network_policies: tuple[dict[str, Any], ...] = ()
-    unmanaged: tuple[str, ...] = ()  # namespaces no policy keeps a NetworkPolicy in
-    errors: tuple[str, ...] = ()
-
-
-def _namespaces(sources: Iterable[Source], found: Resources) -> tuple[set[str], list[InputError]]:
-    """Namespaces the inputs name: the manifests' and the MLPolicies'."""
-    names = {key[1] for key in found.policies if key[1]}
-    errors: list[InputError] = []
-    for source in sources:
-        for doc in documents(source):
-            if isinstance(doc, InputError):
-                errors.append(doc)
-            elif _meta(doc.obj, "namespace"):
-                names.add(_meta(doc.obj, "namespace"))
-    return names, errors
-
-
-def egress_policies(request: CheckRequest, stdin: TextIO) -> EgressOutcome:
-    """The NetworkPolicy mlgate-egress that `mlgate run` would keep in `request.namespace`, or
-    in each namespace the inputs name. Namespace labels are unknown offline, so policies that
-    select namespaces by label count as covering them, as `check` assumes for workloads."""
-    manifest_sources, found, problems = _first_pass(request, stdin)
-    names, errors = _namespaces(manifest_sources, found)
-    problems += errors
-    # Globs in allowedNamespaces resolve against every namespace the inputs name.
-    known = names | ({request.namespace} if request.namespace else set())
-    targets = {request.namespace} if request.namespace else names
-    if not targets and not problems:
-        problems.append(
-            InputError("--print-egress-policy: no namespace to generate for; pass --namespace NS")
-        )
-    if problems:
-        return EgressOutcome(errors=one_per_file(problems))
-    policies = tuple(found.policies.values())
-    generated, unmanaged = [], []
-    for namespace in sorted(targets):
-        effective = (
-            None
-            if namespace in ALWAYS_EXEMPT
-            else egress.namespace_egress(policies, namespace, None, known)
-        )
-        if effective is None:
-            unmanaged.append(namespace)
-        else:
-            generated.append(egress.managed_network_policy(namespace, effective))
-    return EgressOutcome(tuple(generated), tuple(unmanaged))

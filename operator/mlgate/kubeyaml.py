@@ -170,17 +170,24 @@ class KubectlLoader(_BASE):  # type: ignore[misc, valid-type]
         return self.construct_object(node, deep=deep)
 
     def _key(self, key: Any, node: Node) -> str:
-        if isinstance(key, str):
-            return key
-        if isinstance(key, bool):
-            return "true" if key else "false"
-        if isinstance(key, int) and key in _INT64:
-            return str(key)
-        if isinstance(key, float) and math.isfinite(key):
-            return go_float32_key(key)
-        raise ConstructorError(
-            None, None, f"map key {key!r} has no JSON form (kubectl rejects it)", node.start_mark
-        )
+        text = json_key(key)
+        if text is None:
+            message = f"map key {key!r} has no JSON form (kubectl rejects it)"
+            raise ConstructorError(None, None, message, node.start_mark)
+        return text
+
+
+def json_key(key: Any) -> str | None:
+    """The string sigs.k8s.io/yaml makes of a map key, or None when it has no JSON form."""
+    if isinstance(key, str):
+        return key
+    if isinstance(key, bool):
+        return "true" if key else "false"
+    if isinstance(key, int) and key in _INT64:
+        return str(key)
+    if isinstance(key, float) and math.isfinite(key):
+        return go_float32_key(key)
+    return None
 
 
 def _float32(value: float) -> float:
@@ -189,8 +196,11 @@ def _float32(value: float) -> float:
 
 def go_float32_key(value: float) -> str:
     """strconv.FormatFloat(v, 'g', -1, 32), as sigs.k8s.io/yaml spells a float map key: the
-    fewest digits that read back as the same float32, exponent form below 1e-4 or from 1e6."""
+    fewest digits that read back as the same float32, exponent form below 1e-4 or from 1e6;
+    beyond float32's range Go's conversion gives an infinity, spelled "+Inf" or "-Inf"."""
     single = _float32(value)
+    if math.isinf(single):
+        return "+Inf" if single > 0 else "-Inf"
     text = f"{single:.8e}"
     for digits in range(1, 10):
         text = f"{single:.{digits - 1}e}"
@@ -225,6 +235,99 @@ for _tag in ("binary", "set", "omap", "pairs"):
 KubectlLoader.add_constructor(f"{_Y}timestamp", KubectlLoader.construct_yaml_str)
 
 
+# ---------------------------------------------------------------------------------------------
+# The fast path: most manifests are plain mappings, sequences and scalars. Built straight from
+# libyaml's events they load about twice as fast as through PyYAML's nodes and constructor.
+# Anything else (anchors, aliases, tags, merge keys, a duplicate or complex key, a value JSON
+# cannot carry, deep nesting, a syntax error) is left to KubectlLoader, which decides and
+# reports it: the fast path only ever returns what the loader would return.
+
+_SLOW = object()  # "not for the fast path"
+_MAX_DEPTH = 64  # deeper documents go to the loader, whose recursion limit is the judge
+_CParser: Any = getattr(getattr(yaml, "_yaml", None), "CParser", None)
+_MISSING = object()  # a mapping waiting for its next key
+
+
+def _fast_load(text: str) -> Any:
+    if _CParser is None:
+        return _SLOW
+    parser = _CParser(text)
+    try:
+        return _from_events(parser.get_event)
+    except yaml.YAMLError:
+        return _SLOW
+    finally:
+        parser.dispose()
+
+
+# Only plain scalars starting with one of these can resolve to something other than a string.
+_MAY_RESOLVE = frozenset(["", *"yYnNtTfFoO~<.+-0123456789"])
+
+
+def _scalar_of(event: Any) -> Any:
+    if event.anchor is not None or event.tag is not None:
+        return _SLOW
+    value = event.value
+    if not event.implicit[0] or value[:1] not in _MAY_RESOLVE:  # quoted, or a plain word
+        return value
+    if value == "<<":
+        return _SLOW
+    value = resolve(value)[1]
+    if type(value) is float and not math.isfinite(value):
+        return _SLOW
+    return value
+
+
+def _from_events(next_event: Any) -> Any:
+    next_event()  # StreamStartEvent
+    if type(next_event()) is _END:
+        return None  # no document: what get_single_data returns
+    # Open collections, innermost last; for a mapping, its key waiting for a value.
+    open_: list[Any] = []
+    keys: list[Any] = []
+    done: Any = _SLOW
+    while done is _SLOW:
+        event = next_event()
+        kind = type(event)
+        if kind is _SCALAR:
+            value = _scalar_of(event)
+            if value is _SLOW:
+                return _SLOW
+        elif kind is _MAP or kind is _SEQ:
+            if event.anchor is not None or event.tag is not None or len(open_) >= _MAX_DEPTH:
+                return _SLOW
+            if open_ and keys[-1] is _MISSING and type(open_[-1]) is dict:
+                return _SLOW  # a mapping or sequence as a key
+            open_.append({} if kind is _MAP else [])
+            keys.append(_MISSING)
+            continue
+        elif kind is _MAP_END or kind is _SEQ_END:
+            keys.pop()
+            value = open_.pop()
+        else:  # an alias
+            return _SLOW
+        if not open_:
+            done = value
+            continue
+        top = open_[-1]
+        if type(top) is list:
+            top.append(value)
+        elif keys[-1] is _MISSING:
+            key = value if type(value) is str else json_key(value)
+            if key is None or key in top:
+                return _SLOW
+            keys[-1] = key
+        else:
+            top[keys[-1]] = value
+            keys[-1] = _MISSING
+    next_event()  # DocumentEndEvent
+    return done if type(next_event()) is _END else _SLOW
+
+
+_SCALAR, _MAP, _SEQ = yaml.ScalarEvent, yaml.MappingStartEvent, yaml.SequenceStartEvent
+_MAP_END, _SEQ_END, _END = yaml.MappingEndEvent, yaml.SequenceEndEvent, yaml.StreamEndEvent
+
+
 def _field(path: str, key: str | int) -> str:
     return f"{path}[{key}]" if isinstance(key, int) else field(path, key)
 
@@ -247,6 +350,9 @@ def no_json_values(value: Any) -> Iterator[tuple[str, NoJSON]]:
 
 def load(text: str) -> tuple[Any, list[tuple[str, NoJSON]]]:
     """One YAML document as kubectl reads it, and the values it could not turn into JSON."""
+    value = _fast_load(text)
+    if value is not _SLOW:
+        return value, []
     loader = KubectlLoader(text)
     try:
         value = loader.get_single_data()

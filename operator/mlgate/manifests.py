@@ -17,12 +17,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import IO, Any, TextIO
+from typing import IO, TYPE_CHECKING, Any, TextIO
 
 import yaml
 
 from mlgate import kubeyaml
 from mlgate.crdskip import crd_header
+
+if TYPE_CHECKING:  # the spool reads documents back as this module makes them
+    from mlgate.spool import Spool
 
 STDIN = "-"
 STDIN_NAME = "<stdin>"
@@ -387,25 +390,29 @@ def _type(value: Any) -> str:
 
 
 Interesting = Callable[[str], bool]
+_Item = Document | InputError
+_Keep = Callable[[_Item], None] | None
 
 
-def _yaml_documents(
-    source: Source, interesting: Interesting | None
-) -> Iterator[Document | InputError]:
+def _yaml_documents(source: Source, wanted: Interesting, keep: _Keep) -> Iterator[_Item]:
     for chunk in _chunks(source.lines()):
-        if interesting is not None and not interesting(chunk.text):
+        interesting = wanted(chunk.text)
+        if not interesting and keep is None:
             continue
         ref = DocRef(source.name, chunk.number, None, chunk.start_line)
         header = crd_header(chunk.text)
         if header is not None:  # megabytes of schema that nothing judges: not parsed
-            yield Document(ref, header)
-            continue
-        try:
-            value = _load_yaml(chunk, ref)
-        except InputError as exc:
-            yield exc
-            continue
-        yield from _objects(value, ref)
+            items: Iterable[_Item] = (Document(ref, header),)
+        else:
+            try:
+                items = _objects(_load_yaml(chunk, ref), ref)
+            except InputError as exc:
+                items = (exc,)
+        for item in items:
+            if keep is not None:
+                keep(item)
+            if interesting:
+                yield item
 
 
 def _not_json(constant: str) -> None:
@@ -441,30 +448,46 @@ def _json_values(text: str, name: str) -> Iterator[tuple[DocRef, Any]]:
         line += text.count("\n", start, pos)
 
 
-def _json_documents(
-    source: Source, interesting: Interesting | None
-) -> Iterator[Document | InputError]:
+def _json_documents(source: Source, wanted: Interesting, keep: _Keep) -> Iterator[_Item]:
     text = source.read()
-    if interesting is not None and not interesting(text):
+    interesting = wanted(text)
+    if not interesting and keep is None:
         return
     for ref, value in _json_values(text, source.name):
-        yield from _objects(value, ref)
+        for item in _objects(value, ref):
+            if keep is not None:
+                keep(item)
+            if interesting:
+                yield item
+
+
+def _everything(text: str) -> bool:
+    return True
 
 
 def documents(
-    source: Source, interesting: Interesting | None = None
+    source: Source, interesting: Interesting | None = None, spool: Spool | None = None
 ) -> Iterator[Document | InputError]:
     """Every Kubernetes object of `source`, in order, with an InputError in place of each
     document that cannot be read (reading goes on after it when the format allows).
 
     `interesting` sees a document's raw text before it is parsed: a cheap filter for a pass that
-    needs only some documents.
+    needs only some documents. With a `spool`, the first pass over a source parses every
+    document and keeps them all there, and later passes read them back instead of parsing again.
     """
+    if spool is not None and interesting is None and spool.has(source):
+        yield from spool.replay(source)
+        return
     read = _json_documents if source.is_json else _yaml_documents
+    keep = spool.writer(source) if spool is not None else None
     try:
-        yield from read(source, interesting)
+        yield from read(source, interesting or _everything, keep)
     except InputError as exc:  # the source became unreadable, or its JSON broke
+        if keep is not None:
+            keep(exc)
         yield exc
+    if spool is not None:
+        spool.done(source)
 
 
 def api_version_kind(obj: Mapping[str, Any]) -> tuple[str, str]:

@@ -10,6 +10,8 @@ from typing import Any
 import pytest
 
 from mlgate import kubeyaml
+from mlgate.manifests import _chunks
+from tests.unit.factories import realworld
 from tests.unit.test_check import GOOD_IMAGE, deployment, dump, policy, rules_of, run_cli
 
 # go-yaml v2's resolve.go, case by case: (plain scalar, JSON value kubectl sends).
@@ -65,6 +67,15 @@ def test_map_keys_become_strings_as_sigs_yaml_makes_them() -> None:
         "1.5": "e",
         "1e+06": "f",
         "0.1": "g",
+    }
+
+
+def test_float_keys_beyond_float32_become_infinities_as_go_spells_them() -> None:
+    # float32(1e300) is +Inf in Go, and strconv.FormatFloat writes it "+Inf"; not a crash.
+    assert kubeyaml.load("1e300: a\n-1e39: b\n3.4e38: c\n")[0] == {
+        "+Inf": "a",
+        "-Inf": "b",
+        "3.4e+38": "c",
     }
 
 
@@ -190,3 +201,84 @@ def test_gpu_namespace_quota_is_judged_across_the_whole_run(
         v["message"] for r in run.json["results"] if r["name"] == "train-2" for v in r["violations"]
     ]
     assert "(32 in use + 16 requested)" in messages[0]
+
+
+def _loader(text: str) -> Any:
+    loader = kubeyaml.KubectlLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
+# The fast path (libyaml's events, no PyYAML nodes) must return exactly what KubectlLoader does.
+FAST: list[str] = [
+    *[f"v: {text}\n" for text, _ in RESOLVED],
+    # as keys too, but for those without a JSON form (null, integers beyond int64)
+    *[f"{text}: v\n" for text, value in RESOLVED if kubeyaml.json_key(value) is not None],
+    "a: 'y'\nb: \"on\"\nc: '1e3'\nd: |\n  yes\ne: >-\n  017\n",
+    "on: a\nn: b\n1: c\n0x10: d\n1.5: e\n1e6: f\n0.1: g\n",
+    "a:\nb: ''\nc: [1, 'x', {d: [], e: {}}]\n",
+    "list:\n- a\n- - b\n  - {c: no}\n",
+    "[1, {a: off}, [null, 0b11]]\n",
+    "plain scalar\n",
+    "%YAML 1.1\n---\nkey: 1_000\n...\n",
+    "# only a comment\n",
+    "",
+    "big: 18446744073709551616\nhex: 0x10000000000000000\n",
+]
+
+
+@pytest.mark.parametrize("text", FAST)
+def test_the_fast_path_loads_what_the_loader_loads(text: str) -> None:
+    fast = kubeyaml._fast_load(text)
+    assert fast is not kubeyaml._SLOW
+    expected = _loader(text)
+    assert fast == expected and repr(fast) == repr(expected)  # types too: 1 != True in repr
+
+
+# What only the loader decides: each of these leaves the fast path.
+SLOW: list[str] = [
+    "a: &x {b: 1}\nc: *x\n",  # anchors and aliases
+    "base: &b {x: 1}\nd:\n  <<: *b\n  y: 2\n",  # merge keys
+    "a: !!str 1\n",  # explicit tags
+    "a: !!binary aGk=\n",
+    "a: ! 1\n",
+    "a: 1\na: 2\n",  # a duplicate key
+    "1: a\n'1': b\n",  # two keys that become one JSON key
+    "~: a\n",  # a key without a JSON form
+    "[1]: a\n",
+    "{a: 1}: b\n",
+    "a: .nan\n",  # a value without a JSON form
+    "a: -.inf\n",
+    "v: <<\n",
+    "a: [1\n",  # malformed
+    "a: 1\n---\nb: 2\n",  # two documents
+    "a: " + "[" * 70 + "]" * 70 + "\n",  # deep nesting
+]
+
+
+@pytest.mark.parametrize("text", SLOW)
+def test_the_loader_decides_what_the_fast_path_cannot(text: str) -> None:
+    assert kubeyaml._fast_load(text) is kubeyaml._SLOW
+
+
+def _corpus() -> list[Path]:
+    tests = Path(__file__).resolve().parents[1]
+    roots = [tests / "data", tests.parent / "examples", realworld()]
+    return sorted(p for r in roots if r for p in r.rglob("*") if p.suffix in (".yaml", ".yml"))
+
+
+def test_the_fast_path_loads_every_real_manifest_as_the_loader_does() -> None:
+    """Upstream manifests (and ours), document by document: the fast path takes most of them
+    and gives exactly the loader's value; anything it leaves is the loader's to decide."""
+    fast = 0
+    for path in _corpus():
+        for chunk in _chunks(path.read_text(encoding="utf-8-sig").splitlines(keepends=True)):
+            got = kubeyaml._fast_load(chunk.text)
+            if got is kubeyaml._SLOW:
+                continue
+            fast += 1
+            expected = _loader(chunk.text)
+            assert repr(got) == repr(expected), f"{path} doc {chunk.number}"
+    assert fast >= 50

@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from mlgate import cli
+from mlgate.engine import related
 from mlgate.engine.exposure import exposed_findings
 from mlgate.engine.llm import recognise
 from tests.unit.factories import realworld
@@ -654,3 +655,26 @@ def test_a_guardrail_model_needs_the_evidence_the_policy_demands(
     }
     approval["spec"]["digest"] = "sha256:" + "4f1c" * 16
     assert verdicts(tmp_path, capsys, [detector, approval], policy)[key] == []
+
+
+def test_an_llm_policy_after_the_workloads_in_the_stream_still_sees_them(
+    tmp_path: Path, capsys: Any
+) -> None:
+    guarded = [*docs("vllm-deployment.yaml"), nemo("http://mistral-7b/v1")]
+    objects = [*guarded, service("public", {"app": "mistral-7b"}), POLICY]
+    no_policy = {**POLICY, "metadata": {"name": "other"}, "spec": {}}
+    found = verdicts(tmp_path, capsys, objects, no_policy)
+    assert found[("Service", "public")] == ["llm.noDirectExposure"]
+
+
+def test_facts_for_llm_rules_are_not_looked_for_without_llm_rules(
+    tmp_path: Path, capsys: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    looked: list[Any] = []
+    monkeypatch.setattr(related, "is_related", lambda obj: looked.append(obj) or True)
+    no_llm = {**POLICY, "spec": {}}
+    found = verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml")], no_llm)
+    assert found[("Deployment", "mistral-7b")] == []
+    assert looked == []
+    verdicts(tmp_path, capsys, [*docs("vllm-deployment.yaml")])
+    assert looked  # with llm rules they are

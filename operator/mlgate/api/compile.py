@@ -11,11 +11,6 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from cryptography.hazmat.primitives.serialization import (
-    Encoding,
-    PublicFormat,
-    load_pem_public_key,
-)
 from pydantic import ValidationError
 
 from mlgate.api import models as api
@@ -23,7 +18,6 @@ from mlgate.engine import policy as engine
 from mlgate.engine.decisions import Mode
 from mlgate.engine.dra import device_resource
 from mlgate.engine.references import compile_pattern
-from mlgate.provenance.dsse import InvalidBundle, signed_subject
 
 
 class InvalidResource(ValueError):
@@ -58,6 +52,13 @@ def parse_resource(doc: Mapping[str, Any]) -> api.Resource:
 
 
 def key_id(pem: str) -> str:
+    # Imported for the few policies with keys: `mlgate check` starts faster without it.
+    from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+        Encoding,
+        PublicFormat,
+        load_pem_public_key,
+    )
+
     der = load_pem_public_key(pem.encode()).public_bytes(
         Encoding.DER, PublicFormat.SubjectPublicKeyInfo
     )
@@ -174,6 +175,9 @@ def _signer(spec: api.ApprovedModelSpec) -> tuple[engine.Signer | None, str | No
         return None, "a key signature needs its bundle and publicKey (mlgate approve-model)"
     if key_id(signature.public_key) != signature.signer:
         return None, "publicKey is not the key named as signer"
+    # Only key-signed approvals need cryptography: imported here, not at start-up.
+    from mlgate.provenance.dsse import InvalidBundle, signed_subject  # noqa: PLC0415
+
     try:
         subject = signed_subject(signature.bundle, signature.public_key)
     except InvalidBundle as exc:

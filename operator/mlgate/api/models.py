@@ -11,8 +11,6 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -126,6 +124,12 @@ class PublicKey(Spec):
     @classmethod
     def _pem_parses(cls, pem: str | None) -> str | None:
         if pem is not None:
+            # Imported for the few policies with keys: `mlgate check` starts faster without it.
+            from cryptography.exceptions import UnsupportedAlgorithm  # noqa: PLC0415
+            from cryptography.hazmat.primitives.serialization import (  # noqa: PLC0415
+                load_pem_public_key,
+            )
+
             try:
                 load_pem_public_key(pem.encode())
             except (ValueError, TypeError, UnsupportedAlgorithm) as exc:
