@@ -12,6 +12,7 @@ from mlgate.engine.dra import ClaimRef, Claims, DeviceRequest, device_class_of, 
 from mlgate.engine.kindspec import UNBOUNDED
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
+from mlgate.engine.reads import is_map
 from mlgate.engine.workloads import (
     ContainerKind,
     ContainerView,
@@ -59,7 +60,7 @@ def _container_amounts(c: ContainerView) -> tuple[dict[str, int], list[tuple[str
     errors: list[tuple[str, Finding]] = []
     for section in ("limits", "requests"):
         values = c.resources.get(section)
-        if not isinstance(values, Mapping):
+        if not is_map(values):
             continue
         for resource, raw in values.items():
             if not is_extended(str(resource)):
@@ -202,9 +203,9 @@ def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
     if not isinstance(terms, list) or not terms:
         return False
     for term in terms:
-        exprs = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        exprs = term.get("matchExpressions") if is_map(term) else None
         if not isinstance(exprs, list) or not any(
-            isinstance(e, Mapping)
+            is_map(e)
             and e.get("key") == PRODUCT_LABEL
             and e.get("operator") == "In"
             and isinstance(e.get("values"), list)
@@ -219,7 +220,7 @@ def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
 def _product_finding(rules: GpuRules, pod: PodView) -> Finding | None:
     allowed = rules.allowed_products
     selector = pod.spec.get("nodeSelector")
-    chosen = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
+    chosen = selector.get(PRODUCT_LABEL) if is_map(selector) else None
     if chosen is not None:
         if isinstance(chosen, str) and chosen in allowed:
             return None
@@ -229,13 +230,13 @@ def _product_finding(rules: GpuRules, pod: PodView) -> Finding | None:
             f"GPU product {chosen!r} is not allowed; select one of: {', '.join(sorted(allowed))}",
         )
     affinity = pod.spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    node_affinity = affinity.get("nodeAffinity") if is_map(affinity) else None
     required = (
         node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if isinstance(node_affinity, Mapping)
+        if is_map(node_affinity)
         else None
     )
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    terms = required.get("nodeSelectorTerms") if is_map(required) else None
     if _terms_constrain(terms, allowed):
         return None
     return Finding(

@@ -28,7 +28,7 @@ from typing import Any
 
 import yaml
 
-from mlgate.engine.reads import mappings_under
+from mlgate.engine.reads import is_map, mappings_under
 
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
 # ceiling is unbounded in the cluster; every "no limit" is counted as this many pods.
@@ -138,7 +138,7 @@ def _walk(
         return
     head, tail = rest[0], rest[1:]
     if not isinstance(head, Wildcard):
-        if isinstance(node, Mapping) and head in node:
+        if is_map(node) and head in node:
             yield from _walk(node[head], tail, field(text, head), given, bound)
         return
     choice = given[0] if given else None
@@ -154,7 +154,7 @@ def _steps(node: Any, head: Wildcard, choice: Bound | None) -> Iterator[tuple[Bo
         for i, item in enumerate(node):
             if choice is None or choice == i:
                 yield i, item
-    elif head is Wildcard.KEY and isinstance(node, Mapping):
+    elif head is Wildcard.KEY and is_map(node):
         for key, item in node.items():
             name = str(key)  # YAML may key an entry by a number; the apiserver stringifies it
             if choice is None or choice == name:
@@ -399,7 +399,7 @@ def pod_patch(text: Any) -> Mapping[str, Any] | None:
         patch = yaml.safe_load(text)
     except yaml.YAMLError:
         return None
-    return patch if isinstance(patch, Mapping) else None
+    return patch if is_map(patch) else None
 
 
 def image_text(value: Any) -> str | None:
@@ -407,7 +407,7 @@ def image_text(value: Any) -> str | None:
     tag, digest}) as some operators spell it."""
     if isinstance(value, str):
         return value
-    if not isinstance(value, Mapping):
+    if not is_map(value):
         return None
     parts = {k: v for k, v in value.items() if isinstance(v, str) and v}
     repository = parts.get("repository") or parts.get("name")
@@ -449,7 +449,7 @@ def _names_image(key: Any, value: Any) -> bool:
 def may_run(obj: Any) -> bool:
     """Whether an object of a kind mlgate cannot judge would run containers (inert kinds, which
     only hold pod specs or image names, never do)."""
-    if not isinstance(obj, Mapping):
+    if not is_map(obj):
         return False
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     group = api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
@@ -465,7 +465,7 @@ def runs_containers(obj: Any) -> bool:
     The walk (reads.mappings_under) has no depth limit an attacker could nest below and
     cannot loop on a recursive YAML alias.
     """
-    if not isinstance(obj, Mapping):
+    if not is_map(obj):
         return False
     return any(
         any(_names_image(k, v) for k, v in item.items())

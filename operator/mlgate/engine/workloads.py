@@ -27,6 +27,7 @@ from mlgate.engine.modelrefs import ModelRef, kserve_storage_refs
 from mlgate.engine.reads import as_list as _list
 from mlgate.engine.reads import as_map as _map
 from mlgate.engine.reads import as_str as _str
+from mlgate.engine.reads import is_map
 from mlgate.engine.servers import ray_serve_refs
 
 
@@ -150,7 +151,7 @@ def _strings(value: Any) -> Mapping[str, str]:
 
     The common, valid case returns the original mapping: validating is cheaper than copying.
     """
-    if not isinstance(value, Mapping):
+    if not is_map(value):
         return _NO_STRINGS
     if all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
         return value
@@ -189,25 +190,27 @@ _CONTAINER_LISTS = (
 )
 
 
-def _env_value(entry: Mapping[str, Any]) -> str | None:
-    value = entry.get("value")
-    if isinstance(value, str):
-        return value
-    if value is None and "valueFrom" not in entry:
-        return ""  # Kubernetes' meaning of an env var without value or valueFrom
-    return None
-
-
 def _env(value: Any, path: str) -> tuple[EnvVar, ...]:
-    return tuple(
-        EnvVar(entry["name"], _env_value(entry), f"{path}[{i}]")
-        for i, entry in enumerate(_list(value))
-        if isinstance(entry, Mapping) and isinstance(entry.get("name"), str)
-    )
+    # A plain loop: containers carry dozens of env vars and this runs on every admission.
+    found = []
+    for i, entry in enumerate(_list(value)):
+        if not is_map(entry):
+            continue
+        name = entry.get("name")
+        if not isinstance(name, str):
+            continue
+        text = entry.get("value")
+        if not isinstance(text, str):
+            # Without value or valueFrom Kubernetes sets it empty; valueFrom is unknown here.
+            text = "" if text is None and "valueFrom" not in entry else None
+        found.append(EnvVar(name, text, f"{path}[{i}]"))
+    return tuple(found)
 
 
 def _env_from(value: Any, path: str) -> tuple[EnvSource, ...]:
     # A prefix that is not a string (an unvalidated CRD) counts as none: the widest reading.
+    if not value:
+        return ()
     return tuple(
         EnvSource(_str(_map(entry).get("prefix")), f"{path}[{i}]")
         for i, entry in enumerate(_list(value))
@@ -241,7 +244,7 @@ def _container(
 def _pod_containers(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
     for key, kind in _CONTAINER_LISTS:
         for i, c in enumerate(_list(spec.get(key))):
-            if not isinstance(c, Mapping):
+            if not is_map(c):
                 continue
             if kind is ContainerKind.INIT and c.get("restartPolicy") == "Always":
                 yield _container(c, f"{path}.{key}[{i}]", ContainerKind.SIDECAR)
@@ -252,7 +255,7 @@ def _pod_containers(spec: Mapping[str, Any], path: str) -> Iterator[ContainerVie
 def _image_volumes(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
     for i, volume in enumerate(_list(spec.get("volumes"))):
         source = _map(volume).get("image")
-        if not isinstance(source, Mapping):
+        if not is_map(source):
             continue
         reference = source.get("reference")
         volume_path = f"{path}.volumes[{i}]"
@@ -278,7 +281,7 @@ def _pod(
     extra: Callable[[Mapping[str, Any], str], Iterator[ContainerView]] | None = None,
 ) -> Iterator[PodView]:
     """The view of the pod spec `spec` at `path`, if it is one; `extra` adds operator fields."""
-    if not isinstance(spec, Mapping):
+    if not is_map(spec):
         return
     containers = tuple(_pod_containers(spec, path)) + tuple(_image_volumes(spec, path))
     if extra is not None:
@@ -359,7 +362,7 @@ def _ray_cluster(value: Any, path: str) -> Iterator[PodView]:
         extra=_ray_autoscaler(options, f"{path}.autoscalerOptions") if autoscaling else None,
     )
     for i, group in enumerate(_list(cluster.get("workerGroupSpecs"))):
-        if isinstance(group, Mapping):
+        if is_map(group):
             role = _str(group.get("groupName")) or "worker"
             count = _ray_workers(group, autoscaling)
             template_path = f"{path}.workerGroupSpecs[{i}].template"
@@ -403,7 +406,7 @@ def _kserve_container_fields(
     by a newer KServe (or an unvalidated CRD) cannot smuggle an image past us, any other mapping
     that carries an `image` or `resources`."""
     for key, value in component.items():
-        if not isinstance(value, Mapping) or key in _KSERVE_NOT_CONTAINERS:
+        if not is_map(value) or key in _KSERVE_NOT_CONTAINERS:
             continue
         if key in _KSERVE_FRAMEWORKS or "image" in value or "resources" in value:
             yield str(key), value
@@ -454,7 +457,7 @@ def _inference_service(obj: Mapping[str, Any]) -> Iterator[PodView]:
     serverless = kserve_serverless(obj)
     for name in _KSERVE_COMPONENTS:
         component = spec.get(name)
-        if not isinstance(component, Mapping):
+        if not is_map(component):
             continue
         count = _kserve_replicas(component, serverless)
         path = f"spec.{name}"
@@ -463,7 +466,7 @@ def _inference_service(obj: Mapping[str, Any]) -> Iterator[PodView]:
             component, path, count, name, annotations, extra=_kserve_framework_containers
         )
         worker = component.get("workerSpec")
-        if name == "predictor" and isinstance(worker, Mapping):
+        if name == "predictor" and is_map(worker):
             yield from _pod(worker, f"{path}.workerSpec", _kserve_workers(worker, count), "worker")
 
 
@@ -516,9 +519,9 @@ def _llm_workload(
     replicas = 1 if replicas is None else replicas
     template, worker = workload.get("template"), workload.get("worker")
     leaders, workers = replicas, 0
-    if isinstance(worker, Mapping):
+    if is_map(worker):
         size = _llm_group_size(workload.get("parallelism"))
-        leaders, workers = _group_counts(replicas, size, isinstance(template, Mapping))
+        leaders, workers = _group_counts(replicas, size, is_map(template))
     annotations = workload.get("annotations")
     yield from _pod(template, f"{path}.template", leaders, role, annotations)
     yield from _pod(worker, f"{path}.worker", workers, worker_role, annotations)
@@ -528,7 +531,7 @@ def _llm_inference_service(obj: Mapping[str, Any]) -> Iterator[PodView]:
     spec = _map(obj.get("spec"))
     yield from _llm_workload(spec, "spec", "main", "worker")
     prefill = spec.get("prefill")
-    if isinstance(prefill, Mapping):
+    if is_map(prefill):
         yield from _llm_workload(prefill, "spec.prefill", "prefill", "prefill-worker")
     # The router's endpoint picker and tokenizer are user-supplied pod specs too: images to judge.
     scheduler = _map(_map(spec.get("router")).get("scheduler"))
@@ -561,7 +564,7 @@ def _train_job(obj: Mapping[str, Any]) -> Iterator[PodView]:
     """`spec.trainer` is container-shaped (image, env, resourcesPerNode) rather than a pod spec; the
     rest of the pod comes from the cluster's TrainingRuntime, outside the submitter's control."""
     trainer = _map(obj.get("spec")).get("trainer")
-    if not isinstance(trainer, Mapping):
+    if not is_map(trainer):
         return
     container = _container(
         trainer, "spec.trainer", ContainerKind.APP, "trainer", "resourcesPerNode"
@@ -605,7 +608,7 @@ def _storage_container(obj: Mapping[str, Any]) -> Iterator[PodView]:
     """A ClusterStorageContainer: the model-download init container KServe injects."""
     spec = _map(obj.get("spec"))
     container = spec.get("container")
-    if isinstance(container, Mapping):
+    if is_map(container):
         view = _container(container, "spec.container", ContainerKind.INIT, "storage-initializer")
         yield PodView("spec", spec, (view,), 1, "storage-initializer", _NO_STRINGS)
 
@@ -614,7 +617,7 @@ def replicated_jobs(jobset_spec: Any, path: str, nodes: Any = None) -> Iterator[
     """A JobSet spec's jobs; the trainer's job (`node`) runs `nodes` pods when that is given (a
     TrainJob's or its runtime's numNodes, read like any replica count)."""
     for i, rjob in enumerate(_list(_map(jobset_spec).get("replicatedJobs"))):
-        if not isinstance(rjob, Mapping):
+        if not is_map(rjob):
             continue
         name = _str(rjob.get("name"))
         job = _map(_map(rjob.get("template")).get("spec"))
@@ -659,7 +662,7 @@ def _declared_container(
     obj: Mapping[str, Any], where: kindspec.Found, spec: kindspec.ContainerField
 ) -> ContainerView | None:
     node = where.value
-    if not isinstance(node, Mapping):
+    if not is_map(node):
         return None
     view_ = _container(node, where.path, ContainerKind(spec.role), spec.name, spec.resources)
     image, image_path = kindspec.image_text(node.get("image")), view_.image_path
@@ -750,7 +753,7 @@ def _patched(pod: PodView, obj: Mapping[str, Any], placed: kindspec.Placed) -> P
             containers = list(pod.containers)
             for key, kind in _CONTAINER_LISTS:
                 for entry in _list(patch.get(key)):
-                    if isinstance(entry, Mapping):
+                    if is_map(entry):
                         _patch_container(containers, entry, found.path, kind)
             rest = {k: v for k, v in patch.items() if k not in dict(_CONTAINER_LISTS)}
             pod = replace(pod, spec={**pod.spec, **rest}, containers=tuple(containers))
@@ -1019,7 +1022,7 @@ def view(obj: Mapping[str, Any], kinds: Kinds = BUILT_IN_ONLY) -> WorkloadView |
 
 
 def _view(obj: Any, kinds: Kinds, depth: int) -> WorkloadView | Unsupported:
-    if not isinstance(obj, Mapping):
+    if not is_map(obj):
         return Unsupported("", "", "", "", "not a Kubernetes object: a document must be a mapping")
     meta = _map(obj.get("metadata"))
     api_version, kind = _str(obj.get("apiVersion")), _str(obj.get("kind"))
