@@ -171,6 +171,8 @@ class PodDevices:
 
 
 def pod_devices(spec: Mapping[str, Any], path: str, claims: Claims | None) -> PodDevices:
+    if not spec.get("resourceClaims"):
+        return PodDevices({}, {}, ())  # most pods: nothing to look up
     per_pod: dict[str, int] = {}
     shared: dict[str, dict[str, int]] = {}
     missing: list[ClaimRef] = []
