@@ -24,7 +24,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from enum import StrEnum
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
 import yaml
 
@@ -64,9 +65,15 @@ def field(path: str, key: str) -> str:
     crafted key (a role named `Worker.template`, a newline) from forging or garbling a path
     shown to users.
     """
-    if _PLAIN_KEY.fullmatch(key):
+    if _plain(key):
         return f"{path}.{key}" if path else key
     return f"{path}[{json.dumps(key)}]"
+
+
+@lru_cache(maxsize=4096)
+def _plain(key: str) -> bool:
+    # The same few keys (spec, template, containers) are placed on every admission.
+    return _PLAIN_KEY.fullmatch(key) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +140,18 @@ def _walk(
     given: tuple[Bound, ...],
     bound: tuple[Bound, ...],
 ) -> Iterator[Found]:
+    # Plain keys are followed in a loop, not a generator each: most paths have no wildcard.
+    while rest and not isinstance(rest[0], Wildcard):
+        head = rest[0]
+        if not is_map(node) or head not in node:
+            return
+        node, text, rest = node[head], field(text, head), rest[1:]
     if not rest:
         yield Found(text, node, bound)
         return
-    head, tail = rest[0], rest[1:]
-    if not isinstance(head, Wildcard):
-        if is_map(node) and head in node:
-            yield from _walk(node[head], tail, field(text, head), given, bound)
-        return
+    wildcard, tail = cast(Wildcard, rest[0]), rest[1:]  # the loop stops only at a wildcard
     choice = given[0] if given else None
-    for step, item in _steps(node, head, choice):
+    for step, item in _steps(node, wildcard, choice):
         step_text = f"{text}[{step}]" if isinstance(step, int) else field(text, step)
         yield from _walk(item, tail, step_text, given[1:], (*bound, step))
 
