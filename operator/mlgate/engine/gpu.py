@@ -85,7 +85,7 @@ def _container_amounts(c: ContainerView) -> tuple[dict[str, int], list[tuple[str
             continue
         for resource, raw in values.items():
             name = resource if type(resource) is str else str(resource)
-            if not is_extended(name):
+            if "/" not in name:  # is_extended, inline: cpu and memory are in every container
                 continue
             count = _whole(raw)
             if count is None:

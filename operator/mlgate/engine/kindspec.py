@@ -172,7 +172,9 @@ def _steps(node: Any, head: Wildcard, choice: Bound | None) -> Iterator[tuple[Bo
 
 def first(node: Any, path: FieldPath, bound: Sequence[Bound] = ()) -> Any:
     """The first value at `path` (wildcards bound as in `resolve`), or None."""
-    return next((f.value for f in resolve(node, path, "", bound)), None)
+    for found in _walk(node, path.segments, "", tuple(bound), ()):
+        return found.value
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -373,7 +375,9 @@ def _role(location: Location, obj: Mapping[str, Any], bound: tuple[Bound, ...]) 
 def place(obj: Mapping[str, Any], layout: Layout) -> Iterator[Placed]:
     for location in layout.locations:
         for found in resolve(obj, location.path):
-            if any(b in location.exclude for b in found.bound if isinstance(b, str)):
+            if location.exclude and any(
+                b in location.exclude for b in found.bound if isinstance(b, str)
+            ):
                 continue
             count = math.prod(c.value(obj, found.bound) for c in location.replicas)
             yield Placed(

@@ -253,6 +253,8 @@ def _pod_containers(spec: Mapping[str, Any], path: str) -> Iterator[ContainerVie
 
 
 def _image_volumes(spec: Mapping[str, Any], path: str) -> Iterator[ContainerView]:
+    if not spec.get("volumes"):
+        return
     for i, volume in enumerate(_list(spec.get("volumes"))):
         source = _map(volume).get("image")
         if not is_map(source):
