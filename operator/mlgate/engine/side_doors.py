@@ -34,8 +34,10 @@ def _host_flag(key: str) -> Callable[[PodView], Found]:
 
 
 def _containers(pod: PodView) -> Iterator[tuple[str, Mapping[str, object]]]:
+    """(path, securityContext) of each container that sets one: most set none, and their
+    paths are then never built."""
     for c in pod.containers:
-        if c.kind is not ContainerKind.IMAGE_VOLUME:
+        if c.security_context and c.kind is not ContainerKind.IMAGE_VOLUME:
             yield f"{c.path}.securityContext", c.security_context
 
 
