@@ -149,11 +149,12 @@ def _sum_pods(measured: Iterable[tuple[PodView, Mapping[str, int], PodDevices]])
     total: dict[str, int] = {}
     shared: dict[str, dict[str, int]] = {}
     for pod, amounts, devices in measured:
-        for resource, n in _merge(amounts, devices.per_pod).items():
+        own = _merge(amounts, devices.per_pod) if devices.per_pod else amounts
+        for resource, n in own.items():
             total[resource] = total.get(resource, 0) + n * pod.count
         if pod.count:
             shared.update(devices.shared)
-    return _merge(total, *shared.values())
+    return _merge(total, *shared.values()) if shared else total
 
 
 def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[str, int]:
@@ -193,9 +194,12 @@ def _demand(
 ) -> PodDemand:
     mine = [finding for resource, finding in errors if _counts(rules, resource)]
     mine += [_unknown_claim(ref) for ref in devices.missing]
-    gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
+    extended = counted(rules, amounts)
+    gpus = extended
+    if devices.per_pod or devices.shared:  # most pods claim no DRA devices
+        gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
     requests = tuple(r for r in devices.requests if _counts(rules, r.resource))
-    return PodDemand(pod, gpus, tuple(mine), counted(rules, amounts), requests)
+    return PodDemand(pod, gpus, tuple(mine), extended, requests)
 
 
 def _unknown_claim(ref: ClaimRef) -> Finding:
