@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -10,6 +11,7 @@ from mlgate.api.compile import compile_policy, parse_resource
 from mlgate.engine import gpu
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
+from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import WorkloadView, view
 
 PRODUCT = "nvidia.com/gpu.product"
@@ -212,6 +214,42 @@ def test_garbage_quantity_is_a_violation(quantity: Any, message: str) -> None:
             Rule.GPU_MAX_PER_POD, 'spec.containers[1].resources.limits["nvidia.com/gpu"]', message
         )
     ]
+
+
+@pytest.mark.parametrize(
+    "quantity",
+    [
+        "8",
+        8,
+        "0",
+        0,
+        "007",
+        " 8",
+        "8 ",
+        "+8",
+        "1e1",
+        "8.0",
+        "\uff11",
+        "\u0663",
+        "9" * 64,
+        "9" * 65,
+        2**70,
+    ],
+)
+def test_plain_integers_count_as_the_quantity_parser_reads_them(quantity: Any) -> None:
+    """Plain integers skip the general parser: the shortcut must agree with it on every input,
+    and leave it every input it would refuse (padded, non-ASCII digits, too long)."""
+    try:
+        expected: Any = math.ceil(parse_quantity(quantity))
+    except InvalidQuantity as exc:
+        expected = f"{exc}; GPU resources must be whole numbers"
+    w = pod(container("app", {"nvidia.com/gpu": quantity}))
+    amounts, errors = gpu.pod_amounts(w.pods[0])
+    if isinstance(expected, int):
+        assert (amounts, errors) == ({"nvidia.com/gpu": expected} if expected else {}, [])
+    else:
+        assert amounts == {}
+        assert [finding.message for _, finding in errors] == [expected]
 
 
 def test_negative_quantity_cannot_cancel_others() -> None:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from mlgate.engine import hooks, views, workloads
 from mlgate.engine.workloads import (
     SUPPORTED,
     UNBOUNDED,
@@ -1465,3 +1466,12 @@ def test_nim_operator_kinds_run_their_image_with_the_hpa_ceiling(kind: str) -> N
     assert pod.count == 4
     obj["spec"]["scale"]["enabled"] = False
     assert view(obj).pods[0].count == 1  # type: ignore[union-attr]
+
+
+def test_view_types_and_helpers_stay_importable_from_workloads() -> None:
+    """engine.views and engine.hooks hold them now; callers import them from here."""
+    for name in workloads.__all__:
+        assert hasattr(workloads, name), name
+    assert workloads.WorkloadView is views.WorkloadView
+    assert workloads.EnvVar is views.EnvVar
+    assert workloads.replicated_jobs is hooks.replicated_jobs

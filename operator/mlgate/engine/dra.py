@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.kindspec import UNBOUNDED
+from mlgate.engine.reads import is_map
 
 DRA_GROUP = "resource.k8s.io"
 DEVICE_SUFFIX = ".deviceclass.resource.k8s.io/devices"
@@ -53,24 +54,24 @@ def _add(into: dict[str, int], resource: str, n: int) -> None:
 
 def claim_devices(spec: Any, all_devices: int = UNBOUNDED) -> dict[str, int]:
     """Devices a ResourceClaim spec (or a template's `spec.spec`) charges, per device class."""
-    devices = spec.get("devices") if isinstance(spec, Mapping) else None
-    requests = devices.get("requests") if isinstance(devices, Mapping) else None
+    devices = spec.get("devices") if is_map(spec) else None
+    requests = devices.get("requests") if is_map(devices) else None
     total: dict[str, int] = {}
     for request in requests if isinstance(requests, list) else []:
-        if not isinstance(request, Mapping):
+        if not is_map(request):
             continue
         alternatives = request.get("firstAvailable")
         if isinstance(alternatives, list) and alternatives:
             largest: dict[str, int] = {}
             for sub in alternatives:
-                if isinstance(sub, Mapping) and isinstance(sub.get("deviceClassName"), str):
+                if is_map(sub) and isinstance(sub.get("deviceClassName"), str):
                     resource = device_resource(sub["deviceClassName"])
                     largest[resource] = max(largest.get(resource, 0), _count(sub, all_devices))
             for resource, n in largest.items():
                 _add(total, resource, n)
             continue
         exact = request.get("exactly")
-        exact = exact if isinstance(exact, Mapping) else request  # v1 or v1beta1 shape
+        exact = exact if is_map(exact) else request  # v1 or v1beta1 shape
         if isinstance(exact.get("deviceClassName"), str):
             _add(total, device_resource(exact["deviceClassName"]), _count(exact, all_devices))
     return total
@@ -86,7 +87,7 @@ class ClaimRef:
 def pod_claims(spec: Mapping[str, Any], path: str) -> Iterator[ClaimRef]:
     refs = spec.get("resourceClaims")
     for i, ref in enumerate(refs if isinstance(refs, list) else []):
-        if not isinstance(ref, Mapping):
+        if not is_map(ref):
             continue
         at = f"{path}.resourceClaims[{i}]"
         if isinstance(ref.get("resourceClaimTemplateName"), str):
@@ -98,7 +99,7 @@ def pod_claims(spec: Mapping[str, Any], path: str) -> Iterator[ClaimRef]:
 def claim_spec(kind: str, obj: Mapping[str, Any]) -> Any:
     """The claim spec inside a ResourceClaim or a ResourceClaimTemplate object."""
     spec = obj.get("spec")
-    if kind == TEMPLATE and isinstance(spec, Mapping):
+    if kind == TEMPLATE and is_map(spec):
         return spec.get("spec")
     return spec
 
@@ -118,8 +119,8 @@ def _pinned(selectors: Any) -> frozenset[str] | None:
     """Products a request's selectors restrict it to (they are AND-ed); None: not restricted."""
     pinned: frozenset[str] | None = None
     for selector in selectors if isinstance(selectors, list) else []:
-        cel = selector.get("cel") if isinstance(selector, Mapping) else None
-        expression = cel.get("expression") if isinstance(cel, Mapping) else None
+        cel = selector.get("cel") if is_map(selector) else None
+        expression = cel.get("expression") if is_map(cel) else None
         if not isinstance(expression, str):
             continue
         if match := _PRODUCT_EQ.fullmatch(expression):
@@ -143,18 +144,18 @@ class DeviceRequest:
 
 
 def _requests(ref: ClaimRef, spec: Any) -> Iterator[DeviceRequest]:
-    devices = spec.get("devices") if isinstance(spec, Mapping) else None
-    requests = devices.get("requests") if isinstance(devices, Mapping) else None
+    devices = spec.get("devices") if is_map(spec) else None
+    requests = devices.get("requests") if is_map(devices) else None
     for request in requests if isinstance(requests, list) else []:
-        if not isinstance(request, Mapping):
+        if not is_map(request):
             continue
         name = str(request.get("name") or "")
         alternatives = request.get("firstAvailable")
         if isinstance(alternatives, list) and alternatives:
-            options = [a for a in alternatives if isinstance(a, Mapping)]
+            options = [a for a in alternatives if is_map(a)]
         else:
             exact = request.get("exactly")
-            options = [exact if isinstance(exact, Mapping) else request]
+            options = [exact if is_map(exact) else request]
         for option in options:
             if isinstance(option.get("deviceClassName"), str):
                 resource = device_resource(option["deviceClassName"])
@@ -170,6 +171,8 @@ class PodDevices:
 
 
 def pod_devices(spec: Mapping[str, Any], path: str, claims: Claims | None) -> PodDevices:
+    if not spec.get("resourceClaims"):
+        return PodDevices({}, {}, ())  # most pods: nothing to look up
     per_pod: dict[str, int] = {}
     shared: dict[str, dict[str, int]] = {}
     missing: list[ClaimRef] = []

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.dra import ClaimRef, Claims, DeviceRequest, device_class_of, pod_devices
+from mlgate.engine.dra import (
+    ClaimRef,
+    Claims,
+    DeviceRequest,
+    PodDevices,
+    device_class_of,
+    pod_devices,
+)
 from mlgate.engine.kindspec import UNBOUNDED
 from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
+from mlgate.engine.reads import is_map
 from mlgate.engine.workloads import (
     ContainerKind,
     ContainerView,
@@ -53,28 +61,46 @@ def is_extended(resource: str) -> bool:
     return "/" in resource
 
 
+# The longest quantity parse_quantity reads; a longer one is an error, never a fast count.
+_MAX_DIGITS = 64
+
+
+def _whole(raw: Any) -> int | None:
+    """A device count written as a plain non-negative integer (`1`, `8`, 8), the common case,
+    without the general quantity parser; None for anything else (`500m`, `1e3`, negatives)."""
+    if type(raw) is int:
+        return raw if raw >= 0 else None
+    if type(raw) is str and len(raw) <= _MAX_DIGITS and raw.isascii() and raw.isdigit():
+        return int(raw)
+    return None
+
+
 def _container_amounts(c: ContainerView) -> tuple[dict[str, int], list[tuple[str, Finding]]]:
     """Extended resources a container asks for: the larger of request and limit, per resource."""
     amounts: dict[str, int] = {}
     errors: list[tuple[str, Finding]] = []
     for section in ("limits", "requests"):
         values = c.resources.get(section)
-        if not isinstance(values, Mapping):
+        if not is_map(values):
             continue
         for resource, raw in values.items():
-            if not is_extended(str(resource)):
+            name = resource if type(resource) is str else str(resource)
+            if "/" not in name:  # is_extended, inline: cpu and memory are in every container
                 continue
-            try:
-                quantity = parse_quantity(raw)
-                problem = f"{raw!r} is negative" if quantity < 0 else None
-            except InvalidQuantity as exc:
-                problem = str(exc)
-            if problem is not None:  # a negative amount must not offset other containers' GPUs
-                path = f'{c.resources_path}.{section}["{resource}"]'
-                message = f"{problem}; GPU resources must be whole numbers"
-                errors.append((str(resource), Finding(Rule.GPU_MAX_PER_POD, path, message)))
-                continue
-            amounts[str(resource)] = max(amounts.get(str(resource), 0), math.ceil(quantity))
+            count = _whole(raw)
+            if count is None:
+                try:
+                    quantity = parse_quantity(raw)
+                    problem = f"{raw!r} is negative" if quantity < 0 else None
+                except InvalidQuantity as exc:
+                    problem = str(exc)
+                if problem is not None:  # a negative amount must not offset other GPUs
+                    path = f'{c.resources_path}.{section}["{resource}"]'
+                    message = f"{problem}; GPU resources must be whole numbers"
+                    errors.append((name, Finding(Rule.GPU_MAX_PER_POD, path, message)))
+                    continue
+                count = math.ceil(quantity)
+            amounts[name] = max(amounts.get(name, 0), count)
     return amounts, errors
 
 
@@ -91,7 +117,8 @@ def pod_amounts(pod: PodView) -> tuple[dict[str, int], list[tuple[str, Finding]]
     errors: list[tuple[str, Finding]] = []
     for c in pod.containers:
         amounts, problems = _container_amounts(c)
-        errors.extend(problems)
+        if problems:
+            errors.extend(problems)
         for resource, n in amounts.items():
             if c.kind is ContainerKind.APP:
                 running[resource] = running.get(resource, 0) + n
@@ -101,6 +128,8 @@ def pod_amounts(pod: PodView) -> tuple[dict[str, int], list[tuple[str, Finding]]
             elif c.kind is ContainerKind.INIT:
                 peak = n + sidecars.get(resource, 0)
                 init_peak[resource] = max(init_peak.get(resource, 0), peak)
+    if not init_peak and not sidecars:
+        return {r: n for r, n in running.items() if n}, errors
     names = {*running, *sidecars, *init_peak}
     effective = {r: max(running.get(r, 0) + sidecars.get(r, 0), init_peak.get(r, 0)) for r in names}
     return {r: n for r, n in effective.items() if n}, errors
@@ -114,21 +143,29 @@ def _merge(*parts: Mapping[str, int]) -> dict[str, int]:
     return total
 
 
+def _sum_pods(measured: Iterable[tuple[PodView, Mapping[str, int], PodDevices]]) -> dict[str, int]:
+    """Each pod's own amounts (containers, template claims) times its count, plus each shared
+    ResourceClaim once."""
+    total: dict[str, int] = {}
+    shared: dict[str, dict[str, int]] = {}
+    for pod, amounts, devices in measured:
+        own = _merge(amounts, devices.per_pod) if devices.per_pod else amounts
+        for resource, n in own.items():
+            total[resource] = total.get(resource, 0) + n * pod.count
+        if pod.count:
+            shared.update(devices.shared)
+    return _merge(total, *shared.values()) if shared else total
+
+
 def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[str, int]:
     """Extended resources and DRA devices of the whole workload, per resource: each pod's own
     (containers, template claims) times its count, plus each shared ResourceClaim once. None
     for a runtime or config: it runs no pod itself (the workloads that name it are charged)."""
     if not view.runs_pods:
         return {}
-    total: dict[str, int] = {}
-    shared: dict[str, dict[str, int]] = {}
-    for pod in view.pods:
-        devices = pod_devices(pod.spec, pod.path, claims)
-        for resource, n in _merge(pod_amounts(pod)[0], devices.per_pod).items():
-            total[resource] = total.get(resource, 0) + n * pod.count
-        if pod.count:
-            shared.update(devices.shared)
-    return _merge(total, *shared.values())
+    return _sum_pods(
+        (pod, pod_amounts(pod)[0], pod_devices(pod.spec, pod.path, claims)) for pod in view.pods
+    )
 
 
 def _counts(rules: GpuRules, resource: str) -> bool:
@@ -137,18 +174,32 @@ def _counts(rules: GpuRules, resource: str) -> bool:
 
 def counted(rules: GpuRules, amounts: Mapping[str, int]) -> int:
     """The part of `amounts` a policy counts as GPUs."""
+    if not amounts:
+        return 0
     return sum(n for r, n in amounts.items() if _counts(rules, r))
 
 
 def pod_demand(rules: GpuRules, pod: PodView, claims: Claims | None = None) -> PodDemand:
     """GPUs one pod uses (shared claims included: the pod holds their devices too)."""
     amounts, errors = pod_amounts(pod)
-    devices = pod_devices(pod.spec, pod.path, claims)
+    return _demand(rules, pod, amounts, errors, pod_devices(pod.spec, pod.path, claims))
+
+
+def _demand(
+    rules: GpuRules,
+    pod: PodView,
+    amounts: dict[str, int],
+    errors: list[tuple[str, Finding]],
+    devices: PodDevices,
+) -> PodDemand:
     mine = [finding for resource, finding in errors if _counts(rules, resource)]
     mine += [_unknown_claim(ref) for ref in devices.missing]
-    gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
+    extended = counted(rules, amounts)
+    gpus = extended
+    if devices.per_pod or devices.shared:  # most pods claim no DRA devices
+        gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
     requests = tuple(r for r in devices.requests if _counts(rules, r.resource))
-    return PodDemand(pod, gpus, tuple(mine), counted(rules, amounts), requests)
+    return PodDemand(pod, gpus, tuple(mine), extended, requests)
 
 
 def _unknown_claim(ref: ClaimRef) -> Finding:
@@ -164,8 +215,15 @@ def workload_demand(
     rules: GpuRules, view: WorkloadView, claims: Claims | None = None
 ) -> tuple[int, list[PodDemand]]:
     """GPUs of the whole workload (none for a runtime, which runs no pod itself) and per pod."""
-    demands = [pod_demand(rules, pod, claims) for pod in view.pods]
-    return counted(rules, workload_amounts(view, claims)), demands
+    # Each pod is measured once for both figures.
+    measured = [
+        (pod, *pod_amounts(pod), pod_devices(pod.spec, pod.path, claims)) for pod in view.pods
+    ]
+    demands = [_demand(rules, *m) for m in measured]
+    if not view.runs_pods:
+        return 0, demands
+    total = _sum_pods((pod, amounts, devices) for pod, amounts, _, devices in measured)
+    return counted(rules, total), demands
 
 
 # How to bound a workload whose pod count has no ceiling, by kind.
@@ -202,9 +260,9 @@ def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
     if not isinstance(terms, list) or not terms:
         return False
     for term in terms:
-        exprs = term.get("matchExpressions") if isinstance(term, Mapping) else None
+        exprs = term.get("matchExpressions") if is_map(term) else None
         if not isinstance(exprs, list) or not any(
-            isinstance(e, Mapping)
+            is_map(e)
             and e.get("key") == PRODUCT_LABEL
             and e.get("operator") == "In"
             and isinstance(e.get("values"), list)
@@ -219,7 +277,7 @@ def _terms_constrain(terms: Any, allowed: frozenset[str]) -> bool:
 def _product_finding(rules: GpuRules, pod: PodView) -> Finding | None:
     allowed = rules.allowed_products
     selector = pod.spec.get("nodeSelector")
-    chosen = selector.get(PRODUCT_LABEL) if isinstance(selector, Mapping) else None
+    chosen = selector.get(PRODUCT_LABEL) if is_map(selector) else None
     if chosen is not None:
         if isinstance(chosen, str) and chosen in allowed:
             return None
@@ -229,13 +287,13 @@ def _product_finding(rules: GpuRules, pod: PodView) -> Finding | None:
             f"GPU product {chosen!r} is not allowed; select one of: {', '.join(sorted(allowed))}",
         )
     affinity = pod.spec.get("affinity")
-    node_affinity = affinity.get("nodeAffinity") if isinstance(affinity, Mapping) else None
+    node_affinity = affinity.get("nodeAffinity") if is_map(affinity) else None
     required = (
         node_affinity.get("requiredDuringSchedulingIgnoredDuringExecution")
-        if isinstance(node_affinity, Mapping)
+        if is_map(node_affinity)
         else None
     )
-    terms = required.get("nodeSelectorTerms") if isinstance(required, Mapping) else None
+    terms = required.get("nodeSelectorTerms") if is_map(required) else None
     if _terms_constrain(terms, allowed):
         return None
     return Finding(

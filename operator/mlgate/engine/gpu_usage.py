@@ -113,6 +113,8 @@ def tracked(
 ) -> dict[str, int]:
     """The part of `amounts` that the union of every policy's `gpu.resources` (and `base`, the
     default GPU resources) counts: what reservations are kept for."""
+    if not amounts:
+        return {}  # most workloads: no extended resource, so no pattern to gather
     patterns = [*base, *(p for c in policies if c.gpu is not None for p in c.gpu.resources)]
     return {
         r: n

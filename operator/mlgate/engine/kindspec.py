@@ -24,11 +24,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from enum import StrEnum
-from typing import Any
+from functools import lru_cache
+from typing import Any, cast
 
 import yaml
 
-from mlgate.engine.reads import mappings_under
+from mlgate.engine.reads import is_map, mappings_under
 
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
 # ceiling is unbounded in the cluster; every "no limit" is counted as this many pods.
@@ -64,9 +65,15 @@ def field(path: str, key: str) -> str:
     crafted key (a role named `Worker.template`, a newline) from forging or garbling a path
     shown to users.
     """
-    if _PLAIN_KEY.fullmatch(key):
+    if _plain(key):
         return f"{path}.{key}" if path else key
     return f"{path}[{json.dumps(key)}]"
+
+
+@lru_cache(maxsize=4096)
+def _plain(key: str) -> bool:
+    # The same few keys (spec, template, containers) are placed on every admission.
+    return _PLAIN_KEY.fullmatch(key) is not None
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,16 +140,18 @@ def _walk(
     given: tuple[Bound, ...],
     bound: tuple[Bound, ...],
 ) -> Iterator[Found]:
+    # Plain keys are followed in a loop, not a generator each: most paths have no wildcard.
+    while rest and not isinstance(rest[0], Wildcard):
+        head = rest[0]
+        if not is_map(node) or head not in node:
+            return
+        node, text, rest = node[head], field(text, head), rest[1:]
     if not rest:
         yield Found(text, node, bound)
         return
-    head, tail = rest[0], rest[1:]
-    if not isinstance(head, Wildcard):
-        if isinstance(node, Mapping) and head in node:
-            yield from _walk(node[head], tail, field(text, head), given, bound)
-        return
+    wildcard, tail = cast(Wildcard, rest[0]), rest[1:]  # the loop stops only at a wildcard
     choice = given[0] if given else None
-    for step, item in _steps(node, head, choice):
+    for step, item in _steps(node, wildcard, choice):
         step_text = f"{text}[{step}]" if isinstance(step, int) else field(text, step)
         yield from _walk(item, tail, step_text, given[1:], (*bound, step))
 
@@ -154,7 +163,7 @@ def _steps(node: Any, head: Wildcard, choice: Bound | None) -> Iterator[tuple[Bo
         for i, item in enumerate(node):
             if choice is None or choice == i:
                 yield i, item
-    elif head is Wildcard.KEY and isinstance(node, Mapping):
+    elif head is Wildcard.KEY and is_map(node):
         for key, item in node.items():
             name = str(key)  # YAML may key an entry by a number; the apiserver stringifies it
             if choice is None or choice == name:
@@ -163,7 +172,9 @@ def _steps(node: Any, head: Wildcard, choice: Bound | None) -> Iterator[tuple[Bo
 
 def first(node: Any, path: FieldPath, bound: Sequence[Bound] = ()) -> Any:
     """The first value at `path` (wildcards bound as in `resolve`), or None."""
-    return next((f.value for f in resolve(node, path, "", bound)), None)
+    for found in _walk(node, path.segments, "", tuple(bound), ()):
+        return found.value
+    return None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -364,7 +375,9 @@ def _role(location: Location, obj: Mapping[str, Any], bound: tuple[Bound, ...]) 
 def place(obj: Mapping[str, Any], layout: Layout) -> Iterator[Placed]:
     for location in layout.locations:
         for found in resolve(obj, location.path):
-            if any(b in location.exclude for b in found.bound if isinstance(b, str)):
+            if location.exclude and any(
+                b in location.exclude for b in found.bound if isinstance(b, str)
+            ):
                 continue
             count = math.prod(c.value(obj, found.bound) for c in location.replicas)
             yield Placed(
@@ -399,7 +412,7 @@ def pod_patch(text: Any) -> Mapping[str, Any] | None:
         patch = yaml.safe_load(text)
     except yaml.YAMLError:
         return None
-    return patch if isinstance(patch, Mapping) else None
+    return patch if is_map(patch) else None
 
 
 def image_text(value: Any) -> str | None:
@@ -407,7 +420,7 @@ def image_text(value: Any) -> str | None:
     tag, digest}) as some operators spell it."""
     if isinstance(value, str):
         return value
-    if not isinstance(value, Mapping):
+    if not is_map(value):
         return None
     parts = {k: v for k, v in value.items() if isinstance(v, str) and v}
     repository = parts.get("repository") or parts.get("name")
@@ -449,7 +462,7 @@ def _names_image(key: Any, value: Any) -> bool:
 def may_run(obj: Any) -> bool:
     """Whether an object of a kind mlgate cannot judge would run containers (inert kinds, which
     only hold pod specs or image names, never do)."""
-    if not isinstance(obj, Mapping):
+    if not is_map(obj):
         return False
     api_version, kind = obj.get("apiVersion"), obj.get("kind")
     group = api_version.rpartition("/")[0] if isinstance(api_version, str) else ""
@@ -465,7 +478,7 @@ def runs_containers(obj: Any) -> bool:
     The walk (reads.mappings_under) has no depth limit an attacker could nest below and
     cannot loop on a recursive YAML alias.
     """
-    if not isinstance(obj, Mapping):
+    if not is_map(obj):
         return False
     return any(
         any(_names_image(k, v) for k, v in item.items())

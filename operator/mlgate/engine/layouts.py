@@ -3,7 +3,7 @@
 Each layout says what its operator does with the object; the comment on each names the upstream
 API it follows. Kinds whose operators compute pods in ways a layout cannot say (KServe's framework
 detection and runtimes, Ray's autoscaler, TrainJob's runtime patches, CronJob's concurrency) keep
-code hooks in `workloads`.
+code hooks in `hooks`.
 """
 
 from __future__ import annotations

@@ -7,10 +7,14 @@ from collections.abc import Mapping
 
 from mlgate.engine.policy import CompiledPolicy, LabelSelector, Match
 
+# Every admission scopes every policy several times (rules, pinning, egress, llm rules): plain
+# loops and empty-tuple checks here, rather than generators over what is usually empty.
+
 
 def selector_matches(selector: LabelSelector, labels: Mapping[str, str]) -> bool:
-    if any(labels.get(k) != v for k, v in selector.match_labels.items()):
-        return False
+    for key, value in selector.match_labels.items():
+        if labels.get(key) != value:
+            return False
     for key, operator, values in selector.match_expressions:
         present = key in labels
         if operator == "In" and not (present and labels[key] in values):
@@ -38,7 +42,7 @@ def namespace_in_scope(
     """
     if match.own_namespace is not None and namespace and namespace != match.own_namespace:
         return False
-    if namespace and _any_glob(match.exclude_namespaces, namespace):
+    if namespace and match.exclude_namespaces and _any_glob(match.exclude_namespaces, namespace):
         return False
     if not match.namespaces and match.namespace_selector is None:
         return True
@@ -65,8 +69,11 @@ def governing(
     labels: Mapping[str, str],
 ) -> tuple[CompiledPolicy, ...]:
     return tuple(
-        p
-        for p in policies
-        if namespace_in_scope(p.match, namespace, namespace_labels)
-        and workload_in_scope(p.match, kind, labels)
+        [
+            p
+            for p in policies
+            # The kind and labels first: cheaper, and policies for other kinds stop there.
+            if workload_in_scope(p.match, kind, labels)
+            and namespace_in_scope(p.match, namespace, namespace_labels)
+        ]
     )

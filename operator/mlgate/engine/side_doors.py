@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from mlgate.engine.decisions import Finding, Rule
 from mlgate.engine.kindspec import field
 from mlgate.engine.policy import EgressRules
+from mlgate.engine.reads import is_map
 from mlgate.engine.workloads import ContainerKind, PodView, WorkloadView, metadata_path
 
 # Capabilities that reconfigure or bypass the pod's network namespace (NET_ADMIN: routes,
@@ -33,14 +34,16 @@ def _host_flag(key: str) -> Callable[[PodView], Found]:
 
 
 def _containers(pod: PodView) -> Iterator[tuple[str, Mapping[str, object]]]:
+    """(path, securityContext) of each container that sets one: most set none, and their
+    paths are then never built."""
     for c in pod.containers:
-        if c.kind is not ContainerKind.IMAGE_VOLUME:
+        if c.security_context and c.kind is not ContainerKind.IMAGE_VOLUME:
             yield f"{c.path}.securityContext", c.security_context
 
 
 def _privileged(pod: PodView) -> Found:
     pod_windows = pod.spec.get("securityContext")
-    if isinstance(pod_windows, Mapping) and _host_process(pod_windows):
+    if is_map(pod_windows) and _host_process(pod_windows):
         yield f"{pod.path}.securityContext.windowsOptions.hostProcess", "a Windows HostProcess pod"
     for path, context in _containers(pod):
         if context.get("privileged") is True:
@@ -51,7 +54,7 @@ def _privileged(pod: PodView) -> Found:
 
 def _host_process(context: Mapping[str, object]) -> bool:
     windows = context.get("windowsOptions")
-    return isinstance(windows, Mapping) and windows.get("hostProcess") is True
+    return is_map(windows) and windows.get("hostProcess") is True
 
 
 def _capability(name: object) -> str:
@@ -63,7 +66,7 @@ def _capability(name: object) -> str:
 def _capabilities(pod: PodView) -> Found:
     for path, context in _containers(pod):
         capabilities = context.get("capabilities")
-        added = capabilities.get("add") if isinstance(capabilities, Mapping) else None
+        added = capabilities.get("add") if is_map(capabilities) else None
         for i, name in enumerate(added if isinstance(added, list) else ()):
             if _capability(name) in NETWORK_CAPABILITIES:
                 yield f"{path}.capabilities.add[{i}]", f"capability {name}"
