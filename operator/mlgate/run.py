@@ -346,6 +346,13 @@ async def serve(opts: RunOptions) -> None:
             lambda: datetime.now(UTC),
             grace=opts.gpu_reservation_ttl,
         )
+        router = KindRouter(
+            client,
+            state,
+            opts.webhook_configs,
+            elector.leads,
+            mutating_names=opts.mutating_webhook_configs,
+        )
         register(
             registry,
             state,
@@ -353,6 +360,7 @@ async def serve(opts: RunOptions) -> None:
             leads=elector.leads,
             egress=egress,
             deleted=reconciler.deleted,
+            routed=router.sync,
         )
         runtimes.register(registry)
         inventory = Inventory()
@@ -385,7 +393,6 @@ async def serve(opts: RunOptions) -> None:
         auditing = asyncio.create_task(
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)
         )
-        router = KindRouter(client, state, opts.webhook_configs, elector.leads)
         routing = asyncio.create_task(
             supervise("kind-routing", partial(router.run, after=webhook.ready), metrics)
         )

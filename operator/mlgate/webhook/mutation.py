@@ -99,6 +99,12 @@ def _verifies(policy: CompiledPolicy) -> bool:
     return policy.models is not None and policy.models.verify_loaded is not None
 
 
+def mutates(policies: tuple[CompiledPolicy, ...]) -> bool:
+    """Whether any of these policies can have a request patched: without one, every answer is
+    "not mutated", whatever the request (controller.routing then routes none here)."""
+    return any(pinning_rules(p) is not None or _verifies(p) for p in policies)
+
+
 def encode_patch(ops: tuple[dict[str, Any], ...]) -> str:
     return base64.b64encode(json.dumps(list(ops), separators=(",", ":")).encode()).decode()
 
@@ -116,9 +122,9 @@ class Mutation:
             return Answer(Outcome(True, route="not-mutated"))  # the validating webhook denies
         snapshot = self.admission.state.snapshot()
         policies = snapshot.policies
-        pinning = any(pinning_rules(p) for p in policies)
-        if not pinning and not any(_verifies(p) for p in policies):
+        if not mutates(policies):
             return Answer(Outcome(True, route="not-mutated"))
+        pinning = any(pinning_rules(p) for p in policies)
         labels = await self.admission.namespace_labels(item.namespace)
         images = await self.admission.verify_images(policies, item) if pinning else None
         facts = Facts(
