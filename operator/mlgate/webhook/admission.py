@@ -156,6 +156,9 @@ class Admission:
     # a workload naming one is refused for want of it rather than judged without it.
     runtimes: Callable[[], RuntimeCatalog] = RuntimeCatalog
     budgets: BudgetStore = field(default_factory=MemoryBudgetStore)
+    _watched: tuple[tuple[CompiledPolicy, ...], frozenset[str]] = field(
+        default=((), frozenset()), repr=False
+    )
 
     @property
     def gpu(self) -> GpuAccounting:
@@ -234,13 +237,15 @@ class Admission:
             return await self._unsupported(item, scaled)
         return await self._judge(req, item, scaled)
 
-    def watched_annotations(self) -> set[str]:
-        return {
-            key
-            for p in self.state.snapshot().policies
-            if p.models is not None
-            for key in p.models.annotations
-        }
+    def watched_annotations(self) -> frozenset[str]:
+        """The annotations model rules read, computed once per set of policies in force."""
+        policies = self.state.snapshot().policies
+        if self._watched[0] is not policies:
+            keys = frozenset(
+                k for p in policies if p.models is not None for k in p.models.annotations
+            )
+            self._watched = (policies, keys)
+        return self._watched[1]
 
     async def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         labels = self.state.namespace_labels(namespace)
@@ -261,6 +266,7 @@ class Admission:
             images=images,
             device_claims=await device_claims(self.object_lookup, item, obj),
             kinds=self.state.snapshot().kinds,
+            related=await self._related(policies, obj, labels or {}),
         )
 
     async def _related(
@@ -295,10 +301,6 @@ class Admission:
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, obj, snapshot.policies)
-        facts = replace(
-            facts,
-            related=await self._related(snapshot.policies, obj, facts.namespace_labels or {}),
-        )
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         late = self._unpinned(req, snapshot.policies, item, facts)
         plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
@@ -307,8 +309,9 @@ class Admission:
             # or another) reserved since, otherwise the workload is judged again on the news.
             # The server's deadline bounds the retries (and then denies: fail closed).
             usage, step = await self._gpu_usage(item, plan)
+            judged = facts if usage is None else replace(facts, gpu_usage=usage)
             decision = with_llm(
-                evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage)),
+                evaluate_view(snapshot.policies, item, judged),
                 snapshot.policies,
                 obj,
                 facts,
