@@ -195,3 +195,19 @@ def test_within_counts_the_time_before_the_first_suspension() -> None:
 
     with pytest.raises(TimeoutError):
         asyncio.run(within(busy_then_waits(), 0.05))
+
+
+def test_each_answer_is_counted_and_timed_under_its_own_labels() -> None:
+    metrics = Metrics()
+    metrics.answered("CREATE", "Deployment", "allowed", "judged", 0.002)
+    metrics.answered("CREATE", "Deployment", "allowed", "judged", 0.2)
+    metrics.answered("UPDATE", "Deployment", "denied", "judged", 0.002)
+    sample = metrics.registry.get_sample_value
+    counted = {"operation": "CREATE", "kind": "Deployment", "result": "allowed", "route": "judged"}
+    assert sample("mlgate_admission_requests_total", counted) == 2
+    assert sample("mlgate_admission_requests_total", counted | {"operation": "UPDATE"}) is None
+    denied = counted | {"operation": "UPDATE", "result": "denied"}
+    assert sample("mlgate_admission_requests_total", denied) == 1
+    assert sample("mlgate_admission_duration_seconds_count", {"operation": "CREATE"}) == 2
+    timed = {"operation": "CREATE", "le": "0.005"}
+    assert sample("mlgate_admission_duration_seconds_bucket", timed) == 1

@@ -82,8 +82,7 @@ class Webhook:
             return _json({"error": f"malformed AdmissionReview: {exc}"}, status=400)
         answer = await self._answer(req, judge)
         outcome = answer.outcome
-        self.metrics.latency.labels(req.operation).observe(time.perf_counter() - started)
-        self._record(req, outcome)
+        self._record(req, outcome, time.perf_counter() - started)
         code, reason = _status(outcome)
         return _json(
             response(
@@ -133,9 +132,9 @@ class Webhook:
             self.metrics.errors.labels("unjudgeable").inc()
         return answer
 
-    def _record(self, req: Request, outcome: Outcome) -> None:
+    def _record(self, req: Request, outcome: Outcome, seconds: float) -> None:
         result = "allowed" if outcome.allowed else "denied"
-        self.metrics.requests.labels(req.operation, req.kind, result, outcome.route).inc()
+        self.metrics.answered(req.operation, req.kind, result, outcome.route, seconds)
         violations = outcome.decision.violations if outcome.decision else ()
         for v in violations:
             self.metrics.violations.labels(v.policy, v.rule, v.mode).inc()
