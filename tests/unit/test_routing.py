@@ -11,13 +11,13 @@ import pytest
 from mlgate.cluster.client import resource_path
 from mlgate.controller.routing import MUTATING, VALIDATING, WEBHOOK_API, KindRouter
 from mlgate.controller.state import PolicyState
+from mlgate.webhook.admission import mutates
 from mlgate.webhook.config import (
     IMAGES_MUTATING_WEBHOOK,
     mutating_webhook_configuration,
     webhook_configuration,
     workload_rules,
 )
-from mlgate.webhook.mutation import mutates
 from tests.unit.factories import policy
 from tests.unit.test_mutation import signatures
 
@@ -82,7 +82,7 @@ def started(routing: KindRouter) -> None:
         ({"mode": "Warn", "images": signatures()}, False),
         ({"images": signatures(mutateDigest=False)}, False),
         (VERIFY, True),
-        ({"mode": "Audit", **VERIFY}, True),  # Mutation.review inserts verifiers in any mode
+        ({"mode": "Audit", **VERIFY}, False),  # only Enforce policies insert verifiers
         ({"images": {"requireDigest": True}}, False),
     ],
 )

@@ -4,7 +4,7 @@
   new kind is routed its objects are not seen at admission; the background audit judges them
   afterwards.
 - `images.mlgate.io` (mutating) gets the workload rules only while a policy in force pins image
-  tags or inserts model verifiers (webhook.mutation.mutates), and none otherwise: then every
+  tags or inserts model verifiers (webhook.admission.mutates), and none otherwise: then every
   mutating call would answer "not mutated", and each one is a second TLS round trip and JSON
   encoding of the object per create. Skipping it can never admit what a policy forbids: the
   validating webhook denies what mutation should have done (engine.pinning.unpinned,
@@ -31,13 +31,13 @@ import aiohttp
 
 from mlgate.cluster.client import JSON_PATCH, ApiError, KubeClient, resource_path
 from mlgate.controller.state import PolicyState, Snapshot
+from mlgate.webhook.admission import mutates
 from mlgate.webhook.config import (
     EXTENSIONS_WEBHOOK,
     IMAGES_MUTATING_WEBHOOK,
     extension_rules,
     workload_rules,
 )
-from mlgate.webhook.mutation import mutates
 
 log = logging.getLogger("mlgate.routing")
 WEBHOOK_API = "admissionregistration.k8s.io/v1"

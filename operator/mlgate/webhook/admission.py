@@ -18,7 +18,7 @@ from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress, exposure, widened
-from mlgate.engine.decisions import Decision, Violation, attribute, framework_ids
+from mlgate.engine.decisions import Decision, Mode, Violation, attribute, framework_ids
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
@@ -31,7 +31,7 @@ from mlgate.engine.evaluate import (
 from mlgate.engine.llm import recognise
 from mlgate.engine.llm_policy import may_concern
 from mlgate.engine.modelverify import unverified
-from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
+from mlgate.engine.pinning import PINNED_SUBRESOURCES, pinning_rules, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
 from mlgate.engine.related import RelatedKind, contract_kinds
 from mlgate.engine.runtimes import RuntimeCatalog
@@ -138,6 +138,19 @@ def render_denial(kind: str, namespace: str, name: str, violations: tuple[Violat
 
 def render_warning(v: Violation) -> str:
     return f"mlgate [{v.policy}] {v.rule} at {v.path}: {v.message}"
+
+
+def mutates(policies: tuple[CompiledPolicy, ...]) -> bool:
+    """Whether the mutating webhook can patch anything under these policies: an Enforce policy
+    pins verified tags (engine.pinning.pinning_rules) or inserts model verifiers
+    (engine.modelverify.verifying). Without one, every mutating answer is "not mutated" and
+    validation finds nothing mutation should have done, whatever the request; the router then
+    routes no request to the mutating webhook (controller.routing)."""
+    return any(
+        pinning_rules(p) is not None
+        or (p.mode is Mode.ENFORCE and p.models is not None and p.models.verify_loaded is not None)
+        for p in policies
+    )
 
 
 @dataclass
@@ -340,8 +353,10 @@ class Admission:
     ) -> list[Violation]:
         """What the mutating webhook, which ran just before, should have done: pin verified tags
         and insert model verifiers."""
-        if req.sub_resource not in PINNED_SUBRESOURCES:
-            return []  # a Scale carries no images; the parent's were judged when they came in
+        if req.sub_resource not in PINNED_SUBRESOURCES or not mutates(policies):
+            # A Scale carries no images (the parent's were judged when they came in); without
+            # a policy that mutates there is nothing mutation could have done.
+            return []
         before = (
             effective_view(req.old_obj, self.runtimes(), self.state.snapshot().kinds)
             if req.old_obj is not None

@@ -33,10 +33,10 @@ from typing import Any
 
 from mlgate.engine import modelverify
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, Pin, json_pointer, pinning_rules, plan
-from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.policy import Facts
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
-from mlgate.webhook.admission import Admission, Outcome, with_namespace
+from mlgate.webhook.admission import Admission, Outcome, mutates, with_namespace
 from mlgate.webhook.review import Request
 
 
@@ -93,16 +93,6 @@ def patch_operations(
         ops.append({"op": "test", "path": pointer, "value": pin.image})
         ops.append({"op": "replace", "path": pointer, "value": pin.pinned})
     return tuple(ops)
-
-
-def _verifies(policy: CompiledPolicy) -> bool:
-    return policy.models is not None and policy.models.verify_loaded is not None
-
-
-def mutates(policies: tuple[CompiledPolicy, ...]) -> bool:
-    """Whether any of these policies can have a request patched: without one, every answer is
-    "not mutated", whatever the request (controller.routing then routes none here)."""
-    return any(pinning_rules(p) is not None or _verifies(p) for p in policies)
 
 
 def encode_patch(ops: tuple[dict[str, Any], ...]) -> str:
