@@ -24,8 +24,8 @@ _TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]', re.DOTALL)
 _OPEN = frozenset("[{")
 
 
-# Byte tables for _nesting: every byte but a bracket deleted; openers +1, closers -1 (signed).
-_NOT_BRACKETS = bytes(range(256)).translate(None, b"[]{}")
+# Byte tables for _nesting: every byte but quotes and brackets deleted; openers +1, closers -1.
+_NOT_MARKS = bytes(range(256)).translate(None, b'"[]{}')
 _STEPS = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")
 
 
@@ -37,15 +37,20 @@ def _nesting(text: bytes) -> int:
     are a few passes of bytes methods in C. In valid JSON a backslash occurs only inside a
     string, where escapes read left to right, as bytes.replace does: dropping every escaped
     backslash, then every escaped quote, leaves each string as quote, body, quote, with no
-    quote in the body. Splitting at quotes then puts the text outside strings at even
-    positions; only its brackets open and close containers. UTF-8 encodes nothing else as the
-    ASCII bytes of a quote, backslash or bracket."""
+    quote in the body. Of the rest only quotes and brackets matter: a bracket is outside every
+    string when an even number of quotes precede it. Two adjacent quotes (an empty string, or
+    the end of one string and the start of the next) can go without changing that, which
+    leaves quotes only around the few strings holding brackets; splitting there puts the
+    text outside strings at even positions. UTF-8 encodes nothing else as the ASCII bytes of
+    a quote, backslash or bracket."""
     if b"\\" in text:
         text = text.replace(b"\\\\", b"")
-    if b'\\"' in text:
-        text = text.replace(b'\\"', b"")
-    outside = b"".join(text.split(b'"')[::2]).translate(None, _NOT_BRACKETS)
-    return max(accumulate(memoryview(outside.translate(_STEPS)).cast("b")), default=0)
+        if b'\\"' in text:
+            text = text.replace(b'\\"', b"")
+    marks = text.translate(None, _NOT_MARKS).replace(b'""', b"")
+    if b'"' in marks:
+        marks = b"".join(marks.split(b'"')[::2])
+    return max(accumulate(memoryview(marks.translate(_STEPS)).cast("b")), default=0)
 
 
 def _placeholder(subtree: str) -> str:
