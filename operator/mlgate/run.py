@@ -121,8 +121,8 @@ async def _register_webhook(
     client: KubeClient, opts: RunOptions, ca_bundle: bytes, kinds: Kinds
 ) -> None:
     """Point the webhook configurations at a URL (local clusters; the Helm chart does it there).
-    The validating one also routes the kinds WorkloadKinds declare (controller.routing keeps
-    that entry in step afterwards)."""
+    The validating one also routes the kinds WorkloadKinds declare; controller.routing keeps
+    that entry in step afterwards, and the mutating one's rules with the policies in force."""
     assert opts.register_webhook_url is not None
     ca = base64.b64encode(ca_bundle).decode()
     url = opts.register_webhook_url
