@@ -121,8 +121,8 @@ async def _register_webhook(
     client: KubeClient, opts: RunOptions, ca_bundle: bytes, kinds: Kinds
 ) -> None:
     """Point the webhook configurations at a URL (local clusters; the Helm chart does it there).
-    The validating one also routes the kinds WorkloadKinds declare (controller.routing keeps
-    that entry in step afterwards)."""
+    The validating one also routes the kinds WorkloadKinds declare; controller.routing keeps
+    that entry in step afterwards, and the mutating one's rules with the policies in force."""
     assert opts.register_webhook_url is not None
     ca = base64.b64encode(ca_bundle).decode()
     url = opts.register_webhook_url
@@ -346,6 +346,13 @@ async def serve(opts: RunOptions) -> None:
             lambda: datetime.now(UTC),
             grace=opts.gpu_reservation_ttl,
         )
+        router = KindRouter(
+            client,
+            state,
+            opts.webhook_configs,
+            elector.leads,
+            mutating_names=opts.mutating_webhook_configs,
+        )
         register(
             registry,
             state,
@@ -353,6 +360,7 @@ async def serve(opts: RunOptions) -> None:
             leads=elector.leads,
             egress=egress,
             deleted=reconciler.deleted,
+            routed=router.sync,
         )
         runtimes.register(registry)
         inventory = Inventory()
@@ -385,7 +393,6 @@ async def serve(opts: RunOptions) -> None:
         auditing = asyncio.create_task(
             supervise("audit", partial(auditor.run, after=webhook.ready), metrics)
         )
-        router = KindRouter(client, state, opts.webhook_configs, elector.leads)
         routing = asyncio.create_task(
             supervise("kind-routing", partial(router.run, after=webhook.ready), metrics)
         )

@@ -15,6 +15,7 @@ import yaml
 
 from mlgate.devcluster import Cluster
 from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
+from mlgate.webhook.config import workload_rules
 
 REPO = Path(__file__).resolve().parents[2]
 GOOD = "registry.example.com/ml/serve@sha256:" + "a" * 64
@@ -521,3 +522,34 @@ def test_a_model_named_on_an_llm_servers_command_line_needs_approval(
     finally:
         control_plane.kubectl("delete", "approvedmodel", name, "--ignore-not-found")
         control_plane.kubectl("delete", "clustermlpolicy", name, "--ignore-not-found")
+
+
+def test_mutation_is_routed_only_while_a_policy_in_force_mutates(
+    control_plane: Cluster, enforce: str, namespace: str
+) -> None:
+    """No policy pins or verifies: creates skip the mutating round trip (its rules are
+    emptied). One that does is routed before it is reported Ready, and unrouted once gone."""
+
+    def mutating_rules() -> Any:
+        out = control_plane.kubectl(
+            "get", "mutatingwebhookconfiguration", "mlgate-e2e", "-o", "json", check=True
+        )
+        (hook,) = json.loads(out.stdout)["webhooks"]
+        return hook.get("rules", [])
+
+    def settles(expected: Any) -> None:
+        deadline = time.monotonic() + 20
+        while mutating_rules() != expected:
+            assert time.monotonic() < deadline, f"mutating rules not {expected}"
+            time.sleep(0.2)
+
+    settles([])
+    name = f"verify-{uuid.uuid4().hex[:8]}"
+    apply(control_plane, policy_doc(name, namespace, models={"verifyLoaded": {}}))
+    try:
+        wait_policy(control_plane, name)
+        assert mutating_rules() == workload_rules()
+    finally:
+        control_plane.kubectl("delete", "clustermlpolicy", name)
+    settles([])
+    assert apply(control_plane, workload("Deployment", "unrouted", namespace, GOOD)).returncode == 0

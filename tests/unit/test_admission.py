@@ -297,3 +297,16 @@ def test_scale_up_of_a_missing_parent_fails_closed() -> None:
     admission = make_admission(policy(gpu={"maxPerWorkload": 8}))
     outcome = judge(admission, scale_review("ghost", 1, 3))
     assert not outcome.allowed and "cannot read deployments/ghost" in outcome.message
+
+
+def test_watched_annotations_follow_the_policies_in_force() -> None:
+    """Computed once per set of policies: a policy change is seen at the next request."""
+    state = PolicyState()
+    admission = Admission(state, GpuLedger())
+    assert admission.watched_annotations() == frozenset()
+    watching = policy(name="watching", models={"sources": {"annotations": ["example.com/model"]}})
+    assert state.upsert(watching).ok
+    assert "example.com/model" in admission.watched_annotations()
+    assert admission.watched_annotations() is admission.watched_annotations()
+    state.remove(watching)
+    assert admission.watched_annotations() == frozenset()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -16,7 +17,7 @@ from mlgate.controller.state import PolicyState
 from mlgate.metrics import Metrics
 from mlgate.webhook.admission import Admission, Outcome
 from mlgate.webhook.review import Request
-from mlgate.webhook.server import Webhook
+from mlgate.webhook.server import Webhook, within
 from tests.unit.factories import deployment, policy, review
 
 
@@ -142,3 +143,71 @@ def test_denials_are_logged_at_info_clean_allows_only_at_debug(
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "mlgate.webhook"]
     assert [level for level, message in lines if message.endswith("allowed")] == [logging.DEBUG]
     assert [level for level, message in lines if message.endswith("denied")] == [logging.INFO]
+
+
+async def _pauses_then(result: str, pauses: int, error: Exception | None = None) -> str:
+    """Suspends `pauses` times (on a bare yield and on a future), then answers or raises."""
+    loop = asyncio.get_running_loop()
+    for i in range(pauses):
+        if i % 2:
+            await asyncio.sleep(0)
+        else:
+            future: asyncio.Future[None] = loop.create_future()
+            loop.call_soon(future.set_result, None)
+            await future
+    if error is not None:
+        raise error
+    return result
+
+
+@pytest.mark.parametrize("pauses", [0, 1, 5])
+def test_within_answers_what_the_coroutine_returns_suspended_or_not(pauses: int) -> None:
+    assert asyncio.run(within(_pauses_then("ok", pauses), 5)) == "ok"
+    with pytest.raises(KeyError):
+        asyncio.run(within(_pauses_then("ok", pauses, KeyError("bug")), 5))
+
+
+def test_within_refuses_a_coroutine_that_waits_past_the_deadline() -> None:
+    finished: list[bool] = []
+
+    async def blocks() -> str:
+        try:
+            await asyncio.sleep(5)
+        finally:
+            finished.append(True)  # cancelled, not abandoned
+        return "late"
+
+    async def main() -> None:
+        with pytest.raises(TimeoutError):
+            await within(blocks(), 0.05)
+
+    asyncio.run(main())
+    assert finished == [True]
+
+
+def test_within_counts_the_time_before_the_first_suspension() -> None:
+    async def busy_then_waits() -> str:
+        computed = time.perf_counter() + 0.1
+        while time.perf_counter() < computed:  # computing, before anything could block
+            pass
+        await asyncio.sleep(0)
+        return "late"
+
+    with pytest.raises(TimeoutError):
+        asyncio.run(within(busy_then_waits(), 0.05))
+
+
+def test_each_answer_is_counted_and_timed_under_its_own_labels() -> None:
+    metrics = Metrics()
+    metrics.answered("CREATE", "Deployment", "allowed", "judged", 0.002)
+    metrics.answered("CREATE", "Deployment", "allowed", "judged", 0.2)
+    metrics.answered("UPDATE", "Deployment", "denied", "judged", 0.002)
+    sample = metrics.registry.get_sample_value
+    counted = {"operation": "CREATE", "kind": "Deployment", "result": "allowed", "route": "judged"}
+    assert sample("mlgate_admission_requests_total", counted) == 2
+    assert sample("mlgate_admission_requests_total", counted | {"operation": "UPDATE"}) is None
+    denied = counted | {"operation": "UPDATE", "result": "denied"}
+    assert sample("mlgate_admission_requests_total", denied) == 1
+    assert sample("mlgate_admission_duration_seconds_count", {"operation": "CREATE"}) == 2
+    timed = {"operation": "CREATE", "le": "0.005"}
+    assert sample("mlgate_admission_duration_seconds_bucket", timed) == 1

@@ -178,7 +178,7 @@ def test_without_the_workload_kind_the_policy_decides_unknown_kinds() -> None:
 def test_state_keeps_the_first_workload_kind_by_name_and_reports_changes() -> None:
     state = PolicyState()
     calls: list[int] = []
-    state.on_kinds_changed = lambda: calls.append(1)
+    state.on_routing_changed = lambda: calls.append(1)
     state.upsert(WIDGET_KIND)
     other = kind(pods=[])
     other["metadata"]["name"] = "zz-other"

@@ -7,7 +7,7 @@ Handlers are registered on a registry built per process (no module-level globals
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -114,6 +114,10 @@ def observe_workload(
     return namespace, key
 
 
+async def no_routing() -> None:
+    """Without a router (tests, `mlgate check`) nothing is routed."""
+
+
 def register(
     registry: kopf.OperatorRegistry,
     state: PolicyState,
@@ -122,12 +126,16 @@ def register(
     *,
     egress: EgressReconciler | None = None,
     deleted: Callable[[str, Key], None] = lambda _, __: None,
+    routed: Callable[[], Awaitable[object]] = no_routing,
 ) -> None:
     """Attach every handler to `registry`.
 
     `leads()` is False on replicas that are not the leader: they keep their state current
     but leave status writes to one replica. `egress`, when given, is fed the policies,
     namespaces and managed NetworkPolicies it reconciles (its handlers run after the state's).
+    `routed()` brings the webhook configurations in step with the state (controller.routing):
+    awaited before Ready is written, so a policy reported Ready is also routed (its workloads
+    reach the mutating webhook when it pins or verifies).
     """
 
     def write_status(body: kopf.Body, patch: kopf.Patch, result: CompileResult) -> None:
@@ -135,11 +143,13 @@ def register(
         if change is not None:
             patch.status.update(change)
 
-    def on_resource(type: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
+    async def on_resource(type: str, body: kopf.Body, patch: kopf.Patch, **_: Any) -> None:
         if type == "DELETED":
             state.remove(body)
         elif leads():
-            write_status(body, patch, state.upsert(body))
+            result = state.upsert(body)
+            await routed()
+            write_status(body, patch, result)
         else:
             state.upsert(body)
 

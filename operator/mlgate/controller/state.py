@@ -72,22 +72,23 @@ class PolicyState:
     _kinds: dict[str, tuple[int | None, KindSpec]] = field(default_factory=dict)
     _namespaces: dict[str, Mapping[str, str]] = field(default_factory=dict)
     _snapshot: Snapshot = field(default_factory=Snapshot)
-    # Called when the declared kinds change: the webhook's routing must follow them.
-    on_kinds_changed: Callable[[], None] = lambda: None
+    # Called when the declared kinds or the policies in force change: the webhook's routing
+    # follows both (controller.routing).
+    on_routing_changed: Callable[[], None] = lambda: None
 
     def snapshot(self) -> Snapshot:
         return self._snapshot
 
     def _rebuild(self) -> None:
-        before = self._snapshot.kinds
+        before = self._snapshot
         self._snapshot = Snapshot(
             policies=tuple(p for _, (_, p) in sorted(self._policies.items())),
             approvals=tuple(a for _, (_, a) in sorted(self._approvals.items())),
             kinds=self._declared_kinds(),
             generation=self._snapshot.generation + 1,
         )
-        if self._snapshot.kinds != before:
-            self.on_kinds_changed()
+        if (self._snapshot.kinds, self._snapshot.policies) != (before.kinds, before.policies):
+            self.on_routing_changed()
 
     def _declared_kinds(self) -> Kinds:
         """Two WorkloadKinds for the same kind: the first by name is in force, so the outcome

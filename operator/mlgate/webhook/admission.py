@@ -18,7 +18,7 @@ from mlgate.controller.gpu_budget import BudgetStore, MemoryBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.state import PolicyState
 from mlgate.engine import egress, exposure, widened
-from mlgate.engine.decisions import Decision, Violation, attribute, framework_ids
+from mlgate.engine.decisions import Decision, Mode, Violation, attribute, framework_ids
 from mlgate.engine.effective import effective_view
 from mlgate.engine.evaluate import (
     ALWAYS_EXEMPT,
@@ -31,7 +31,7 @@ from mlgate.engine.evaluate import (
 from mlgate.engine.llm import recognise
 from mlgate.engine.llm_policy import may_concern
 from mlgate.engine.modelverify import unverified
-from mlgate.engine.pinning import PINNED_SUBRESOURCES, unpinned
+from mlgate.engine.pinning import PINNED_SUBRESOURCES, pinning_rules, unpinned
 from mlgate.engine.policy import CompiledPolicy, Facts, GpuRules, GpuUsage, ImageFact
 from mlgate.engine.related import RelatedKind, contract_kinds
 from mlgate.engine.runtimes import RuntimeCatalog
@@ -140,6 +140,19 @@ def render_warning(v: Violation) -> str:
     return f"mlgate [{v.policy}] {v.rule} at {v.path}: {v.message}"
 
 
+def mutates(policies: tuple[CompiledPolicy, ...]) -> bool:
+    """Whether the mutating webhook can patch anything under these policies: an Enforce policy
+    pins verified tags (engine.pinning.pinning_rules) or inserts model verifiers
+    (engine.modelverify.verifying). Without one, every mutating answer is "not mutated" and
+    validation finds nothing mutation should have done, whatever the request; the router then
+    routes no request to the mutating webhook (controller.routing)."""
+    return any(
+        pinning_rules(p) is not None
+        or (p.mode is Mode.ENFORCE and p.models is not None and p.models.verify_loaded is not None)
+        for p in policies
+    )
+
+
 @dataclass
 class Admission:
     state: PolicyState
@@ -156,6 +169,9 @@ class Admission:
     # a workload naming one is refused for want of it rather than judged without it.
     runtimes: Callable[[], RuntimeCatalog] = RuntimeCatalog
     budgets: BudgetStore = field(default_factory=MemoryBudgetStore)
+    _watched: tuple[tuple[CompiledPolicy, ...], frozenset[str]] = field(
+        default=((), frozenset()), repr=False
+    )
 
     @property
     def gpu(self) -> GpuAccounting:
@@ -234,13 +250,15 @@ class Admission:
             return await self._unsupported(item, scaled)
         return await self._judge(req, item, scaled)
 
-    def watched_annotations(self) -> set[str]:
-        return {
-            key
-            for p in self.state.snapshot().policies
-            if p.models is not None
-            for key in p.models.annotations
-        }
+    def watched_annotations(self) -> frozenset[str]:
+        """The annotations model rules read, computed once per set of policies in force."""
+        policies = self.state.snapshot().policies
+        if self._watched[0] is not policies:
+            keys = frozenset(
+                k for p in policies if p.models is not None for k in p.models.annotations
+            )
+            self._watched = (policies, keys)
+        return self._watched[1]
 
     async def namespace_labels(self, namespace: str) -> Mapping[str, str]:
         labels = self.state.namespace_labels(namespace)
@@ -261,6 +279,7 @@ class Admission:
             images=images,
             device_claims=await device_claims(self.object_lookup, item, obj),
             kinds=self.state.snapshot().kinds,
+            related=await self._related(policies, obj, labels or {}),
         )
 
     async def _related(
@@ -295,10 +314,6 @@ class Admission:
     async def _judge(self, req: Request, item: WorkloadView, obj: Mapping[str, Any]) -> Outcome:
         snapshot = self.state.snapshot()
         facts = await self._facts(item, obj, snapshot.policies)
-        facts = replace(
-            facts,
-            related=await self._related(snapshot.policies, obj, facts.namespace_labels or {}),
-        )
         waiting = await self._awaiting_egress(snapshot.policies, item, facts)
         late = self._unpinned(req, snapshot.policies, item, facts)
         plan = await self.gpu.plan(item, obj, snapshot.policies, facts.device_claims)
@@ -307,8 +322,9 @@ class Admission:
             # or another) reserved since, otherwise the workload is judged again on the news.
             # The server's deadline bounds the retries (and then denies: fail closed).
             usage, step = await self._gpu_usage(item, plan)
+            judged = facts if usage is None else replace(facts, gpu_usage=usage)
             decision = with_llm(
-                evaluate_view(snapshot.policies, item, replace(facts, gpu_usage=usage)),
+                evaluate_view(snapshot.policies, item, judged),
                 snapshot.policies,
                 obj,
                 facts,
@@ -337,8 +353,10 @@ class Admission:
     ) -> list[Violation]:
         """What the mutating webhook, which ran just before, should have done: pin verified tags
         and insert model verifiers."""
-        if req.sub_resource not in PINNED_SUBRESOURCES:
-            return []  # a Scale carries no images; the parent's were judged when they came in
+        if req.sub_resource not in PINNED_SUBRESOURCES or not mutates(policies):
+            # A Scale carries no images (the parent's were judged when they came in); without
+            # a policy that mutates there is nothing mutation could have done.
+            return []
         before = (
             effective_view(req.old_obj, self.runtimes(), self.state.snapshot().kinds)
             if req.old_obj is not None

@@ -298,6 +298,9 @@ def mutating_webhook_configuration(
     Pinning has no side effects, so dry runs are mutated alike. IfNeeded reinvokes mlgate when a
     later mutating webhook changes the object (e.g. injects a sidecar with a tag), so every image
     that reaches validation is pinned; pinning is idempotent, so the reinvocation is safe.
+
+    These rules are where mlgate starts: controller.routing empties them while no policy in
+    force mutates (webhook.admission.mutates), so creates skip this round trip.
     """
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",

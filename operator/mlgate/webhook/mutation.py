@@ -33,10 +33,10 @@ from typing import Any
 
 from mlgate.engine import modelverify
 from mlgate.engine.pinning import PINNED_SUBRESOURCES, Pin, json_pointer, pinning_rules, plan
-from mlgate.engine.policy import CompiledPolicy, Facts
+from mlgate.engine.policy import Facts
 from mlgate.engine.updates import benign_update
 from mlgate.engine.workloads import Unsupported, WorkloadView, view
-from mlgate.webhook.admission import Admission, Outcome, with_namespace
+from mlgate.webhook.admission import Admission, Outcome, mutates, with_namespace
 from mlgate.webhook.review import Request
 
 
@@ -95,10 +95,6 @@ def patch_operations(
     return tuple(ops)
 
 
-def _verifies(policy: CompiledPolicy) -> bool:
-    return policy.models is not None and policy.models.verify_loaded is not None
-
-
 def encode_patch(ops: tuple[dict[str, Any], ...]) -> str:
     return base64.b64encode(json.dumps(list(ops), separators=(",", ":")).encode()).decode()
 
@@ -116,9 +112,9 @@ class Mutation:
             return Answer(Outcome(True, route="not-mutated"))  # the validating webhook denies
         snapshot = self.admission.state.snapshot()
         policies = snapshot.policies
-        pinning = any(pinning_rules(p) for p in policies)
-        if not pinning and not any(_verifies(p) for p in policies):
+        if not mutates(policies):
             return Answer(Outcome(True, route="not-mutated"))
+        pinning = any(pinning_rules(p) for p in policies)
         labels = await self.admission.namespace_labels(item.namespace)
         images = await self.admission.verify_images(policies, item) if pinning else None
         facts = Facts(
