@@ -11,7 +11,8 @@ from enum import Enum
 from mlgate.engine import model_env, servers
 from mlgate.engine.commandline import container_env
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.model_provenance import covers, immutability_problem, missing_evidence
+from mlgate.engine.model_provenance import immutability_problem, missing_evidence
+from mlgate.engine.model_uris import identity
 from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.workloads import ContainerView, PodView, WorkloadView, metadata_path
@@ -108,8 +109,9 @@ def _server_references(
     """The models an LLM server in the container is told to load (engine/servers.py)."""
     spec = container.spec
     command, args = spec.get("command"), spec.get("args")
-    # The env only expands `$(VAR)` in command and args: most containers have neither.
-    env = container_env((e.name, e.value) for e in container.env) if command or args else {}
+    if not (command or args):  # most containers: nothing tells a server which model to load
+        return
+    env = container_env((e.name, e.value) for e in container.env)
     entry = servers.entrypoint(container.image, spec, container.path)
     found = servers.command_refs(command, args, container.path, env, entry)
     for ref in found:
@@ -122,10 +124,13 @@ def _location(ref: ModelRef) -> Source:
     return Source.HF_LOCATION if ref.hf_ids else Source.LOCATION
 
 
-def _matches(approval: Approval, wanted: Wanted) -> bool:
+def _matching(wanted: Wanted, approvals: tuple[Approval, ...]) -> list[Approval]:
+    """The approvals of `wanted`, in their order. A URI is parsed once here, not once per
+    approval: each approval holds its URIs' identities."""
     if wanted.uri is not None:
-        return any(covers(uri, wanted.uri) for uri in approval.uris)
-    return approval.model == wanted.name and approval.version == wanted.version
+        key = identity(wanted.uri)
+        return [a for a in approvals if key in a.identities]
+    return [a for a in approvals if a.model == wanted.name and a.version == wanted.version]
 
 
 def _why_void(approval: Approval, namespace: str, now: datetime) -> str | None:
@@ -160,8 +165,8 @@ def counting_approvals(
         return []
     return [
         a
-        for a in approvals
-        if _matches(a, wanted) and _why_insufficient(a, rules, namespace, now) is None
+        for a in _matching(wanted, approvals)
+        if _why_insufficient(a, rules, namespace, now) is None
     ]
 
 
@@ -175,8 +180,7 @@ def _approval_problem(
     namespace: str,
     now: datetime,
 ) -> str | None:
-    candidates = [a for a in approvals if _matches(a, wanted)]
-    reasons = [_why_insufficient(a, rules, namespace, now) for a in candidates]
+    reasons = [_why_insufficient(a, rules, namespace, now) for a in _matching(wanted, approvals)]
     if any(r is None for r in reasons):
         return None
     if reasons:
