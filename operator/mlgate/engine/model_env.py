@@ -53,19 +53,18 @@ ENDPOINT_VARIABLES: tuple[EndpointVariable, ...] = (
 )
 
 
-# Every env var of every container is looked up: a dict and a few prefixes, not a scan of the table.
+# Every env var of every container is looked up: a dict and one `startswith` of the prefixes, not
+# a scan of the table.
 _EXACT = {v.name: v for v in ENDPOINT_VARIABLES if not v.name.endswith("*")}
 _PREFIXES = tuple((v.name[:-1], v) for v in ENDPOINT_VARIABLES if v.name.endswith("*"))
-_FIRST = tuple(sorted({prefix[0] for prefix in (*_EXACT, *(p for p, _ in _PREFIXES))}))
+_ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
 
 
 def endpoint_variable(name: str) -> EndpointVariable | None:
-    if not name.startswith(_FIRST):
-        return None
     exact = _EXACT.get(name)
-    if exact is not None:
+    if exact is not None or not name.startswith(_ANY_PREFIX):
         return exact
-    return next((v for prefix, v in _PREFIXES if name.startswith(prefix)), None)
+    return next(v for prefix, v in _PREFIXES if name.startswith(prefix))
 
 
 def _governed(rules: ModelRules) -> Iterator[str]:

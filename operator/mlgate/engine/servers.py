@@ -238,6 +238,8 @@ def command_refs(
     words = container_words(command, f"{path}.command", env) + container_words(
         args, f"{path}.args", env
     )
+    if not words:  # most containers: no server is told anything, whatever the image runs
+        return
     for simple in commands(words, env):
         found = _server_of(simple)
         if found is not None:
