@@ -18,6 +18,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from mlgate.engine.memo import text_cache
+
 _HEX_COMMIT = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _OCI_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
 _GCS_GENERATION = re.compile(r"[0-9]+")
@@ -101,6 +103,7 @@ def _repository(oci_name: str) -> str:
 Identity = tuple[str, str | None]
 
 
+@text_cache(maxsize=4096, max_length=1024)
 def identity(uri: str) -> Identity:
     """The (name, revision) an approval of `uri` approves and a reference to `uri` asks for."""
     parts = split(uri)

@@ -111,15 +111,31 @@ SERVERS: tuple[Server, ...] = (
 )
 
 
+def _lookup() -> tuple[dict[str, Server], dict[str, list[tuple[tuple[str, ...], Server]]]]:
+    """SERVERS by `-m` module, and by program name with the words that must follow it; in table
+    order, so the first server that matches wins, as a scan of the table would find."""
+    modules: dict[str, Server] = {}
+    programs: dict[str, list[tuple[tuple[str, ...], Server]]] = {}
+    for server in SERVERS:
+        for module in server.modules:
+            modules.setdefault(module, server)
+        for prog in server.programs:
+            programs.setdefault(prog[0], []).append((prog[1:], server))
+    return modules, programs
+
+
+# Every simple command of every container is looked up: in a dict, not by a scan of the table.
+_BY_MODULE, _BY_PROGRAM = _lookup()
+
+
 def _server_of(command: Sequence[Token]) -> tuple[Server, int] | None:
     name, start = program(command)
-    for server in SERVERS:
-        if name.startswith("-m ") and name[3:] in server.modules:
-            return server, start
-        for prog in server.programs:
-            words = [name, *(t.text for t in command[start : start + len(prog) - 1])]
-            if tuple(words) == prog:
-                return server, start + len(prog) - 1
+    if name.startswith("-m "):
+        server = _BY_MODULE.get(name[3:])
+        return None if server is None else (server, start)
+    for rest, server in _BY_PROGRAM.get(name, ()):
+        if tuple(t.text for t in command[start : start + len(rest)]) == rest:
+            return server, start + len(rest)
     return None
 
 
