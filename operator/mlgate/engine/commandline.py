@@ -35,6 +35,8 @@ _SEPARATORS = frozenset({";", "&&", "||", "|", "&", ";;", "|&"})
 def expand_k8s(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes' `$(VAR)` expansion of command and args: defined variables are replaced, `$$`
     escapes a dollar, anything else stays as written."""
+    if "$" not in text:  # most words and values
+        return text
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)

@@ -53,7 +53,9 @@ def _flags(
 ) -> dict[str, Form]:
     table = dict.fromkeys(plain, Form.PLAIN)
     table |= dict.fromkeys(adapters, Form.ADAPTERS)
-    return table | dict.fromkeys(json_, Form.JSON)
+    table |= dict.fromkeys(json_, Form.JSON)
+    # Spelt with dashes once here, as `_flag_form` compares them: not for every word judged.
+    return {flag.replace("_", "-"): form for flag, form in table.items()}
 
 
 # Flag spellings from each project's documented CLI. `--served-model-name` / `--model_name` only
@@ -148,7 +150,7 @@ def _flag_form(server: Server, flag: str) -> Form | None:
     both), and a unique prefix of a model flag counts as it, as argparse and getopt accept
     abbreviations: an ambiguous one would make the server refuse to start anyway."""
     given = flag.replace("_", "-")
-    exact = {f.replace("_", "-"): form for f, form in server.flags.items()}
+    exact = server.flags  # spelt with dashes (`_flags`)
     if given in exact:
         return exact[given]
     if len(given) > 3:
