@@ -129,17 +129,23 @@ def _endpoint(rules: ModelRules, env: EnvVar, variable: EndpointVariable) -> Fin
     )
 
 
-def _container(rules: ModelRules, c: ContainerView) -> Iterator[Finding]:
+def _container(rules: ModelRules, c: ContainerView) -> list[Finding]:
+    found: list[Finding] = []
     indirect_allowed = rules.allow_indirect_references
     for env in c.env:
-        variable = endpoint_variable(env.name)
+        # Runs for every env var admitted, nearly all no endpoint variable: the dict lookup of
+        # `endpoint_variable` inline, the function only for a name that begins like a prefix.
+        variable = _EXACT.get(env.name)
+        if variable is None and env.name.startswith(_ANY_PREFIX):
+            variable = endpoint_variable(env.name)
         if env.value is None:
             if not indirect_allowed and (variable is not None or env.name in rules.env):
-                yield _value_from(env)
+                found.append(_value_from(env))
         elif variable is not None and (finding := _endpoint(rules, env, variable)):
-            yield finding
-    if not indirect_allowed:
-        yield from filter(None, (_env_from(rules, s) for s in c.env_from))
+            found.append(finding)
+    if not indirect_allowed and c.env_from:
+        found.extend(filter(None, (_env_from(rules, s) for s in c.env_from)))
+    return found
 
 
 def check(rules: ModelRules, view: WorkloadView) -> list[Finding]:
