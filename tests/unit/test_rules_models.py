@@ -170,6 +170,23 @@ def test_unapproved_uri(uri: str) -> None:
     ]
 
 
+def test_a_repeated_reference_is_reported_at_every_path_judged_by_where_it_is() -> None:
+    # Each distinct (value, kind of field) is judged once; every reference gets its verdict.
+    env = [
+        {"name": "MODEL_URI", "value": "acme/other"},
+        {"name": "STORAGE_URI", "value": "acme/other"},
+        {"name": "HF_MODEL_ID", "value": "acme/other"},
+    ]
+    findings = check(deployment(env))
+    base = "spec.template.spec.containers[0].env"
+    assert [f.path for f in findings] == [f"{base}[1]", f"{base}[2]", f"{base}[3]"]
+    assert findings[0].message == findings[1].message
+    assert "is not a model URI" in findings[0].message
+    assert findings[2].message == (
+        f"model 'acme/other' is not approved: no ApprovedModel matches it{HINT}"
+    )
+
+
 @pytest.mark.parametrize(
     "value",
     ["S3://models/fraud-detector/v3", "models/fraud-detector/v3", "fraud-detector", "/mnt/models"],

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mlgate.engine.memo import text_cache
+
 
 @dataclass(frozen=True, slots=True)
 class Token:
@@ -33,6 +35,8 @@ _SEPARATORS = frozenset({";", "&&", "||", "|", "&", ";;", "|&"})
 def expand_k8s(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes' `$(VAR)` expansion of command and args: defined variables are replaced, `$$`
     escapes a dollar, anything else stays as written."""
+    if "$" not in text:  # most words and values
+        return text
 
     def sub(match: re.Match[str]) -> str:
         name = match.group(1)
@@ -56,6 +60,9 @@ def container_env(variables: Iterable[tuple[str, str | None]]) -> dict[str, str]
 
 
 def _expand_shell(text: str, variables: Mapping[str, str]) -> str:
+    if "$" not in text:  # most words
+        return text
+
     def sub(match: re.Match[str]) -> str:
         name = match.group(1) or match.group(2)
         return variables.get(name, match.group(0))
@@ -67,7 +74,9 @@ def basename(word: str) -> str:
     return word.rsplit("/", 1)[-1]
 
 
-def _shell_words(script: str) -> list[str] | None:
+# Tokenising is most of the cost of reading a command line, and a cluster runs few scripts.
+@text_cache(maxsize=512, max_length=16384)
+def _shell_words(script: str) -> tuple[str, ...] | None:
     """A script's words and operators as a POSIX shell splits them; None when it cannot be."""
     text = script.replace("\\\n", " ").replace("\n", " ; ")
     # Parentheses stay inside words: `$(VAR)` that Kubernetes left unexpanded is one word.
@@ -75,7 +84,7 @@ def _shell_words(script: str) -> list[str] | None:
     lexer.whitespace_split = True
     lexer.commenters = "#"
     try:
-        return list(lexer)
+        return tuple(lexer)
     except ValueError:  # unbalanced quotes: the shell would refuse to run it
         return None
 

@@ -84,6 +84,8 @@ def workload_violations(
 ) -> tuple[list[Violation], tuple[str, ...]]:
     """Violations of an object that may serve an LLM, and the names of the policies whose llm
     rules judged it."""
+    if all(p.llm is None for p in policies):  # most policies have no llm rules: nothing to judge
+        return [], ()
     namespace = reach.namespace_of(obj)
     found = reach.meta(obj).get("labels")
     # Untrusted: a labels field that is not a mapping (a string in some upstream docs) has none.

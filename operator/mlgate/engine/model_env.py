@@ -53,19 +53,18 @@ ENDPOINT_VARIABLES: tuple[EndpointVariable, ...] = (
 )
 
 
-# Every env var of every container is looked up: a dict and a few prefixes, not a scan of the table.
+# Every env var of every container is looked up: a dict and one `startswith` of the prefixes, not
+# a scan of the table.
 _EXACT = {v.name: v for v in ENDPOINT_VARIABLES if not v.name.endswith("*")}
 _PREFIXES = tuple((v.name[:-1], v) for v in ENDPOINT_VARIABLES if v.name.endswith("*"))
-_FIRST = tuple(sorted({prefix[0] for prefix in (*_EXACT, *(p for p, _ in _PREFIXES))}))
+_ANY_PREFIX = tuple(prefix for prefix, _ in _PREFIXES)
 
 
 def endpoint_variable(name: str) -> EndpointVariable | None:
-    if not name.startswith(_FIRST):
-        return None
     exact = _EXACT.get(name)
-    if exact is not None:
+    if exact is not None or not name.startswith(_ANY_PREFIX):
         return exact
-    return next((v for prefix, v in _PREFIXES if name.startswith(prefix)), None)
+    return next(v for prefix, v in _PREFIXES if name.startswith(prefix))
 
 
 def _governed(rules: ModelRules) -> Iterator[str]:
@@ -130,17 +129,23 @@ def _endpoint(rules: ModelRules, env: EnvVar, variable: EndpointVariable) -> Fin
     )
 
 
-def _container(rules: ModelRules, c: ContainerView) -> Iterator[Finding]:
+def _container(rules: ModelRules, c: ContainerView) -> list[Finding]:
+    found: list[Finding] = []
     indirect_allowed = rules.allow_indirect_references
     for env in c.env:
-        variable = endpoint_variable(env.name)
+        # Runs for every env var admitted, nearly all no endpoint variable: the dict lookup of
+        # `endpoint_variable` inline, the function only for a name that begins like a prefix.
+        variable = _EXACT.get(env.name)
+        if variable is None and env.name.startswith(_ANY_PREFIX):
+            variable = endpoint_variable(env.name)
         if env.value is None:
             if not indirect_allowed and (variable is not None or env.name in rules.env):
-                yield _value_from(env)
+                found.append(_value_from(env))
         elif variable is not None and (finding := _endpoint(rules, env, variable)):
-            yield finding
-    if not indirect_allowed:
-        yield from filter(None, (_env_from(rules, s) for s in c.env_from))
+            found.append(finding)
+    if not indirect_allowed and c.env_from:
+        found.extend(filter(None, (_env_from(rules, s) for s in c.env_from)))
+    return found
 
 
 def check(rules: ModelRules, view: WorkloadView) -> list[Finding]:

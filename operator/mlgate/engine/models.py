@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -11,7 +11,8 @@ from enum import Enum
 from mlgate.engine import model_env, servers
 from mlgate.engine.commandline import container_env
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.model_provenance import covers, immutability_problem, missing_evidence
+from mlgate.engine.model_provenance import immutability_problem, missing_evidence
+from mlgate.engine.model_uris import identity
 from mlgate.engine.modelrefs import ModelRef
 from mlgate.engine.policy import Approval, ModelRules
 from mlgate.engine.workloads import ContainerView, PodView, WorkloadView, metadata_path
@@ -63,30 +64,28 @@ def normalise(value: str, hf_id: bool = False, name_version: bool = False) -> Wa
     return None
 
 
-def _annotation_path(metadata: str, key: str) -> str:
-    return f'{metadata}.annotations["{key}"]'
-
-
 def references(rules: ModelRules, view: WorkloadView) -> Iterator[tuple[ModelRef, Source]]:
     """Every model reference with what its value may be."""
     for ref in view.model_refs:
         yield ref, _location(ref)
-    for key in rules.annotations:
-        if key in view.annotations:
-            ref = ModelRef(view.annotations[key], _annotation_path("metadata", key))
-            yield ref, Source.ANNOTATION
+    yield from _annotation_references(rules, view.annotations, "metadata")
     for pod in view.pods:
         # A bare Pod's annotations are the workload's, judged above.
-        if pod.path != "spec" and pod.annotations is not view.annotations:
-            meta = metadata_path(pod)
-            for key in rules.annotations:
-                if key in pod.annotations:
-                    ref = ModelRef(pod.annotations[key], _annotation_path(meta, key))
-                    yield ref, Source.ANNOTATION
+        if pod.annotations and pod.path != "spec" and pod.annotations is not view.annotations:
+            yield from _annotation_references(rules, pod.annotations, metadata_path(pod))
         for container in pod.containers:
             if not (container.name in DATASET_CONTAINERS and pod.role in DATASET_CONTAINERS):
                 yield from _env_references(rules, container)
             yield from _server_references(view, pod, container)
+
+
+def _annotation_references(
+    rules: ModelRules, annotations: Mapping[str, str], metadata: str
+) -> Iterator[tuple[ModelRef, Source]]:
+    for key in rules.annotations:
+        if key in annotations:
+            path = f'{metadata}.annotations["{key}"]'
+            yield ModelRef(annotations[key], path), Source.ANNOTATION
 
 
 def _env_references(
@@ -108,8 +107,9 @@ def _server_references(
     """The models an LLM server in the container is told to load (engine/servers.py)."""
     spec = container.spec
     command, args = spec.get("command"), spec.get("args")
-    # The env only expands `$(VAR)` in command and args: most containers have neither.
-    env = container_env((e.name, e.value) for e in container.env) if command or args else {}
+    if not (command or args):  # most containers: nothing tells a server which model to load
+        return
+    env = container_env((e.name, e.value) for e in container.env)
     entry = servers.entrypoint(container.image, spec, container.path)
     found = servers.command_refs(command, args, container.path, env, entry)
     for ref in found:
@@ -122,10 +122,13 @@ def _location(ref: ModelRef) -> Source:
     return Source.HF_LOCATION if ref.hf_ids else Source.LOCATION
 
 
-def _matches(approval: Approval, wanted: Wanted) -> bool:
+def _matching(wanted: Wanted, approvals: tuple[Approval, ...]) -> list[Approval]:
+    """The approvals of `wanted`, in their order. A URI is parsed once here, not once per
+    approval: each approval holds its URIs' identities."""
     if wanted.uri is not None:
-        return any(covers(uri, wanted.uri) for uri in approval.uris)
-    return approval.model == wanted.name and approval.version == wanted.version
+        key = identity(wanted.uri)
+        return [a for a in approvals if key in a.identities]
+    return [a for a in approvals if a.model == wanted.name and a.version == wanted.version]
 
 
 def _why_void(approval: Approval, namespace: str, now: datetime) -> str | None:
@@ -160,8 +163,8 @@ def counting_approvals(
         return []
     return [
         a
-        for a in approvals
-        if _matches(a, wanted) and _why_insufficient(a, rules, namespace, now) is None
+        for a in _matching(wanted, approvals)
+        if _why_insufficient(a, rules, namespace, now) is None
     ]
 
 
@@ -175,13 +178,13 @@ def _approval_problem(
     namespace: str,
     now: datetime,
 ) -> str | None:
-    candidates = [a for a in approvals if _matches(a, wanted)]
-    reasons = [_why_insufficient(a, rules, namespace, now) for a in candidates]
-    if any(r is None for r in reasons):
-        return None
-    if reasons:
-        return "; ".join(r for r in reasons if r)
-    return "no ApprovedModel matches it"
+    reasons = []
+    for approval in _matching(wanted, approvals):
+        reason = _why_insufficient(approval, rules, namespace, now)
+        if reason is None:
+            return None  # one approval that counts is enough: the others' faults do not matter
+        reasons.append(reason)
+    return "; ".join(reasons) if reasons else "no ApprovedModel matches it"
 
 
 def approval_problem(
@@ -210,39 +213,55 @@ def _unrecognised(value: str, source: Source) -> str:
     )
 
 
-def _judge(
-    ref: ModelRef,
+def _problem(
+    value: str,
     source: Source,
     approvals: tuple[Approval, ...],
     rules: ModelRules,
     *,
     namespace: str,
     now: datetime,
-) -> Finding | None:
-    if source is Source.INDIRECT:
-        return None  # model_env reports it, or the policy accepts indirect references
-    if not ref.value.strip():
-        return Finding(
-            Rule.MODELS_APPROVAL,
-            ref.path,
-            "model reference is empty, so it cannot be checked; set the approved model URI",
-        )
+) -> str | None:
+    """Why the reference `value` is not an approved model; None when it is."""
+    if not value.strip():
+        return "model reference is empty, so it cannot be checked; set the approved model URI"
     wanted = normalise(
-        ref.value,
+        value,
         hf_id=source is Source.HF_LOCATION,
         name_version=source is Source.ANNOTATION,
     )
     if wanted is None:
-        return Finding(Rule.MODELS_APPROVAL, ref.path, _unrecognised(ref.value, source))
+        return _unrecognised(value, source)
     problem = _approval_problem(wanted, approvals, rules, namespace, now)
     if problem is None:
         return None
-    return Finding(
-        Rule.MODELS_APPROVAL,
-        ref.path,
-        f"model {ref.value!r} is not approved: {problem}; use an approved model or ask "
-        "security to approve this one (ApprovedModel)",
+    return (
+        f"model {value!r} is not approved: {problem}; use an approved model or ask "
+        "security to approve this one (ApprovedModel)"
     )
+
+
+def _approval_findings(
+    refs: list[tuple[ModelRef, Source]],
+    approvals: tuple[Approval, ...],
+    rules: ModelRules,
+    namespace: str,
+    now: datetime,
+) -> Iterator[Finding]:
+    # Containers and replicas of a workload usually repeat one model: each distinct value is
+    # judged once, and every reference to it gets the verdict at its own path.
+    verdicts: dict[tuple[str, Source], str | None] = {}
+    for ref, source in refs:
+        if source is Source.INDIRECT:
+            continue  # model_env reports it, or the policy accepts indirect references
+        key = (ref.value, source)
+        if key not in verdicts:
+            verdicts[key] = _problem(
+                ref.value, source, approvals, rules, namespace=namespace, now=now
+            )
+        problem = verdicts[key]
+        if problem is not None:
+            yield Finding(Rule.MODELS_APPROVAL, ref.path, problem)
 
 
 def check(
@@ -263,10 +282,7 @@ def check(
     if rules.require_immutable:
         findings.extend(_mutable(refs))
     if rules.require_approved:
-        for ref, source in refs:
-            finding = _judge(ref, source, approvals, rules, namespace=view.namespace, now=now)
-            if finding is not None:
-                findings.append(finding)
+        findings.extend(_approval_findings(refs, approvals, rules, view.namespace, now))
         findings += model_env.check(rules, view)
     return findings
 

@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from mlgate.engine.decisions import Mode
+from mlgate.engine.model_uris import Identity, identity
 from mlgate.engine.runtimes import RuntimeCatalog
 from mlgate.engine.workloads import BUILT_IN_ONLY, Kinds
 
@@ -217,6 +218,12 @@ class Approval:
     expires: datetime | None = None
     revoked: bool = False
     namespaces: tuple[re.Pattern[str], ...] = ()  # globs; empty: every namespace
+    # What `uris` approve (model_uris.identity), parsed once per approval rather than per
+    # reference of every admission: a reference matches by one set lookup.
+    identities: frozenset[Identity] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "identities", frozenset(identity(u) for u in self.uris))
 
 
 @dataclass(frozen=True, slots=True)

@@ -53,7 +53,9 @@ def _flags(
 ) -> dict[str, Form]:
     table = dict.fromkeys(plain, Form.PLAIN)
     table |= dict.fromkeys(adapters, Form.ADAPTERS)
-    return table | dict.fromkeys(json_, Form.JSON)
+    table |= dict.fromkeys(json_, Form.JSON)
+    # Spelt with dashes once here, as `_flag_form` compares them: not for every word judged.
+    return {flag.replace("_", "-"): form for flag, form in table.items()}
 
 
 # Flag spellings from each project's documented CLI. `--served-model-name` / `--model_name` only
@@ -111,15 +113,31 @@ SERVERS: tuple[Server, ...] = (
 )
 
 
+def _lookup() -> tuple[dict[str, Server], dict[str, list[tuple[tuple[str, ...], Server]]]]:
+    """SERVERS by `-m` module, and by program name with the words that must follow it; in table
+    order, so the first server that matches wins, as a scan of the table would find."""
+    modules: dict[str, Server] = {}
+    programs: dict[str, list[tuple[tuple[str, ...], Server]]] = {}
+    for server in SERVERS:
+        for module in server.modules:
+            modules.setdefault(module, server)
+        for prog in server.programs:
+            programs.setdefault(prog[0], []).append((prog[1:], server))
+    return modules, programs
+
+
+# Every simple command of every container is looked up: in a dict, not by a scan of the table.
+_BY_MODULE, _BY_PROGRAM = _lookup()
+
+
 def _server_of(command: Sequence[Token]) -> tuple[Server, int] | None:
     name, start = program(command)
-    for server in SERVERS:
-        if name.startswith("-m ") and name[3:] in server.modules:
-            return server, start
-        for prog in server.programs:
-            words = [name, *(t.text for t in command[start : start + len(prog) - 1])]
-            if tuple(words) == prog:
-                return server, start + len(prog) - 1
+    if name.startswith("-m "):
+        server = _BY_MODULE.get(name[3:])
+        return None if server is None else (server, start)
+    for rest, server in _BY_PROGRAM.get(name, ()):
+        if tuple(t.text for t in command[start : start + len(rest)]) == rest:
+            return server, start + len(rest)
     return None
 
 
@@ -132,7 +150,7 @@ def _flag_form(server: Server, flag: str) -> Form | None:
     both), and a unique prefix of a model flag counts as it, as argparse and getopt accept
     abbreviations: an ambiguous one would make the server refuse to start anyway."""
     given = flag.replace("_", "-")
-    exact = {f.replace("_", "-"): form for f, form in server.flags.items()}
+    exact = server.flags  # spelt with dashes (`_flags`)
     if given in exact:
         return exact[given]
     if len(given) > 3:
@@ -238,6 +256,8 @@ def command_refs(
     words = container_words(command, f"{path}.command", env) + container_words(
         args, f"{path}.args", env
     )
+    if not words:  # most containers: no server is told anything, whatever the image runs
+        return
     for simple in commands(words, env):
         found = _server_of(simple)
         if found is not None:
