@@ -22,7 +22,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "side_by_side": ("side_by_side.py", ["--seconds", "2", "--rounds", "3"], True),
     "webhook": ("webhook_cpu.py", ["--seconds", "5"], True),
     "engine": ("engine_bench.py", ["--seconds", "2"], True),
-    "check": ("check_throughput.py", ["--docs", "5000"], True),
+    "check": ("check_throughput.py", ["--docs", "10000"], True),
     "latency": ("webhook_bench.py", ["--rate", "500", "--seconds", "10"], False),
     "verify": ("verify_bench.py", [], False),
     "audit": ("audit_bench.py", ["--workloads", "5000"], False),
