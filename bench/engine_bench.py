@@ -55,9 +55,7 @@ def per_second(action: Callable[[], object], seconds: float) -> float:
 
 def measure(seconds: float) -> dict[str, Any]:
     body = workload.review()
-    admission = Admission(
-        _load_state(), GpuLedger(reservation_ttl=0.0), Config(gpu_rules=LEDGER_GPU_RULES)
-    )
+    admission = Admission(_load_state(), GpuLedger(), Config(gpu_rules=LEDGER_GPU_RULES))
     decoded = json.loads(body)
     outcome = _now(admission.review(parse_review(decoded)))
     if not outcome.allowed:

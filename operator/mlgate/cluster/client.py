@@ -140,9 +140,12 @@ class KubeClient:
         *,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
+        accept: str | None = None,
     ) -> JSON:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         async with self.session.request(
             method, self.server + path, data=data, headers=headers, params=params
         ) as response:
