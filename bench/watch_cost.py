@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import os
 import statistics
 import sys
 import tempfile
@@ -31,20 +32,24 @@ from typing import Any
 import kopf
 import yaml
 from procstat import cpu_seconds
-from side_by_side import OWN, REPO, Load, _namespace, _wait_admission
+from side_by_side import OWN, REPO, Load, _namespace, _pid_of, _wait_admission
 
 from mlgate import cli
+from mlgate.cluster.client import KubeClient, login, resource_path
 from mlgate.devcluster import LocalControlPlane
 from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 
 # name -> watches left out: kopf handler id prefixes, or watch-<plural> for controller/watch.py
+# (full-<plural>: that watch with whole objects instead of metadata only)
 CONFIGS: dict[str, tuple[str, ...]] = {
     "all": (),
     "-owners": ("owners-",),  # before: kopf's owner-link handlers
     "-inventory": ("inventory-",),  # before: kopf's audit inventory handlers
     "-owners-inventory": ("owners-", "inventory-"),
     "-deployments": ("watch-deployments",),  # after: the metadata-only watch of Deployments
+    "full-deployments": ("full-deployments",),  # after, but Deployments watched in full
 }
+BEFORE = "before:"  # a configuration run with the code of --before
 CHILD = "--child-skip"
 
 
@@ -66,6 +71,7 @@ def _child(skip: Sequence[str], argv: list[str]) -> int:
             if f"watch-{self.plural}" in skip:
                 self.synced.set()
                 return
+            self.metadata_only = self.metadata_only and f"full-{self.plural}" not in skip
             await run(self)
 
         watch.ListWatch.run = skipping
@@ -92,50 +98,93 @@ def _idle(pid: int, timeout: float = 60.0) -> None:
             return
 
 
-def measure(load: Load, pid: int, namespace: str, dry_run: bool, c: int, seconds: float) -> float:
-    """mlgate's CPU microseconds per request over one cell, until it is idle again."""
-    _idle(pid)
-    before = cpu_seconds(pid)
+def measure(
+    load: Load, pids: dict[str, int], namespace: str, dry_run: bool, c: int, seconds: float
+) -> dict[str, float]:
+    """CPU microseconds per request of each process over one cell, until mlgate is idle again
+    (watch events still queued when the load stops are counted), and requests per second."""
+    _idle(pids["mlgate"])
+    before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     result = asyncio.run(load.run(namespace, dry_run, c, seconds))
-    _idle(pid)
+    _idle(pids["mlgate"])
     if result["failures"]:
         raise SystemExit(f"failures: {result['failures']}")
-    return (cpu_seconds(pid) - before) * 1e6 / result["requests"]
+    used = {n: (cpu_seconds(pid) - before[n]) * 1e6 / result["requests"] for n, pid in pids.items()}
+    return used | {"rps": result["rps"]}
 
 
-def run(configs: list[str], seconds: float, rounds: int, c: int, work: Path) -> None:
+def _config(cp: LocalControlPlane, label: str, before: Path | None, work: Path) -> SkippingMlgate:
+    name = label.removeprefix(BEFORE)
+    path = str(before) if label.startswith(BEFORE) and before else None
+    # The child imports mlgate from PYTHONPATH first: an older copy of operator/ for "before:".
+    os.environ.pop("PYTHONPATH", None)
+    if path:
+        os.environ["PYTHONPATH"] = path
+    log = work / f"{label.replace(':', '-')}.log"
+    return SkippingMlgate(CONFIGS[name], cp.kubeconfig, log, webhook_config="mlgate-bench")
+
+
+async def _list_cost(pids: dict[str, int]) -> tuple[int, float, float]:
+    """What the audit's listing costs per object: (objects, this process's µs, apiserver's µs)."""
+    async with KubeClient(login()) as client:
+        before, own = cpu_seconds(pids["apiserver"]), time.process_time()
+        items = await client.list(resource_path("apps/v1", "deployments"))
+        own = time.process_time() - own
+        apiserver = cpu_seconds(pids["apiserver"]) - before
+    return len(items), own * 1e6 / len(items), apiserver * 1e6 / len(items)
+
+
+def _median(cells: list[dict[str, float]], key: str) -> float:
+    return statistics.median(r[key] for r in cells)
+
+
+def run(
+    labels: list[str], before: Path | None, seconds: float, rounds: int, c: int, work: Path
+) -> None:
     with LocalControlPlane() as cp:
         cp.kubectl("apply", "-f", str(REPO / "crds"), check=True)
         cp.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(stand_in_crds()))
         cp.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
-        namespaces = [_namespace(f"bench-{name}") for name in configs]
+        namespaces = [_namespace(f"bench-{i}") for i in range(len(labels))]
         namespaces.append({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OWN}})
         cp.kubectl("apply", "-f", "-", check=True, input=yaml.safe_dump_all(namespaces))
         cp.kubectl("apply", "-f", str(REPO / "examples/models"), check=True)
         cp.kubectl("apply", "-f", str(REPO / "examples/policies/production-ml.yaml"), check=True)
         load = Load(cp, work)
-        results: dict[str, dict[str, list[float]]] = {}
-        for name in configs:
-            process = SkippingMlgate(
-                CONFIGS[name], cp.kubeconfig, work / f"{name}.log", webhook_config="mlgate-bench"
-            )
-            namespace = f"bench-{name}"
-            with process:
+        pids = {"apiserver": _pid_of(cp, "kube-apiserver")}
+        results: dict[str, dict[str, list[dict[str, float]]]] = {}
+        for i, label in enumerate(labels):
+            namespace = f"bench-{i}"
+            with _config(cp, label, before, work) as process:
                 assert process.process is not None
-                pid = process.process.pid
+                pids["mlgate"] = process.process.pid
                 _wait_admission(load, namespace, enforcing=True)
                 asyncio.run(load.run(namespace, True, c, 1.0))  # warm connections and caches
-                cells = results.setdefault(name, {"dry-run": [], "create": []})
+                cells = results.setdefault(label, {"dry-run": [], "create": []})
                 for _ in range(rounds):
                     for mode in ("dry-run", "create"):
-                        us = measure(load, pid, namespace, mode == "dry-run", c, seconds)
-                        cells[mode].append(us)
-                        print(f"{name:18} {mode:7} c={c} mlgate {us:6.0f} µs/request", flush=True)
+                        got = measure(load, pids, namespace, mode == "dry-run", c, seconds)
+                        cells[mode].append(got)
+                        print(
+                            f"{label:26} {mode:7} c={c} {got['rps']:5.0f}/s  µs/req: mlgate "
+                            f"{got['mlgate']:5.0f} apiserver {got['apiserver']:5.0f}",
+                            flush=True,
+                        )
             cp.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-bench", "--ignore-not-found")
-        print("\nmedian mlgate CPU per request (µs): config, dry-run, create, create - dry-run")
-        for name, cells in results.items():
-            dry, real = statistics.median(cells["dry-run"]), statistics.median(cells["create"])
-            print(f"{name:18} {dry:6.0f} {real:6.0f} {real - dry:6.0f}")
+        os.environ["KUBECONFIG"] = str(cp.kubeconfig)
+        listed, own, apiserver = asyncio.run(_list_cost(pids))
+    print(f"\nmedians over {rounds} rounds, CPU µs per request (c={c}):")
+    print(f"{'configuration':26} {'mlgate: dry-run':>15} {'create':>7} {'diff':>6}", end="")
+    print(f"   {'apiserver: dry-run':>18} {'create':>7}")
+    for label, cells in results.items():
+        dry, real = _median(cells["dry-run"], "mlgate"), _median(cells["create"], "mlgate")
+        print(f"{label:26} {dry:15.0f} {real:7.0f} {real - dry:6.0f}", end="")
+        print(f"   {_median(cells['dry-run'], 'apiserver'):18.0f}", end="")
+        print(f" {_median(cells['create'], 'apiserver'):7.0f}")
+    print(
+        f"listing {listed} Deployments (as an audit pass does): {own:.0f} µs per object in the "
+        f"lister, {apiserver:.0f} µs in the apiserver"
+    )
 
 
 def main() -> None:
@@ -143,13 +192,23 @@ def main() -> None:
         skip = tuple(p for p in sys.argv[2].split(",") if p)
         sys.exit(_child(skip, sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", action="append", choices=list(CONFIGS), default=[])
+    parser.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help=f"one of {', '.join(CONFIGS)}, prefixed {BEFORE!r} to run --before's code",
+    )
+    parser.add_argument("--before", type=Path, help="an older copy of operator/ to compare with")
     parser.add_argument("--seconds", type=float, default=3.0, help="per cell and round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("-c", type=int, default=8, help="requests in flight")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        run(args.config or list(CONFIGS), args.seconds, args.rounds, args.c, Path(tmp))
+        labels = args.config or list(CONFIGS)
+        for label in labels:
+            if label.removeprefix(BEFORE) not in CONFIGS:
+                parser.error(f"no configuration {label}")
+        run(labels, args.before, args.seconds, args.rounds, args.c, Path(tmp))
 
 
 if __name__ == "__main__":

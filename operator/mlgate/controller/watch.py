@@ -79,7 +79,7 @@ class ListWatch:
             except Gone:
                 self._version = None
             except (aiohttp.ClientError, TimeoutError, ApiError) as exc:
-                log.warning("watch of %s failed (%s); retrying in %gs", self.plural, exc, backoff)
+                log.warning("watch of %s failed (%r); retrying in %gs", self.plural, exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
 
@@ -129,12 +129,8 @@ class ListWatch:
             "resourceVersion": self._version or "",
             "timeoutSeconds": str(SERVER_TIMEOUT),
         }
-        headers = {"Accept": PARTIAL_OBJECT} if self.metadata_only else {}
-        timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=SERVER_TIMEOUT + 30)
-        url = self.client.server + self.path
-        async with self.client.session.get(
-            url, params=params, headers=headers, timeout=timeout
-        ) as response:
+        accept = PARTIAL_OBJECT if self.metadata_only else None
+        async with self.client.stream(self.path, params, SERVER_TIMEOUT + 30, accept) as response:
             if response.status == 410:
                 raise Gone
             if response.status >= 400:
