@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import importlib
 import importlib.util
+import json
 import os
 import statistics
 import sys
@@ -27,15 +28,18 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import yaml
 from procstat import cpu_seconds
 from side_by_side import OWN, REPO, Load, _namespace, _pid_of, _wait_admission
 
-from mlgate import cli
+from mlgate import cli, jsonbound
 from mlgate.cluster.client import KubeClient, login, resource_path
+from mlgate.controller.gpu_ledger import GpuLedger
+from mlgate.controller.handlers import gpu_watches
+from mlgate.controller.watch import PARTIAL_OBJECT
 from mlgate.devcluster import LocalControlPlane
 from mlgate.devrun import WEBHOOK_CONFIG_KINDS, MlgateProcess, stand_in_crds
 
@@ -124,14 +128,28 @@ def _config(cp: LocalControlPlane, label: str, before: Path | None, work: Path) 
     return SkippingMlgate(CONFIGS[name], cp.kubeconfig, log, webhook_config="mlgate-bench")
 
 
-async def _list_cost(pids: dict[str, int]) -> tuple[int, float, float]:
+async def _list_cost(pids: dict[str, int]) -> tuple[list[dict[str, Any]], float, float]:
     """What the audit's listing costs per object: (objects, this process's µs, apiserver's µs)."""
     async with KubeClient(login()) as client:
         before, own = cpu_seconds(pids["apiserver"]), time.process_time()
         items = await client.list(resource_path("apps/v1", "deployments"))
         own = time.process_time() - own
         apiserver = cpu_seconds(pids["apiserver"]) - before
-    return len(items), own * 1e6 / len(items), apiserver * 1e6 / len(items)
+        meta = items[0]["metadata"]
+        path = resource_path("apps/v1", "deployments", meta["namespace"], meta["name"])
+        items[0] = await client.request("GET", path, accept=PARTIAL_OBJECT)
+    return items, own * 1e6 / len(items), apiserver * 1e6 / len(items)
+
+
+def _event_cost(obj: dict[str, Any], rounds: int = 2000) -> float:
+    """CPU µs of one watch event of `obj` in controller/watch.py: decoding and the GPU ledger."""
+    watches = gpu_watches(cast(KubeClient, None), GpuLedger(), lambda *_: None)
+    (deployments,) = [w for w in watches if w.plural == "deployments"]
+    line = json.dumps({"type": "MODIFIED", "object": obj}).encode()
+    started = time.process_time()
+    for _ in range(rounds):
+        deployments._event(jsonbound.loads(line))
+    return (time.process_time() - started) * 1e6 / rounds
 
 
 def _median(cells: list[dict[str, float]], key: str) -> float:
@@ -172,7 +190,7 @@ def run(
                         )
             cp.kubectl("delete", WEBHOOK_CONFIG_KINDS, "mlgate-bench", "--ignore-not-found")
         os.environ["KUBECONFIG"] = str(cp.kubeconfig)
-        listed, own, apiserver = asyncio.run(_list_cost(pids))
+        items, own, apiserver = asyncio.run(_list_cost(pids))
     print(f"\nmedians over {rounds} rounds, CPU µs per request (c={c}):")
     print(f"{'configuration':26} {'mlgate: dry-run':>15} {'create':>7} {'diff':>6}", end="")
     print(f"   {'apiserver: dry-run':>18} {'create':>7}")
@@ -182,9 +200,13 @@ def run(
         print(f"   {_median(cells['dry-run'], 'apiserver'):18.0f}", end="")
         print(f" {_median(cells['create'], 'apiserver'):7.0f}")
     print(
-        f"listing {listed} Deployments (as an audit pass does): {own:.0f} µs per object in the "
-        f"lister, {apiserver:.0f} µs in the apiserver"
+        f"listing {len(items)} Deployments (as an audit pass does): {own:.0f} µs per object in "
+        f"the lister, {apiserver:.0f} µs in the apiserver"
     )
+    for what, obj in (("metadata", items[0]), ("whole", items[1])):
+        size = len(json.dumps(obj))
+        cost = _event_cost(obj)
+        print(f"one watch event, {what} of a Deployment ({size} bytes): {cost:.0f} µs")
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -18,6 +18,7 @@ from mlgate.controller import watch
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import gpu_watches
 from mlgate.controller.watch import PARTIAL_LIST, PARTIAL_OBJECT, ListWatch
+from mlgate.engine.workloads import SUPPORTED
 
 PATH = "/apis/apps/v1/replicasets"
 
@@ -186,3 +187,11 @@ async def _owner_links(client: KubeClient) -> None:
     assert ledger.owner("ml", ("apps", "ReplicaSet", "b")) == ("apps", "Deployment", "web")
     assert not ledger.known("ml", ("apps", "ReplicaSet", "a"))
     assert ("ml", ("apps", "ReplicaSet", "a")) in deleted  # its reservation goes at once
+
+
+def test_gpu_watches_cover_each_kind_that_runs_pods_once() -> None:
+    watches = gpu_watches(cast(KubeClient, None), GpuLedger(), lambda *_: None)
+    assert [w.plural for w in watches] == [s.plural for s in SUPPORTED if s.runs_pods]
+    assert "servingruntimes" not in {w.plural for w in watches}  # kopf's runtime cache has them
+    # Pods in full (their resources and phase), everything else as metadata only.
+    assert [w.plural for w in watches if not w.metadata_only] == ["pods"]

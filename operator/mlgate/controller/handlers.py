@@ -1,4 +1,5 @@
-"""kopf handlers: keep the in-memory state in step with the cluster and report policy status.
+"""kopf handlers: keep the in-memory state in step with the cluster and report policy status;
+and the GPU ledger's lean watches (controller/watch.py), which see every stored workload.
 
 Handlers are registered on a registry built per process (no module-level globals), so tests and
 `mlgate run` each get their own.
@@ -119,8 +120,9 @@ def gpu_watches(
     client: KubeClient, ledger: GpuLedger, deleted: Callable[[str, Key], None]
 ) -> tuple[ListWatch, ...]:
     """The GPU ledger's watches (controller/watch.py, not kopf: every stored workload flows
-    through them): pods in full (their resources and phase), every other supported kind as
-    metadata only (the owner links, and deletions that free a reservation at once)."""
+    through them): pods in full (their resources and phase), every other kind that runs pods
+    as metadata only (the owner links, and deletions that free a reservation at once).
+    Runtimes and configs come from kopf's watch in controller/runtimes.py alone."""
 
     def on_workload(type: str, body: dict[str, Any]) -> None:
         key = observe_workload(ledger, type, body)
@@ -143,6 +145,7 @@ def gpu_watches(
             metadata_only=spec.plural != "pods",
         )
         for spec in SUPPORTED
+        if spec.runs_pods  # runtimes and configs own no pods and reserve nothing
     )
 
 
