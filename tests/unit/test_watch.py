@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
@@ -23,14 +24,16 @@ from mlgate.engine.workloads import SUPPORTED
 PATH = "/apis/apps/v1/replicasets"
 
 
-def meta(name: str, version: str, owner: str | None = None) -> dict[str, Any]:
-    """A PartialObjectMetadata as the apiserver sends it (its own apiVersion and kind)."""
+def meta(uid: str, version: str, owner: str | None = None) -> dict[str, Any]:
+    """A PartialObjectMetadata as the apiserver sends it (its own apiVersion and kind); the
+    object's name is its uid up to a colon."""
     refs = [{"apiVersion": "apps/v1", "kind": "Deployment", "name": owner, "controller": True}]
     return {
         "apiVersion": "meta.k8s.io/v1",
         "kind": "PartialObjectMetadata",
         "metadata": {
-            "name": name,
+            "name": uid.partition(":")[0],
+            "uid": uid,
             "namespace": "ml",
             "resourceVersion": version,
             **({"ownerReferences": refs} if owner else {}),
@@ -42,7 +45,8 @@ class FakeApiserver:
     """Lists (two pages) then watches; the first watch ends in 410 Gone, the second idles."""
 
     def __init__(self) -> None:
-        self.listings = [["a", "b", "c"], ["b", "c", "d"]]  # a is deleted while disconnected
+        # While disconnected: a is deleted, c replaced by another object of that name.
+        self.listings = [["a", "b", "c"], ["b", "c:2", "d"]]
         self.requests: list[tuple[str, dict[str, str]]] = []
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -109,7 +113,7 @@ async def _lists_watches_and_relists(fake: FakeApiserver, client: KubeClient) ->
     seen: list[tuple[str, str, str, str]] = []
 
     def handle(type: str, obj: dict[str, Any]) -> None:
-        seen.append((type, obj["apiVersion"], obj["kind"], obj["metadata"]["name"]))
+        seen.append((type, obj["apiVersion"], obj["kind"], obj["metadata"]["uid"]))
 
     lister = ListWatch(client, "apps/v1", "ReplicaSet", "replicasets", handle)
     task = asyncio.create_task(lister.run())
@@ -123,10 +127,11 @@ async def _lists_watches_and_relists(fake: FakeApiserver, client: KubeClient) ->
     assert names == [
         *[("ADDED", n) for n in "abc"],
         ("ADDED", "e"),
-        # The relist after 410: e and a are gone from the cluster, b and c still there.
+        # The relist after 410: a and e are gone, c is another object now, b is still there.
         ("DELETED", "a"),
+        ("DELETED", "c"),
         ("DELETED", "e"),
-        *[("ADDED", n) for n in "bcd"],
+        *[("ADDED", n) for n in ("b", "c:2", "d")],
     ]
     accepts = [(accept, q.get("watch"), q.get("resourceVersion")) for accept, q in fake.requests]
     assert accepts[:4] == [
@@ -195,3 +200,34 @@ def test_gpu_watches_cover_each_kind_that_runs_pods_once() -> None:
     assert "servingruntimes" not in {w.plural for w in watches}  # kopf's runtime cache has them
     # Pods in full (their resources and phase), everything else as metadata only.
     assert [w.plural for w in watches if not w.metadata_only] == ["pods"]
+
+
+class ListingClient:
+    """Only listings, of whatever `items` holds at the time."""
+
+    def __init__(self) -> None:
+        self.items: list[dict[str, Any]] = []
+
+    async def request(self, method: str, path: str, **_: Any) -> dict[str, Any]:
+        return {"metadata": {"resourceVersion": "1"}, "items": copy.deepcopy(self.items)}
+
+
+async def test_a_gpu_pod_deleted_while_not_watched_leaves_the_ledger_on_the_relist() -> None:
+    client, ledger, deleted = ListingClient(), GpuLedger(), []
+    watches = gpu_watches(cast(KubeClient, client), ledger, lambda *key: deleted.append(key))
+    (pods,) = [w for w in watches if w.plural == "pods"]
+    resources = {"limits": {"nvidia.com/gpu": "2"}}
+    container = {"name": "train", "image": "trainer", "resources": resources}
+    client.items = [
+        {
+            "metadata": {"name": "train", "namespace": "ml", "uid": "u1"},
+            "spec": {"containers": [container]},
+            "status": {"phase": "Running"},
+        }
+    ]
+    await pods._list()
+    assert [p.amounts for p in ledger.pods("ml")] == [{"nvidia.com/gpu": 2}]
+    client.items = []
+    await pods._list()  # after 410 Gone: the deletion was never seen as an event
+    assert ledger.pods("ml") == []
+    assert deleted == [("ml", ("", "Pod", "train"))]

@@ -61,7 +61,7 @@ class ListWatch:
     # Set once the first listing is delivered, or found the kind not served (nothing to wait for)
     synced: asyncio.Event = field(default_factory=asyncio.Event)
     _version: str | None = None  # where the next watch resumes; None: list first
-    _known: set[ObjectKey] = field(default_factory=set)
+    _known: dict[ObjectKey, str] = field(default_factory=dict)  # the uid last seen
 
     @property
     def path(self) -> str:
@@ -87,9 +87,9 @@ class ListWatch:
         obj["apiVersion"], obj["kind"] = self.api_version, self.kind
         key = _key(obj)
         if type == "DELETED":
-            self._known.discard(key)
+            self._known.pop(key, None)
         else:
-            self._known.add(key)
+            self._known[key] = str((obj.get("metadata") or {}).get("uid") or "")
         self.handle(type, obj)
 
     async def _list(self) -> bool:
@@ -112,9 +112,12 @@ class ListWatch:
                 log.warning("cannot list %s: %s", self.plural, exc)
             self.synced.set()
             return False
-        listed = {_key(item) for item in items}
-        for namespace, name in sorted(self._known - listed):
-            self._deliver("DELETED", {"metadata": {"namespace": namespace, "name": name}})
+        listed = {_key(i): str((i.get("metadata") or {}).get("uid") or "") for i in items}
+        # Gone while not watched, or replaced by an object of the same name (another uid).
+        for (namespace, name), uid in sorted(self._known.items()):
+            if listed.get((namespace, name)) != uid:
+                meta = {"namespace": namespace, "name": name, "uid": uid}
+                self._deliver("DELETED", {"metadata": meta})
         for item in items:
             self._deliver("ADDED", item)
         self._version = str(meta.get("resourceVersion") or "")
