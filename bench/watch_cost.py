@@ -18,24 +18,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import importlib.util
 import json
 import os
 import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
-import kopf
 import yaml
 from procstat import cpu_seconds
 from side_by_side import OWN, REPO, Load, _namespace, _pid_of, _wait_admission
 
-from mlgate import cli, jsonbound
 from mlgate.cluster.client import KubeClient, login, resource_path
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.handlers import gpu_watches
@@ -54,32 +49,7 @@ CONFIGS: dict[str, tuple[str, ...]] = {
     "full-deployments": ("full-deployments",),  # after, but Deployments watched in full
 }
 BEFORE = "before:"  # a configuration run with the code of --before
-CHILD = "--child-skip"
-
-
-def _child(skip: Sequence[str], argv: list[str]) -> int:
-    """`mlgate run` with the watches `skip` names not started."""
-    real = kopf.on.event
-
-    def event(*args: Any, id: str | None = None, **kwargs: Any) -> Any:
-        if id is not None and any(id.startswith(p) for p in skip):
-            return lambda fn: fn
-        return real(*args, id=id, **kwargs)
-
-    kopf.on.event = event
-    if importlib.util.find_spec("mlgate.controller.watch") is not None:
-        watch = importlib.import_module("mlgate.controller.watch")
-        run = watch.ListWatch.run
-
-        async def skipping(self: Any) -> None:
-            if f"watch-{self.plural}" in skip:
-                self.synced.set()
-                return
-            self.metadata_only = self.metadata_only and f"full-{self.plural}" not in skip
-            await run(self)
-
-        watch.ListWatch.run = skipping
-    return cli.main(argv)
+CHILD = Path(__file__).with_name("watch_child.py")
 
 
 class SkippingMlgate(MlgateProcess):
@@ -89,7 +59,7 @@ class SkippingMlgate(MlgateProcess):
 
     def command(self) -> list[str]:
         run = super().command()
-        return [sys.executable, __file__, CHILD, ",".join(self.skip), *run[3:]]
+        return [sys.executable, str(CHILD), ",".join(self.skip), *run[3:]]
 
 
 def _idle(pid: int, timeout: float = 60.0) -> None:
@@ -141,14 +111,15 @@ async def _list_cost(pids: dict[str, int]) -> tuple[list[dict[str, Any]], float,
     return items, own * 1e6 / len(items), apiserver * 1e6 / len(items)
 
 
-def _event_cost(obj: dict[str, Any], rounds: int = 2000) -> float:
+def _event_cost(obj: dict[str, Any], metadata_only: bool, rounds: int = 2000) -> float:
     """CPU µs of one watch event of `obj` in controller/watch.py: decoding and the GPU ledger."""
     watches = gpu_watches(cast(KubeClient, None), GpuLedger(), lambda *_: None)
     (deployments,) = [w for w in watches if w.plural == "deployments"]
+    deployments.metadata_only = metadata_only
     line = json.dumps({"type": "MODIFIED", "object": obj}).encode()
     started = time.process_time()
     for _ in range(rounds):
-        deployments._event(jsonbound.loads(line))
+        deployments._event(deployments._decode(line))
     return (time.process_time() - started) * 1e6 / rounds
 
 
@@ -203,16 +174,13 @@ def run(
         f"listing {len(items)} Deployments (as an audit pass does): {own:.0f} µs per object in "
         f"the lister, {apiserver:.0f} µs in the apiserver"
     )
-    for what, obj in (("metadata", items[0]), ("whole", items[1])):
+    for what, obj, metadata_only in (("metadata", items[0], True), ("whole", items[1], False)):
         size = len(json.dumps(obj))
-        cost = _event_cost(obj)
+        cost = _event_cost(obj, metadata_only)
         print(f"one watch event, {what} of a Deployment ({size} bytes): {cost:.0f} µs")
 
 
 def main() -> None:
-    if len(sys.argv) > 2 and sys.argv[1] == CHILD:
-        skip = tuple(p for p in sys.argv[2].split(",") if p)
-        sys.exit(_child(skip, sys.argv[3:]))
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
         "--config",

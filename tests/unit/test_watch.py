@@ -231,3 +231,12 @@ async def test_a_gpu_pod_deleted_while_not_watched_leaves_the_ledger_on_the_reli
     await pods._list()  # after 410 Gone: the deletion was never seen as an event
     assert ledger.pods("ml") == []
     assert deleted == [("ml", ("", "Pod", "train"))]
+
+
+def test_an_event_nested_beyond_orjsons_limit_still_decodes() -> None:
+    """managedFields mirror the object's nesting: a custom resource 2000 levels deep."""
+    deep = "[" * 2000 + "]" * 2000
+    line = f'{{"type": "MODIFIED", "object": {{"metadata": {{"name": "x"}}, "f": {deep}}}}}'
+    for metadata_only in (True, False):
+        lister = ListWatch(cast(KubeClient, None), "v1", "Pod", "pods", print, metadata_only)
+        assert lister._decode(line.encode())["object"]["metadata"] == {"name": "x"}
