@@ -7,7 +7,9 @@ is not watched at all), and the load generator of bench/side_by_side.py creates 
 of bench/workload.py, `c` requests in flight, alternating dry runs and real creates. mlgate's
 CPU is read from /proc from before a cell until mlgate is idle again after it, so watch events
 still queued when the load stops are counted. A dry run goes through both webhooks but is never
-stored, so (real - dry run) is what the stored object costs mlgate: its watches.
+stored, so (real - dry run) is what the stored object costs mlgate: its watches. Creates in
+mlgate's own namespace ("unjudged") never reach the webhook: mlgate's CPU per such create is its
+watches' cost alone, without the noise of judging.
 
     KUBEBUILDER_ASSETS=... .venv/bin/python bench/watch_cost.py --seconds 3 --rounds 3
 
@@ -50,6 +52,9 @@ CONFIGS: dict[str, tuple[str, ...]] = {
 }
 BEFORE = "before:"  # a configuration run with the code of --before
 CHILD = Path(__file__).with_name("watch_child.py")
+# unjudged: real creates in mlgate's own namespace, never sent to its webhook (the webhook
+# configurations exclude it): mlgate's CPU per create there is what its watches cost alone.
+MODES = ("dry-run", "create", "unjudged")
 
 
 class SkippingMlgate(MlgateProcess):
@@ -81,8 +86,8 @@ def measure(
     before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     result = asyncio.run(load.run(namespace, dry_run, c, seconds))
     _idle(pids["mlgate"])
-    if result["failures"]:
-        raise SystemExit(f"failures: {result['failures']}")
+    if result["failures"]:  # counted in the requests: a loaded apiserver may time some out
+        print(f"warning: failures {result['failures']}", flush=True)
     used = {n: (cpu_seconds(pid) - before[n]) * 1e6 / result["requests"] for n, pid in pids.items()}
     return used | {"rps": result["rps"]}
 
@@ -149,10 +154,11 @@ def run(
                 pids["mlgate"] = process.process.pid
                 _wait_admission(load, namespace, enforcing=True)
                 asyncio.run(load.run(namespace, True, c, 1.0))  # warm connections and caches
-                cells = results.setdefault(label, {"dry-run": [], "create": []})
+                cells = results.setdefault(label, {mode: [] for mode in MODES})
                 for _ in range(rounds):
-                    for mode in ("dry-run", "create"):
-                        got = measure(load, pids, namespace, mode == "dry-run", c, seconds)
+                    for mode in MODES:
+                        where = OWN if mode == "unjudged" else namespace
+                        got = measure(load, pids, where, mode == "dry-run", c, seconds)
                         cells[mode].append(got)
                         print(
                             f"{label:26} {mode:7} c={c} {got['rps']:5.0f}/s  µs/req: mlgate "
@@ -164,10 +170,11 @@ def run(
         items, own, apiserver = asyncio.run(_list_cost(pids))
     print(f"\nmedians over {rounds} rounds, CPU µs per request (c={c}):")
     print(f"{'configuration':26} {'mlgate: dry-run':>15} {'create':>7} {'diff':>6}", end="")
-    print(f"   {'apiserver: dry-run':>18} {'create':>7}")
+    print(f" {'unjudged':>8}   {'apiserver: dry-run':>18} {'create':>7}")
     for label, cells in results.items():
         dry, real = _median(cells["dry-run"], "mlgate"), _median(cells["create"], "mlgate")
         print(f"{label:26} {dry:15.0f} {real:7.0f} {real - dry:6.0f}", end="")
+        print(f" {_median(cells['unjudged'], 'mlgate'):8.0f}", end="")
         print(f"   {_median(cells['dry-run'], 'apiserver'):18.0f}", end="")
         print(f" {_median(cells['create'], 'apiserver'):7.0f}")
     print(
