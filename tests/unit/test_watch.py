@@ -134,11 +134,13 @@ async def _lists_watches_and_relists(fake: FakeApiserver, client: KubeClient) ->
         *[("ADDED", n) for n in ("b", "c:2", "d")],
     ]
     accepts = [(accept, q.get("watch"), q.get("resourceVersion")) for accept, q in fake.requests]
-    assert accepts[:4] == [
+    assert accepts[:6] == [
         (PARTIAL_LIST, None, None),
         (PARTIAL_LIST, None, None),  # the second page
         (PARTIAL_OBJECT, "true", "10"),  # from the listing's version
         (PARTIAL_LIST, None, None),  # 410: list again
+        (PARTIAL_LIST, None, None),
+        (PARTIAL_OBJECT, "true", "10"),  # from the new listing's version
     ]
     assert all(q.get("allowWatchBookmarks") == "true" for _, q in fake.requests if q.get("watch"))
 

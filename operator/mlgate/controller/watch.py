@@ -117,8 +117,8 @@ class ListWatch:
         # Gone while not watched, or replaced by an object of the same name (another uid).
         for (namespace, name), uid in sorted(self._known.items()):
             if listed.get((namespace, name)) != uid:
-                meta = {"namespace": namespace, "name": name, "uid": uid}
-                self._deliver("DELETED", {"metadata": meta})
+                gone = {"namespace": namespace, "name": name, "uid": uid}
+                self._deliver("DELETED", {"metadata": gone})
         for item in items:
             self._deliver("ADDED", item)
         self._version = str(meta.get("resourceVersion") or "")
