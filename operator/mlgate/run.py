@@ -33,8 +33,7 @@ from mlgate.controller.egress import EgressReconciler, own_username
 from mlgate.controller.gpu_budget import ApiBudgetStore
 from mlgate.controller.gpu_ledger import GpuLedger
 from mlgate.controller.gpu_reconcile import BudgetReconciler
-from mlgate.controller.handlers import register
-from mlgate.controller.inventory import Inventory
+from mlgate.controller.handlers import gpu_watches, register
 from mlgate.controller.leader import LeaderElection
 from mlgate.controller.policy_reports import DEFAULT_MAX_RESULTS
 from mlgate.controller.routing import KindRouter
@@ -353,21 +352,15 @@ async def serve(opts: RunOptions) -> None:
             elector.leads,
             mutating_names=opts.mutating_webhook_configs,
         )
-        register(
-            registry,
-            state,
-            ledger,
-            leads=elector.leads,
-            egress=egress,
-            deleted=reconciler.deleted,
-            routed=router.sync,
-        )
+        register(registry, state, leads=elector.leads, egress=egress, routed=router.sync)
         runtimes.register(registry)
-        inventory = Inventory()
-        inventory.register(registry)
         operator = asyncio.create_task(
             kopf.operator(registry=registry, settings=_settings(), clusterwide=True)
         )
+        watches = gpu_watches(client, ledger, reconciler.deleted)
+        watching = [
+            asyncio.create_task(supervise(f"watch-{w.plural}", w.run, metrics)) for w in watches
+        ]
         refresher = asyncio.create_task(supervise("certificates", tls.refresher, metrics))
         settle = asyncio.create_task(
             supervise("gpu-budgets", partial(reconciler.run, after=webhook.ready), metrics)
@@ -386,7 +379,6 @@ async def serve(opts: RunOptions) -> None:
             max_results=opts.report_max_results,
             expiry_window=timedelta(seconds=opts.approval_expiry_window),
             verify_images=verifier,
-            inventory=inventory,
             runtimes=runtimes,
             network_policies=egress.every_network_policy,
         )
@@ -397,7 +389,7 @@ async def serve(opts: RunOptions) -> None:
             supervise("kind-routing", partial(router.run, after=webhook.ready), metrics)
         )
         try:
-            await initial_sync(client, state, ledger)
+            await initial_sync(client, state, watches)
             await runtimes.sync(client)
             # Everything loaded so far lives for the whole process: keep full collections from
             # rescanning it on the request path.
@@ -410,7 +402,8 @@ async def serve(opts: RunOptions) -> None:
             log.info("ready: answering admission requests")
             await operator
         finally:
-            background = (refresher, settle, reconcile, electing, auditing, routing, operator)
+            background = [refresher, settle, reconcile, electing, auditing, routing, operator]
+            background += watching
             for task in background:
                 task.cancel()
             await asyncio.gather(*background, return_exceptions=True)

@@ -17,7 +17,6 @@ from mlgate.controller.handlers import register, status_patch
 from mlgate.controller.state import PolicyState
 from mlgate.engine.evaluate import evaluate
 from mlgate.engine.policy import Facts
-from mlgate.run import LEDGER_GPU_RULES
 from mlgate.webhook.admission import Admission
 from mlgate.webhook.review import parse_review
 from tests.unit.factories import GOOD_IMAGE, deployment, policy, review
@@ -154,7 +153,7 @@ def test_operator_handlers_never_retry_over_one_object() -> None:
     retrying. Change handlers (on.create/update/...) retry with backoff, forever by default."""
     registry = kopf.OperatorRegistry()
     egress = EgressReconciler(None, PolicyState())  # type: ignore[arg-type]
-    register(registry, PolicyState(), GpuLedger(), LEDGER_GPU_RULES, egress=egress)
+    register(registry, PolicyState(), egress=egress)
     assert registry._watching.get_all_handlers()
     for kind in (registry._changing, registry._spawning, registry._indexing):
         assert not kind.get_all_handlers()

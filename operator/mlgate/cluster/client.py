@@ -106,7 +106,9 @@ class KubeClient:
         self._scratch = tempfile.TemporaryDirectory(prefix="mlgate-kube-")
         self._ssl = _ssl_context(info, Path(self._scratch.name))
         self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._connect_timeout = timeout
         self._session: aiohttp.ClientSession | None = None
+        self._streams: aiohttp.ClientSession | None = None
         self.server = info.server.rstrip("/")
 
     async def __aenter__(self) -> Self:
@@ -115,15 +117,23 @@ class KubeClient:
             connector=aiohttp.TCPConnector(ssl=self._ssl, limit=32),
             timeout=self._timeout,
         )
+        # Watches hold their connection for minutes: on a pool of their own (one connection per
+        # watched kind), never starving requests of the shared pool.
+        self._streams = aiohttp.ClientSession(
+            headers=self._info.as_http_headers(),
+            connector=aiohttp.TCPConnector(ssl=self._ssl, limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
         return self
 
     async def __aexit__(self, *_: object) -> None:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._streams):
+            if session is not None:
+                await session.close()
+        self._session = self._streams = None
         self._scratch.cleanup()
 
     @property
@@ -140,9 +150,12 @@ class KubeClient:
         *,
         content_type: str = "application/json",
         params: Mapping[str, str] | None = None,
+        accept: str | None = None,
     ) -> JSON:
         data = None if body is None else json.dumps(body)
         headers = {"Content-Type": content_type} if body is not None else {}
+        if accept is not None:
+            headers["Accept"] = accept
         async with self.session.request(
             method, self.server + path, data=data, headers=headers, params=params
         ) as response:
@@ -159,6 +172,20 @@ class KubeClient:
             if not isinstance(document, dict):
                 raise ApiError(response.status, "InvalidResponse", "not a JSON object")
             return document
+
+    def stream(
+        self, path: str, params: Mapping[str, str], read_timeout: float, accept: str | None = None
+    ) -> aiohttp.client._RequestContextManager:
+        """A long-lived GET (a watch), on the streams' own connection pool."""
+        if self._streams is None:
+            raise RuntimeError("KubeClient used outside `async with`")
+        timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=self._connect_timeout, sock_read=read_timeout
+        )
+        headers = {"Accept": accept} if accept is not None else {}
+        return self._streams.get(
+            self.server + path, params=params, headers=headers, timeout=timeout
+        )
 
     async def get(self, path: str) -> JSON:
         return await self.request("GET", path)

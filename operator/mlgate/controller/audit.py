@@ -2,14 +2,14 @@
 
 Admission only sees changes; a policy added or tightened later, an approval that expired or was
 revoked, leave running workloads that would now be refused. The leader re-judges every supported
-workload periodically (and soon after a policy or approval changes), as the operator's watches
-last saw it (controller/inventory.py), and records what it found: PolicyReports
+workload periodically (and soon after a policy or approval changes), as listed at the start of
+the pass, and records what it found: PolicyReports
 (controller/report_writer.py), `status.violations` on each policy, an Event on each newly
 violating workload, and the `mlgate_audit_*` metrics.
 
 Judging is a pure function of the workloads (`judge`); everything else is an adapter. Kinds
-the cluster does not serve (no Kubeflow or Ray installed) are skipped by the first listing;
-kopf starts watching them when their CRDs appear. Workloads are judged with the runtimes and
+the cluster does not serve (no Kubeflow or Ray installed) are skipped, and judged from the
+first pass after their CRDs appear. Workloads are judged with the runtimes and
 configs they name (controller/runtimes.py); a changed runtime wakes the audit early.
 NetworkPolicies (from the egress reconciler's watch) are judged too: one admitted while its
 namespace was out of scope may widen egress now. Images under a signature rule are re-verified
@@ -32,7 +32,6 @@ from mlgate.api.models import API_VERSION
 from mlgate.cluster.client import ApiError, KubeClient, resource_path
 from mlgate.cluster.events import post_event, warning_event
 from mlgate.cluster.related import related_objects
-from mlgate.controller.inventory import Inventory, controlled
 from mlgate.controller.policy_reports import (
     DEFAULT_MAX_RESULTS,
     RESULT_OF_MODE,
@@ -131,7 +130,7 @@ def judge(
     audited = 0
     for item in workloads:
         resource = Resource.of(item)
-        if resource.namespace in exempt or controlled(item):
+        if resource.namespace in exempt or _controlled(item):
             continue
         audited += 1
         decision = evaluate(policies, item, with_images(facts_for(resource.namespace), resource))
@@ -186,8 +185,10 @@ def _policy_path(name: str) -> str:
     return resource_path(API_VERSION, plural, namespace or None, short) + "/status"
 
 
-def _group(item: Mapping[str, Any]) -> str:
-    return str(item.get("apiVersion") or "").rpartition("/")[0]
+def _controlled(item: Mapping[str, Any]) -> bool:
+    """Pods and ReplicaSets made by a controller are judged through their owner."""
+    refs = (item.get("metadata") or {}).get("ownerReferences") or []
+    return any(isinstance(r, Mapping) and r.get("controller") for r in refs)
 
 
 def _api_version(spec: KindSpec) -> str:
@@ -211,7 +212,6 @@ class Auditor:
     events_per_pass: int = 20
     write_pace: float = 0.05
     verify_images: ImageVerifier | None = None
-    inventory: Inventory | None = None  # fed by the watches; without it every pass lists
     runtimes: RuntimeCache = field(default_factory=RuntimeCache)
     network_policies: Callable[[], Iterable[Mapping[str, Any]]] = list
     _unserved: frozenset[str] = frozenset()
@@ -240,23 +240,15 @@ class Auditor:
         return items
 
     async def _current(self) -> list[dict[str, Any]]:
-        """The workloads to judge: built-in kinds from the watches once the inventory is
-        seeded; kinds WorkloadKinds declare are listed on every pass (no watch covers them)."""
+        """The workloads to judge, listed on every pass rather than kept from watches: a watch
+        costs on every change, on every replica, on the event loop that answers admissions; a
+        listing costs the leader once per pass (bench/watch_cost.py measures both)."""
         declared = self.state.snapshot().kinds.declared.values()
-        if self.inventory is not None and self.inventory.seeded:
-            return [*self.inventory.items(), *await self._list(declared, record=False)]
-        listed = await self._list((*SUPPORTED, *declared))
-        if self.inventory is None:
-            return listed
-        built_in = [i for i in listed if (_group(i), str(i.get("kind"))) in BUILT_IN]
-        self.inventory.seed(built_in)
-        return [*self.inventory.items(), *(i for i in listed if i not in built_in)]
+        return await self._list((*SUPPORTED, *declared))
 
-    async def _list(
-        self, specs: Iterable[KindSpec], *, record: bool = True
-    ) -> list[dict[str, Any]]:
-        """The objects of `specs`; with `record`, which of them the cluster does not serve is
-        logged and shown as a metric (a listing of the built-in kinds, not declared ones only)."""
+    async def _list(self, specs: Iterable[KindSpec]) -> list[dict[str, Any]]:
+        """The objects of `specs`; which of them the cluster does not serve is logged and shown
+        as a metric."""
         workloads: list[dict[str, Any]] = []
         unserved = set()
         for spec in specs:
@@ -265,8 +257,6 @@ class Auditor:
                 unserved.add(f"{spec.kind}.{spec.group}")
             else:
                 workloads += items
-        if not record:
-            return workloads
         if unserved != self._unserved:
             log.info("audit: kinds this cluster does not serve, skipped: %s", sorted(unserved))
             self._unserved = frozenset(unserved)
@@ -301,7 +291,7 @@ class Auditor:
             for item in workloads
             if not isinstance(workload := effective_view(item, catalog, kinds), Unsupported)
             and workload.namespace not in exempt
-            and not controlled(item)
+            and not _controlled(item)
         }
         facts = await asyncio.gather(*(one(w) for w in judged.values()))
         return dict(zip(judged, facts, strict=True))

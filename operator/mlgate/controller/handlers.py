@@ -1,4 +1,5 @@
-"""kopf handlers: keep the in-memory state in step with the cluster and report policy status.
+"""kopf handlers: keep the in-memory state in step with the cluster and report policy status;
+and the GPU ledger's lean watches (controller/watch.py), which see every stored workload.
 
 Handlers are registered on a registry built per process (no module-level globals), so tests and
 `mlgate run` each get their own.
@@ -15,10 +16,11 @@ import kopf
 
 from mlgate.api.crdgen import CRDS
 from mlgate.api.models import GROUP, VERSION
-from mlgate.cluster.client import login
+from mlgate.cluster.client import KubeClient, login
 from mlgate.controller.egress import EgressReconciler
 from mlgate.controller.gpu_ledger import GpuLedger, controller_of
 from mlgate.controller.state import CompileResult, PolicyState
+from mlgate.controller.watch import ListWatch
 from mlgate.engine.gpu import workload_amounts
 from mlgate.engine.gpu_usage import Key
 from mlgate.engine.workloads import SUPPORTED, Unsupported, group_of, view
@@ -118,17 +120,48 @@ async def no_routing() -> None:
     """Without a router (tests, `mlgate check`) nothing is routed."""
 
 
+def gpu_watches(
+    client: KubeClient, ledger: GpuLedger, deleted: Callable[[str, Key], None]
+) -> tuple[ListWatch, ...]:
+    """The GPU ledger's watches (controller/watch.py, not kopf: every stored workload flows
+    through them): pods in full (their resources and phase), every other kind that runs pods
+    as metadata only (the owner links, and deletions that free a reservation at once).
+    Runtimes and configs come from kopf's watch in controller/runtimes.py alone."""
+
+    def on_workload(type: str, body: dict[str, Any]) -> None:
+        key = observe_workload(ledger, type, body)
+        if type == "DELETED" and key is not None:
+            deleted(*key)  # the budget reconciler frees its reservation without waiting
+
+    def on_pod(type: str, body: dict[str, Any]) -> None:
+        observe_pod(ledger, type, body)
+        meta = body.get("metadata") or {}
+        if type == "DELETED" or (body.get("status") or {}).get("phase") in _TERMINAL_PHASES:
+            deleted(str(meta.get("namespace") or ""), ("", "Pod", str(meta.get("name") or "")))
+
+    return tuple(
+        ListWatch(
+            client,
+            spec.api_versions[0],
+            spec.kind,
+            spec.plural,
+            on_pod if spec.plural == "pods" else on_workload,
+            metadata_only=spec.plural != "pods",
+        )
+        for spec in SUPPORTED
+        if spec.runs_pods  # runtimes and configs own no pods and reserve nothing
+    )
+
+
 def register(
     registry: kopf.OperatorRegistry,
     state: PolicyState,
-    ledger: GpuLedger,
     leads: Callable[[], bool] = lambda: True,
     *,
     egress: EgressReconciler | None = None,
-    deleted: Callable[[str, Key], None] = lambda _, __: None,
     routed: Callable[[], Awaitable[object]] = no_routing,
 ) -> None:
-    """Attach every handler to `registry`.
+    """Attach the handlers of mlgate's own resources and namespaces to `registry`.
 
     `leads()` is False on replicas that are not the leader: they keep their state current
     but leave status writes to one replica. `egress`, when given, is fed the policies,
@@ -160,32 +193,9 @@ def register(
     for plural in MLGATE_PLURALS:
         kopf.on.event(GROUP, VERSION, plural, registry=registry, id=f"track-{plural}")(on_resource)
 
-    def on_workload(type: str, body: kopf.Body, **_: Any) -> None:
-        key = observe_workload(ledger, type, body)
-        if type == "DELETED" and key is not None:
-            deleted(*key)  # the budget reconciler frees its reservation without waiting
-
-    # Owner links of every workload object (Deployment -> ReplicaSet -> Pod), and deletions.
-    for spec in SUPPORTED:
-        if spec.plural != "pods":
-            kopf.on.event(
-                spec.group,
-                spec.versions[0],
-                spec.plural,
-                registry=registry,
-                id=f"owners-{spec.plural}",
-            )(on_workload)
-
     @kopf.on.event("", "v1", "namespaces", registry=registry, id="track-namespaces")
     def on_namespace(type: str, name: str, labels: Mapping[str, str], **_: Any) -> None:
         state.set_namespace(name, None if type == "DELETED" else labels)
-
-    @kopf.on.event("", "v1", "pods", registry=registry, id="track-pod-gpus")
-    def on_pod(type: str, body: kopf.Body, **_: Any) -> None:
-        observe_pod(ledger, type, body)
-        meta = body.get("metadata") or {}
-        if type == "DELETED" or (body.get("status") or {}).get("phase") in _TERMINAL_PHASES:
-            deleted(str(meta.get("namespace") or ""), ("", "Pod", str(meta.get("name") or "")))
 
     if egress is not None:
         egress.register(registry)
