@@ -23,6 +23,7 @@ BENCHMARKS: dict[str, tuple[str, list[str], bool]] = {
     "webhook": ("webhook_cpu.py", ["--seconds", "5"], True),
     "engine": ("engine_bench.py", ["--seconds", "2"], True),
     "check": ("check_throughput.py", ["--docs", "10000"], True),
+    "watches": ("watch_cost.py", ["--seconds", "2", "--rounds", "2"], False),
     "latency": ("webhook_bench.py", ["--rate", "500", "--seconds", "10"], False),
     "verify": ("verify_bench.py", [], False),
     "audit": ("audit_bench.py", ["--workloads", "5000"], False),
