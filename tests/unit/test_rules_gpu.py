@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mlgate.api.compile import compile_policy, parse_resource
+from mlgate.api.compile import compile_policy, gpu_resources, parse_resource
 from mlgate.engine import gpu
 from mlgate.engine.decisions import Finding, Rule
-from mlgate.engine.policy import GpuLoad, GpuRules, GpuUsage
+from mlgate.engine.policy import MAX_CLASSIFIED, GpuLoad, GpuRules, GpuUsage
 from mlgate.engine.quantities import InvalidQuantity, parse_quantity
 from mlgate.engine.workloads import WorkloadView, view
 
@@ -549,3 +549,19 @@ def test_every_rule_together() -> None:
         Rule.GPU_MAX_PER_WORKLOAD,
         Rule.GPU_NAMESPACE_QUOTA,
     ]
+
+
+def test_resource_names_are_classified_once_per_compiled_policy_and_bounded() -> None:
+    """A policy's patterns decide each resource name once; the memo never grows past its bound
+    (names come from workloads) and never changes an answer, remembered or not."""
+    rules = GpuRules(resources=gpu_resources(list(gpu.DEFAULT_RESOURCES), ["gpu.nvidia.com"]))
+    names = ["nvidia.com/gpu", "nvidia.com/mig-1g.5gb", "rdma/hca", "example.com/foo"]
+    names += [f"vendor{i}.example/dev" for i in range(MAX_CLASSIFIED + 50)]
+    for _ in range(2):  # the second round answers from the memo where it remembered
+        for name in names:
+            assert rules.counts(name) == any(p.fullmatch(name) for p in rules.resources), name
+    assert rules.counts("nvidia.com/gpu") and not rules.counts("rdma/hca")
+    assert rules.counts("gpu.nvidia.com.deviceclass.resource.k8s.io/devices")
+    assert len(rules._classified) == MAX_CLASSIFIED
+    # The memo is not part of the compiled policy's identity: equal rules stay equal.
+    assert rules == GpuRules(resources=rules.resources)

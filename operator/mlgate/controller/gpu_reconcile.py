@@ -155,7 +155,7 @@ class BudgetReconciler:
         return demand
 
     def _tracked(self, amounts: Mapping[str, int]) -> dict[str, int]:
-        return tracked(self.base.resources, self.state.snapshot().policies, amounts)
+        return tracked(self.base, self.state.snapshot().policies, amounts)
 
     async def report(self, budget: Budget) -> None:
         """GPUBudget status (leader) and gauges (every replica), in the tracked resources."""

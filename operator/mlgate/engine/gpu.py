@@ -168,15 +168,11 @@ def workload_amounts(view: WorkloadView, claims: Claims | None = None) -> dict[s
     )
 
 
-def _counts(rules: GpuRules, resource: str) -> bool:
-    return any(p.fullmatch(resource) for p in rules.resources)
-
-
 def counted(rules: GpuRules, amounts: Mapping[str, int]) -> int:
     """The part of `amounts` a policy counts as GPUs."""
     if not amounts:
         return 0
-    return sum(n for r, n in amounts.items() if _counts(rules, r))
+    return sum(n for r, n in amounts.items() if rules.counts(r))
 
 
 def pod_demand(rules: GpuRules, pod: PodView, claims: Claims | None = None) -> PodDemand:
@@ -192,13 +188,13 @@ def _demand(
     errors: list[tuple[str, Finding]],
     devices: PodDevices,
 ) -> PodDemand:
-    mine = [finding for resource, finding in errors if _counts(rules, resource)]
+    mine = [finding for resource, finding in errors if rules.counts(resource)]
     mine += [_unknown_claim(ref) for ref in devices.missing]
     extended = counted(rules, amounts)
     gpus = extended
     if devices.per_pod or devices.shared:  # most pods claim no DRA devices
         gpus = counted(rules, _merge(amounts, devices.per_pod, *devices.shared.values()))
-    requests = tuple(r for r in devices.requests if _counts(rules, r.resource))
+    requests = tuple(r for r in devices.requests if rules.counts(r.resource))
     return PodDemand(pod, gpus, tuple(mine), extended, requests)
 
 

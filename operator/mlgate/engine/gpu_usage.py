@@ -9,12 +9,11 @@ reserved and what its pods use, resource by resource.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from mlgate.engine.gpu import is_extended
-from mlgate.engine.policy import CompiledPolicy, GpuLoad, GpuUsage
+from mlgate.engine.policy import CompiledPolicy, GpuLoad, GpuRules, GpuUsage
 
 # (group, kind, name) of an object in the namespace; "" is the core group.
 Key = tuple[str, str, str]
@@ -109,15 +108,15 @@ def raised(current: Mapping[str, int], demand: Mapping[str, int]) -> dict[str, i
 
 
 def tracked(
-    base: Iterable[re.Pattern[str]], policies: Iterable[CompiledPolicy], amounts: Mapping[str, int]
+    base: GpuRules | None, policies: Iterable[CompiledPolicy], amounts: Mapping[str, int]
 ) -> dict[str, int]:
-    """The part of `amounts` that the union of every policy's `gpu.resources` (and `base`, the
+    """The part of `amounts` that the union of every policy's `gpu.resources` (and `base`'s, the
     default GPU resources) counts: what reservations are kept for."""
     if not amounts:
         return {}  # most workloads: no extended resource, so no pattern to gather
-    patterns = [*base, *(p for c in policies if c.gpu is not None for p in c.gpu.resources)]
+    rules = [c.gpu for c in policies if c.gpu is not None]
+    if base is not None:
+        rules.append(base)
     return {
-        r: n
-        for r, n in amounts.items()
-        if n and is_extended(r) and any(p.fullmatch(r) for p in patterns)
+        r: n for r, n in amounts.items() if n and is_extended(r) and any(g.counts(r) for g in rules)
     }

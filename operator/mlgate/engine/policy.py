@@ -132,6 +132,10 @@ class EgressRules:
     network_policy: NetworkPolicyRules | None = None
 
 
+# Resource names a GpuRules remembers; real clusters use a few dozen extended resources.
+MAX_CLASSIFIED = 1024
+
+
 @dataclass(frozen=True, slots=True)
 class GpuRules:
     resources: tuple[re.Pattern[str], ...]
@@ -139,6 +143,21 @@ class GpuRules:
     max_per_workload: int | None = None
     namespace_quota: int | None = None
     allowed_products: frozenset[str] = frozenset()
+    # Whether `resources` count a resource name, classified once per name for as long as this
+    # compiled policy is in force (a policy change compiles a new one). Bounded: names come
+    # from workloads, and one past the bound is matched without being remembered.
+    _classified: dict[str, bool] = field(
+        default_factory=dict, init=False, compare=False, hash=False, repr=False
+    )
+
+    def counts(self, resource: str) -> bool:
+        """Whether this policy counts `resource` as GPUs (its patterns, usually 12 or more)."""
+        known = self._classified.get(resource)
+        if known is None:
+            known = any(p.fullmatch(resource) for p in self.resources)
+            if len(self._classified) < MAX_CLASSIFIED:
+                self._classified[resource] = known
+        return known
 
 
 @dataclass(frozen=True, slots=True)

@@ -175,8 +175,9 @@ class Admission:
 
     @property
     def gpu(self) -> GpuAccounting:
-        base = self.config.gpu_rules.resources if self.config.gpu_rules else ()
-        return GpuAccounting(self.ledger, self.budgets, self.object_lookup, self.now, base)
+        return GpuAccounting(
+            self.ledger, self.budgets, self.object_lookup, self.now, self.config.gpu_rules
+        )
 
     def exempt(self, namespace: str) -> bool:
         return namespace in ALWAYS_EXEMPT or namespace == self.config.own_namespace

@@ -9,7 +9,6 @@ on the fresh budget. Nothing here decides: the engine does, from the same facts 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,7 +19,7 @@ from mlgate.controller.gpu_ledger import MAX_CHAIN, GpuLedger, controller_of
 from mlgate.engine.dra import CLAIM, DRA_GROUP, TEMPLATE, Claims, claim_spec, pod_claims
 from mlgate.engine.gpu import covered, workload_amounts
 from mlgate.engine.gpu_usage import Key, raised, tracked, usage_for
-from mlgate.engine.policy import CompiledPolicy, GpuUsage
+from mlgate.engine.policy import CompiledPolicy, GpuRules, GpuUsage
 from mlgate.engine.workloads import WorkloadView, group_of, lookup
 
 # (group, version, plural, namespace, name) -> the object, or None when it does not exist
@@ -99,7 +98,7 @@ class GpuAccounting:
     store: BudgetStore
     object_lookup: ObjectLookup
     now: Callable[[], datetime]
-    base: tuple[re.Pattern[str], ...] = ()
+    base: GpuRules | None = None
 
     async def plan(
         self,
