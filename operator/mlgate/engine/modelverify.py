@@ -378,7 +378,8 @@ def unverified(
             Rule.MODELS_VERIFIER,
             pod.path,
             "the downloaded model is not verified: mlgate's mutating webhook inserts "
-            f"{VERIFIER} after the download; check that its MutatingWebhookConfiguration is "
+            f"{VERIFIER} after the download (routed within seconds of a verifying policy "
+            "coming into force: retry); check that its MutatingWebhookConfiguration is "
             f"installed, and do not add, change or move containers named {VERIFIER}*",
         )
         violations.extend(

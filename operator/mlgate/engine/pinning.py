@@ -120,8 +120,10 @@ def unpinned(
                     Rule.IMAGES_DIGEST,
                     pin.path,
                     f"image {pin.image!r} verified by tag but reached validation without its "
-                    f"digest; mlgate's mutating webhook pins it as {pin.pinned}: check that its "
-                    "MutatingWebhookConfiguration is installed, or reference the image by digest",
+                    f"digest; mlgate's mutating webhook pins it as {pin.pinned}: reference the "
+                    "image by digest, or retry (mlgate routes its mutating webhook within "
+                    "seconds of a pinning policy coming into force) and check that its "
+                    "MutatingWebhookConfiguration is installed",
                 )
             ],
         )
