@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 from mlgate.api.compile import compile_approval, compile_policy, parse_resource
 from mlgate.api.models import ApprovedModel, ClusterMLPolicy
 from mlgate.cluster.client import ApiError, KubeClient, api_error
+from mlgate.controller import audit
 from mlgate.controller.audit import Auditor, expiring_within, judge, newly_violating
 from mlgate.controller.policy_reports import (
     OMITTED_ANNOTATION,
@@ -423,3 +424,35 @@ async def test_reports_that_cannot_be_written_do_not_fail_the_pass() -> None:
     assert api.applied == [
         "/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml-prod/policyreports/mlgate-audit"
     ]
+
+
+async def test_a_pass_whose_reports_failed_comes_again_after_retry_not_the_interval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A CRD's storage re-initialising (429) must not leave the reports stale for a whole
+    audit interval: the next pass comes after RETRY, as after a failed pass."""
+    monkeypatch.setattr(audit, "RETRY", 0.05)
+    monkeypatch.setattr(audit, "POLL", 0.01)
+    state = PolicyState()
+    state.upsert(policy(images={"requireDigest": True}))
+    state.set_namespace("ml-prod", {"mlgate.io/governed": "true"})
+    api = BusyReports([deployment("old", image="nginx")])
+    auditor = Auditor(cast(KubeClient, api), state, "mlgate-system", lambda: True, interval=300)
+    after = asyncio.Event()
+    after.set()
+    task = asyncio.create_task(auditor.run(after))
+    try:
+        for _ in range(100):
+            await asyncio.sleep(0.01)
+            if api.patches:  # the first pass ran (its reports failed)
+                break
+        api.busy = False
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if api.applied:
+                break
+        assert api.applied == [
+            "/apis/wgpolicyk8s.io/v1alpha2/namespaces/ml-prod/policyreports/mlgate-audit"
+        ]
+    finally:
+        task.cancel()

@@ -216,6 +216,10 @@ class Auditor:
     network_policies: Callable[[], Iterable[Mapping[str, Any]]] = list
     _unserved: frozenset[str] = frozenset()
     _seen: set[Key] | None = None  # finding keys of the last pass; None before the first
+    # The last pass could not write the PolicyReports (an apiserver busy or re-initialising a
+    # CRD's storage): the next pass comes after RETRY, not after the whole interval, so the
+    # reports do not stay stale for minutes.
+    _reports_stale: bool = False
 
     async def _items(self, spec: KindSpec) -> list[dict[str, Any]] | None:
         """The kind's objects; None when the cluster does not serve the kind (yet)."""
@@ -336,9 +340,11 @@ class Auditor:
             horizon_facts_for=self._facts_for(now + self.expiry_window, related) if soon else None,
             images=await self._verify(snapshot.policies, workloads, exempt),
         )
+        self._reports_stale = False
         try:
             existing = await self._write_reports(outcome, now)
         except ReportsUnreadable:
+            self._reports_stale = True
             if self._seen is not None:  # else the next pass, with reports, knows what is new
                 await self._post_events(outcome, None)
         else:
@@ -448,6 +454,8 @@ class Auditor:
             else:
                 try:
                     await self.audit_once()
+                    if self._reports_stale:
+                        wait = min(self.interval, RETRY)
                 except (ApiError, OSError, TimeoutError) as exc:
                     wait = min(self.interval, RETRY)
                     self.metrics.audit_failures.labels(type(exc).__name__).inc()
