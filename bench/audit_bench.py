@@ -19,7 +19,6 @@ import os
 import resource
 import time
 from collections import Counter
-from collections.abc import Mapping
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any
@@ -43,16 +42,10 @@ class CountingClient(KubeClient):
         self.calls: Counter[str] = Counter()
 
     async def request(
-        self,
-        method: str,
-        path: str,
-        body: Any = None,
-        *,
-        content_type: str = "application/json",
-        params: Mapping[str, str] | None = None,
+        self, method: str, path: str, body: Any = None, **options: Any
     ) -> dict[str, Any]:
         self.calls[method] += 1
-        return await super().request(method, path, body, content_type=content_type, params=params)
+        return await super().request(method, path, body, **options)
 
 
 def _deployment(i: int) -> dict[str, Any]:
