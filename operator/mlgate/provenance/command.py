@@ -25,8 +25,9 @@ from pydantic import ValidationError
 from mlgate.api import models as api
 from mlgate.api.compile import describe_validation_error
 from mlgate.cli import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK, error, write
+from mlgate.engine.policy import Signer
 from mlgate.provenance.artifacts import ArtifactError, Scan, digest, scan
-from mlgate.provenance.signatures import MISSING_TRUST, SignatureError, Signer, Trust, verify
+from mlgate.provenance.signatures import MISSING_TRUST, SignatureError, Trust, verify
 
 _NOT_DNS = re.compile(r"[^a-z0-9.-]+")
 _MAX_FINDINGS = 100

@@ -23,18 +23,11 @@ from cryptography import x509
 from model_signing import verifying
 
 from mlgate.api.compile import key_id
+from mlgate.engine.policy import Signer
 
 
 class SignatureError(ValueError):
     """The signature does not verify, or its inputs cannot be read; the message says which."""
-
-
-@dataclass(frozen=True, slots=True)
-class Signer:
-    method: str  # key | certificate | sigstore
-    key_id: str | None = None
-    identity: str | None = None
-    issuer: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
