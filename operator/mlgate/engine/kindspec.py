@@ -24,11 +24,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from enum import StrEnum
-from functools import lru_cache
 from typing import Any, cast
 
 import yaml
 
+from mlgate.engine.memo import text_cache
 from mlgate.engine.reads import is_map, mappings_under
 
 # KubeRay's CRD defaults maxReplicas to MaxInt32, so an autoscaled group without an explicit
@@ -53,6 +53,9 @@ Bound = str | int  # what a wildcard matched: a mapping key or a list index
 # Paths
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+# Keys are remembered up to this length (Kubernetes names and field names are far shorter);
+# a longer one, which only an odd or hostile object has, is matched every time.
+_MAX_CACHED_KEY = 256
 _TOKEN = re.compile(
     r'\.?(?P<key>[A-Za-z0-9_-]+)|\.(?P<any_key>\*)|(?P<any_item>\[\*\])|\[(?P<quoted>"(?:[^"\\]|\\.)*")\]'
 )
@@ -70,7 +73,7 @@ def field(path: str, key: str) -> str:
     return f"{path}[{json.dumps(key)}]"
 
 
-@lru_cache(maxsize=4096)
+@text_cache(maxsize=4096, max_length=_MAX_CACHED_KEY)
 def _plain(key: str) -> bool:
     # The same few keys (spec, template, containers) are placed on every admission.
     return _PLAIN_KEY.fullmatch(key) is not None

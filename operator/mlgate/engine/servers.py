@@ -14,12 +14,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import Enum
 from fnmatch import fnmatchcase
-from functools import lru_cache
 from typing import Any
 
 import yaml
 
 from mlgate.engine.commandline import Token, commands, container_words, program
+from mlgate.engine.memo import text_cache
 from mlgate.engine.modelrefs import ModelRef
 
 
@@ -280,10 +280,15 @@ def entrypoint(image: str | None, container: Mapping[str, Any], path: str) -> Se
     return next((s for s in SERVERS if name.lower() in s.kserve_formats), None)
 
 
-@lru_cache(maxsize=4096)
+# Longer images are matched every time (engine.references refuses them as malformed anyway).
+_CACHED_IMAGE_LENGTH = 4096
+
+
+@text_cache(maxsize=4096, max_length=_CACHED_IMAGE_LENGTH)
 def _image_server(image: str) -> Server | None:
     # Every container of every admission asks, and a cluster runs few distinct images: the
-    # glob scan over SERVERS runs once per image (bounded, so odd images cannot grow it).
+    # glob scan over SERVERS runs once per image (bounded in count and in the length of the
+    # images kept, so odd images cannot grow it).
     return next((s for s in SERVERS if any(fnmatchcase(image, p) for p in s.images)), None)
 
 
