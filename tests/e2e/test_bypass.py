@@ -416,3 +416,24 @@ def get_mlpolicy(cp: Cluster, namespace: str) -> dict[str, Any]:
     out = cp.kubectl("get", "mlpolicy", "team", "-n", namespace, "-o", "json", check=True)
     body: dict[str, Any] = json.loads(out.stdout)
     return body
+
+
+# ---------------------------------------------------------------------------------------------
+# The mutating entry's rules follow the policies in force (controller.routing): a tenant can
+# neither switch mutation off for a policy that needs it nor route requests elsewhere.
+
+
+def test_tenant_cannot_change_the_routing_of_mlgate_webhooks(
+    control_plane: Cluster, mlgate: MlgateProcess, namespace: str, tenant: Tenant
+) -> None:
+    cp, user = control_plane, tenant(namespace)
+    empty_rules = json.dumps([{"op": "replace", "path": "/webhooks/0/rules", "value": []}])
+    for kind in WEBHOOK_CONFIG_KINDS.split(","):
+        patched = cp.kubectl(
+            "patch", kind, WEBHOOK_CONFIG, "--type=json", "-p", empty_rules, kubeconfig=user
+        )
+        assert patched.returncode != 0 and "forbidden" in patched.stderr.lower(), patched.stderr
+        deleted = cp.kubectl("delete", kind, WEBHOOK_CONFIG, kubeconfig=user)
+        assert deleted.returncode != 0 and "forbidden" in deleted.stderr.lower(), deleted.stderr
+    # Still there, untouched by the attempts.
+    assert cp.kubectl("get", WEBHOOK_CONFIG_KINDS, WEBHOOK_CONFIG).returncode == 0
